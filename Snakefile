@@ -1,0 +1,31 @@
+# weightspace: the shared low-rank weight subspace of a collection of models.
+# Stages (one file each in workflow/rules/): zoo/collect -> extract -> subspace -> project
+# -> evaluate -> figures. Logic lives in the weightspace package (src/weightspace).
+from snakemake.utils import min_version, validate
+
+min_version("9.21.1")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/zoo.smk"
+include: "workflow/rules/collect.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/subspace.smk"
+include: "workflow/rules/project.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,31 @@
+"""The extract stage: a model folder's safetensors into the model's own Zarr store."""
+
+from __future__ import annotations
+
+import logging
+
+from . import layers
+from .io import atomic_path
+from .store import write_store
+
+log = logging.getLogger("weightspace")
+
+
+def extract_model(folder: str, out_path: str, key: str, row: dict) -> None:
+    """Copy every tensor of the model folder into ``out_path`` (one tensor in memory at a time),
+    keeping dtypes; the folder's JSON configs and the collection row become store attributes."""
+    fmt = layers.model_format(folder)
+    attrs = {"model": key, "id": row.get("id"), "revision": row.get("revision"), "format": fmt,
+             "config": layers.read_json(folder, "config.json"),
+             "adapter_config": layers.read_json(folder, "adapter_config.json")}
+    count = 0
+
+    def tensors():
+        nonlocal count
+        for name, t in layers.iter_tensors(folder, key):
+            count += 1
+            yield name, t
+
+    with atomic_path(out_path) as tmp:
+        write_store(tmp, tensors(), attrs, model=key)
+    log.info("model %s: %d tensors from %s", key, count, folder)

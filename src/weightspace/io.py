@@ -1,0 +1,72 @@
+"""Atomic outputs: write to a temporary sibling, rename into place on success.
+
+An interrupted job leaves only ``.tmp-*`` siblings, which no rerun trusts and the next
+write of the same target removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+TMP_PREFIX = ".tmp-"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success rename it onto ``target``.
+
+    Works for files and directories (Zarr stores). On an exception the temporary path is
+    removed and ``target`` is left exactly as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{TMP_PREFIX}*-{target.name}"):
+        _remove(stale)  # left by an earlier, killed writer of the same target
+    tmp = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}"
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if target.exists() and target.is_dir() and not target.is_symlink():
+        old = target.parent / f"{TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{target.name}"
+        os.replace(target, old)
+        os.replace(tmp, target)
+        _remove(old)
+    else:
+        os.replace(tmp, target)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a table atomically; the format follows the suffix (.parquet, .csv, .tsv)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        elif path.suffix == ".tsv":
+            df.to_csv(tmp, sep="\t", index=False)
+        elif path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            raise ValueError(f"{path}: unknown table format {path.suffix!r} (parquet, csv, tsv)")
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    """Write JSON atomically (sorted keys, indented)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

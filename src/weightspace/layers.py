@@ -1,0 +1,212 @@
+"""Model folders and the matrices the decomposition sees.
+
+A model folder is laid out as on the Hugging Face Hub: ``*.safetensors`` (optionally sharded
+with ``model.safetensors.index.json``) plus ``config.json``, or a PEFT LoRA adapter
+(``adapter_model.safetensors`` + ``adapter_config.json``). Only safetensors are read: a folder
+that has only pickle checkpoints is refused, never unpickled.
+
+Views (what one subspace is computed over):
+
+- ``full``: every tensor with two or more dimensions, as a matrix m×n (a conv kernel
+  out×in×kh×kw as out×(in·kh·kw)); one-dimensional tensors (biases, norms) are kept per model.
+- ``factors`` (LoRA): A (r×n) and B (m×r) as separate tensors, the paper's convention.
+- ``delta`` (LoRA): ΔW = s·B·A with s = lora_alpha/r (lora_alpha/√r with rsLoRA), what the
+  adapter does to the base weight; handled as the low-rank pair, never m×n per model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import safe_open
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+VIEWS = ("full", "factors", "delta")
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
+
+
+class ModelFormatError(ValueError):
+    """A model folder that weightspace cannot or will not read."""
+
+
+def weight_files(folder: str | os.PathLike, model: str = "?") -> list[Path]:
+    """The safetensors files of a model folder, in a stable order.
+
+    A sharded checkpoint is read through its ``*.safetensors.index.json`` weight map. A
+    folder with only pickle checkpoints raises ModelFormatError (they are never loaded).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFormatError(f"model {model}: folder {folder} does not exist")
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if indexes:
+        weight_map = json.loads(indexes[0].read_text())["weight_map"]
+        files = []
+        for name in sorted(set(weight_map.values())):
+            if "/" in name or "\\" in name or name.startswith("."):
+                raise ModelFormatError(f"model {model}: index names an unsafe file {name!r}")
+            files.append(folder / name)
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise ModelFormatError(f"model {model}: shards missing from {folder}: {missing}")
+        return files
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        return files
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelFormatError(
+            f"model {model}: only pickle checkpoints {pickles}; weightspace loads safetensors "
+            "only and never unpickles (convert the checkpoint to safetensors first)")
+    raise ModelFormatError(f"model {model}: no *.safetensors file in {folder}")
+
+
+def read_json(folder: str | os.PathLike, name: str) -> dict | None:
+    path = Path(folder) / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def model_format(folder: str | os.PathLike) -> str:
+    """'lora' for a PEFT LoRA adapter folder, else 'full'."""
+    cfg = read_json(folder, "adapter_config.json")
+    if cfg is not None:
+        if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+            raise ModelFormatError(f"{folder}: PEFT type {cfg.get('peft_type')!r} is not LoRA")
+        return "lora"
+    return "full"
+
+
+def iter_tensors(folder: str | os.PathLike, model: str = "?") -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) one at a time in the source dtype (bounded memory)."""
+    seen: set[str] = set()
+    for path in weight_files(folder, model):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for name in f.keys():
+                    if name in seen:
+                        raise ModelFormatError(f"model {model}: tensor {name} appears twice")
+                    seen.add(name)
+                    yield name, f.get_tensor(name)
+        except ModelFormatError:
+            raise
+        except Exception as exc:  # safetensors raises its own error types for bad headers
+            raise ModelFormatError(f"model {model}: cannot read {path.name}: {exc}") from exc
+
+
+def as_matrix(t: torch.Tensor) -> torch.Tensor:
+    """A weight tensor as the m×n matrix the decomposition uses (conv: out×(in·kh·kw))."""
+    if t.ndim < 2:
+        raise ValueError(f"a {t.ndim}-D tensor has no matrix view")
+    return t.reshape(t.shape[0], -1)
+
+
+def lora_scale(adapter_config: dict, module: str) -> float:
+    """s in ΔW = s·B·A: lora_alpha / r, or lora_alpha / √r with use_rslora.
+
+    Per-module ``rank_pattern`` / ``alpha_pattern`` entries (matched as a suffix of the module
+    name, as PEFT does) override the defaults.
+    """
+    r = adapter_config.get("r", 8)
+    alpha = adapter_config.get("lora_alpha", r)
+    for pattern, value in (adapter_config.get("rank_pattern") or {}).items():
+        if re.search(rf"(^|\.){pattern}$", module):
+            r = value
+    for pattern, value in (adapter_config.get("alpha_pattern") or {}).items():
+        if re.search(rf"(^|\.){pattern}$", module):
+            alpha = value
+    return alpha / math.sqrt(r) if adapter_config.get("use_rslora") else alpha / r
+
+
+def lora_pairs(names: list[str]) -> dict[str, tuple[str, str]]:
+    """Map module name → (A tensor name, B tensor name) for PEFT LoRA tensor names."""
+    found: dict[str, dict[str, str]] = {}
+    for name in names:
+        m = _LORA_KEY.match(name)
+        if m:
+            found.setdefault(m["module"], {})[m["which"]] = name
+    broken = sorted(mod for mod, ab in found.items() if len(ab) != 2)
+    if broken:
+        raise ModelFormatError(f"LoRA modules without both A and B: {broken}")
+    return {mod: (ab["A"], ab["B"]) for mod, ab in sorted(found.items())}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One matrix that gets its own subspace: a name, its view, its m×n shape and sources.
+
+    ``sources`` are tensor names in the model store: one for ``full`` and ``factors``
+    targets, (A, B) for a ``delta`` target.
+    """
+
+    name: str
+    view: str
+    shape: tuple[int, int]
+    sources: tuple[str, ...]
+
+
+@dataclass
+class LowRank:
+    """The matrix scale·B·A held as its factors (B: m×r, A: r×n)."""
+
+    B: torch.Tensor
+    A: torch.Tensor
+    scale: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.B.shape[0], self.A.shape[1])
+
+    def dense(self) -> torch.Tensor:
+        return self.scale * (self.B @ self.A)
+
+
+def targets(store, view: str) -> list[Target]:
+    """The matrices of one view in a model store (see the module docstring)."""
+    names = store.names()
+    if view == "full":
+        out = []
+        for n in names:
+            shape = store.shape(n)
+            if len(shape) >= 2:
+                out.append(Target(n, view, (shape[0], math.prod(shape[1:])), (n,)))
+        return out
+    pairs = lora_pairs(names)
+    if not pairs:
+        raise ModelFormatError(f"model {store.key}: view {view!r} needs LoRA tensors, found none")
+    if view == "factors":
+        out = []
+        for a, b in pairs.values():
+            for n in (a, b):
+                shape = store.shape(n)
+                out.append(Target(n, view, (shape[0], math.prod(shape[1:])), (n,)))
+        return sorted(out, key=lambda t: t.name)
+    if view == "delta":
+        out = []
+        for module, (a, b) in pairs.items():
+            out.append(Target(module, view, (store.shape(b)[0], store.shape(a)[1]), (a, b)))
+        return out
+    raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+
+
+def kept_tensors(store, view: str) -> list[str]:
+    """Tensors a compressed model keeps as they are (not part of any target of the view)."""
+    used = {s for t in targets(store, view) for s in t.sources}
+    return [n for n in store.names() if n not in used]
+
+
+def read_target(store, target: Target, dtype=torch.float64, device="cpu"):
+    """One model's matrix for ``target``: a dense tensor, or LowRank for a delta target."""
+    if target.view == "delta":
+        a, b = target.sources
+        cfg = store.attrs.get("adapter_config") or {}
+        A = as_matrix(store.read(a)).to(device=device, dtype=dtype)
+        B = as_matrix(store.read(b)).to(device=device, dtype=dtype)
+        return LowRank(B, A, lora_scale(cfg, target.name))
+    return as_matrix(store.read(target.sources[0])).to(device=device, dtype=dtype)

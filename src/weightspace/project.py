@@ -1,0 +1,130 @@
+r"""Projection onto a shared subspace, reconstruction, and the baselines beside it.
+
+With the basis models' mean μ and leading mode factors U_row,k (m×k), U_col,k (n×k):
+
+    C   = U_row,kᵀ (W − μ) U_col,k                  (k×k coefficients of one model)
+    Ŵ   = μ + U_row,k C U_col,kᵀ
+
+The factors are nested, so the coefficients at k are the leading k×k block of those at
+k_max: one projection serves the whole sweep of k. Held-out models are projected with the
+basis models' μ and U only.
+
+Baselines at the same k (every result is reported beside them):
+
+- ``mean``:   Ŵ = μ (no per-model bytes);
+- ``random``: Ŵ = μ + Q_r Q_rᵀ (W − μ) Q_c Q_cᵀ with random orthonormal Q_r (m×k), Q_c (n×k):
+  the same per-model bytes (k²) in a subspace that is not learned from the collection;
+- ``svd``:    Ŵ = μ + best rank-r approximation of W − μ with r = ⌊k² / (m + n)⌋, i.e. the
+  per-model truncated SVD that stores the same number of per-model numbers as k² coefficients
+  (r·(m+n) ≤ k²; r = 0 reduces to ``mean``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .hosvd import random_orthonormal
+
+METHODS = ("projected", "mean", "random", "svd")
+
+
+def coefficients(W: torch.Tensor, mean: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor) -> torch.Tensor:
+    """C = U_rowᵀ (W − μ) U_col."""
+    return U_row.T @ (W - mean) @ U_col
+
+
+def reconstruct(C: torch.Tensor, mean: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor) -> torch.Tensor:
+    """Ŵ = μ + U_row C U_colᵀ, using the leading k = C.shape[0] columns of the factors."""
+    k = C.shape[0]
+    return mean + U_row[:, :k] @ C @ U_col[:, :k].T
+
+
+def svd_rank(k: int, m: int, n: int) -> int:
+    """Rank of the per-model SVD that stores no more numbers than k² coefficients."""
+    return min(k * k // (m + n), m, n)
+
+
+def truncated_svd(X: torch.Tensor, r: int) -> torch.Tensor:
+    """Best rank-r approximation of X (Eckart–Young)."""
+    if r <= 0:
+        return torch.zeros_like(X)
+    U, s, Vh = torch.linalg.svd(X, full_matrices=False)
+    return (U[:, :r] * s[:r]) @ Vh[:r]
+
+
+def baseline(method: str, W: torch.Tensor, mean: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
+    """Reconstruction of W by a baseline at k (see the module docstring)."""
+    m, n = W.shape
+    if method == "mean":
+        return mean.clone()
+    if method == "random":
+        g = torch.Generator().manual_seed(seed)
+        Qr = random_orthonormal(m, min(k, m), g, dtype=W.dtype, device=W.device)
+        Qc = random_orthonormal(n, min(k, n), g, dtype=W.dtype, device=W.device)
+        return mean + Qr @ (Qr.T @ (W - mean) @ Qc) @ Qc.T
+    if method == "svd":
+        return mean + truncated_svd(W - mean, svd_rank(k, m, n))
+    raise ValueError(f"unknown baseline {method!r}")
+
+
+def per_model_numbers(method: str, k: int, m: int, n: int) -> int:
+    """Numbers stored per model for one m×n target at k."""
+    k = min(k, m, n)
+    return {"projected": k * k, "random": k * k, "mean": 0,
+            "svd": svd_rank(k, m, n) * (m + n)}[method]
+
+
+def shared_numbers(method: str, k: int, m: int, n: int) -> int:
+    """Numbers stored once for the collection for one m×n target at k (mean + basis).
+
+    The random baseline's basis is regenerated from its seed, so only the mean is stored.
+    """
+    k = min(k, m, n)
+    return m * n + ((m + n) * k if method == "projected" else 0)
+
+
+# ----------------------------------------------------------------------------- the stage
+def project_models(store_paths: list[str], subspaces: dict, view: str, out_path: str, ks: list[int],
+                   splits: dict[str, str], device: str = "cpu"):
+    """Coefficients of every model (basis and held-out) at k_max, and the captured energy.
+
+    Writes ``out_path`` (Zarr: one array N×k_max×k_max per target, attribute ``models``) and
+    returns a table of the fraction of each model's centred energy that the k×k core keeps,
+    ‖C_k‖² / ‖W − μ‖² (U orthonormal, so ‖U_r C U_cᵀ‖ = ‖C‖), per target and k.
+    """
+    import pandas as pd
+    import zarr
+    from tqdm import tqdm
+
+    from . import layers
+    from .io import atomic_path
+    from .store import ModelStore
+
+    names = sorted(subspaces)
+    coeffs = {n: [] for n in names}
+    rows, keys = [], []
+    for path in tqdm(store_paths, desc="project", mininterval=5):
+        st = ModelStore(path)
+        keys.append(st.key)
+        tmap = {t.name: t for t in layers.targets(st, view)}
+        for name in names:
+            sub = subspaces[name]
+            if name not in tmap or tmap[name].shape != sub.shape:
+                raise ValueError(f"model {st.key}: target {name} missing or of another shape "
+                                 f"than the subspace {sub.shape}")
+            W = layers.read_target(st, tmap[name], device=device)
+            X = (W.dense() if isinstance(W, layers.LowRank) else W) - sub.mean
+            C = sub.U_row.T @ X @ sub.U_col
+            coeffs[name].append(C.float().cpu())
+            total = float((X * X).sum())
+            for k in ks:
+                kk = min(k, C.shape[0])
+                rows.append({"model": st.key, "split": splits.get(st.key, "?"), "target": name, "k": k,
+                             "captured": float((C[:kk, :kk] ** 2).sum()) / total if total > 0 else float("nan")})
+    with atomic_path(out_path) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        root.attrs.update({"models": keys, "view": view, "targets": names})
+        for name in names:
+            data = torch.stack(coeffs[name]).numpy()
+            root.create_array(name, data=data, chunks=data.shape, compressors=None)
+    return pd.DataFrame(rows)

@@ -1,0 +1,270 @@
+"""The built-in model zoo: small models trained offline, in seconds, on scikit-learn's digits.
+
+Two kinds of collection, both written as Hugging Face-style model folders so every later stage
+treats them like Hub downloads:
+
+- ``mlp``: full MLPs (64 → hidden… → 10, ReLU) trained on different tasks. A task relabels the
+  ten digits: ``permutation`` (a random bijection) or ``partition`` (a random map onto 2–5
+  groups). Each model trains on its own random subset of the training split. With
+  ``shared_init`` every model starts from one initialisation (as fine-tunes of one checkpoint
+  do); without it each model has its own (the contrast collection).
+- ``lora``: one frozen base MLP trained on plain digits, and LoRA adapters (PEFT layout:
+  ``adapter_model.safetensors`` + ``adapter_config.json``) each trained for an input
+  transformation the base cannot handle: ``rotate`` (±15–45°) or ``shift`` (1–2 pixels).
+
+All models of a collection train together as one batched computation; training is
+deterministic given the seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from .io import atomic_path
+
+PEFT_PREFIX = "base_model.model."
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Digits:
+    x_train: torch.Tensor  # (n, 64) in [0, 1]
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def load_digits(seed: int = 0, test_fraction: float = 0.3) -> Digits:
+    """scikit-learn's 1797 8×8 digits, scaled to [0, 1], split train/test by ``seed``."""
+    from sklearn.datasets import load_digits as _load
+
+    d = _load()
+    x = torch.tensor(d.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(test_fraction * len(y)))
+    te, tr = perm[:n_test], perm[n_test:]
+    return Digits(x[tr], y[tr], x[te], y[te])
+
+
+def transform_images(x: torch.Tensor, angle: float = 0.0, shift=(0.0, 0.0)) -> torch.Tensor:
+    """Rotate (degrees) and shift (pixels) flattened 8×8 images, bilinear, zero padding."""
+    img = x.reshape(-1, 1, 8, 8)
+    a = math.radians(angle)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), -2 * shift[0] / 8],
+                          [math.sin(a), math.cos(a), -2 * shift[1] / 8]], dtype=x.dtype)
+    grid = F.affine_grid(theta.expand(img.shape[0], 2, 3), list(img.shape), align_corners=False)
+    return F.grid_sample(img, grid, align_corners=False, padding_mode="zeros").reshape(x.shape)
+
+
+def task_inputs_targets(task: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of a task: a relabelling of the digits or an input transform."""
+    if task["kind"] == "relabel":
+        return x, torch.tensor(task["mapping"], dtype=torch.long)[y]
+    if task["kind"] == "transform":
+        return transform_images(x, task["angle"], tuple(task["shift"])), y
+    if task["kind"] == "digits":
+        return x, y
+    raise ValueError(f"unknown task kind {task['kind']!r}")
+
+
+def make_task(name: str, rng: np.random.Generator) -> dict:
+    """A random task of the given family (see the module docstring)."""
+    if name == "permutation":
+        mapping = rng.permutation(10)
+        return {"kind": "relabel", "family": name, "mapping": mapping.tolist(),
+                "label": "perm-" + "".join(map(str, mapping))}
+    if name == "partition":
+        g = int(rng.integers(2, 6))
+        mapping = np.concatenate([np.arange(g), rng.integers(0, g, 10 - g)])
+        rng.shuffle(mapping)
+        return {"kind": "relabel", "family": name, "mapping": mapping.tolist(),
+                "label": f"part{g}-" + "".join(map(str, mapping))}
+    if name == "rotate":
+        angle = float(rng.choice([-1, 1]) * rng.uniform(15, 45))
+        return {"kind": "transform", "family": name, "angle": round(angle, 2), "shift": [0.0, 0.0],
+                "label": f"rot{angle:+.0f}"}
+    if name == "shift":
+        dx, dy = (float(v) for v in rng.choice([-2, -1, 0, 1, 2], size=2))
+        if dx == 0 and dy == 0:
+            dx = 2.0
+        return {"kind": "transform", "family": name, "angle": 0.0, "shift": [dx, dy],
+                "label": f"shift{dx:+.0f}{dy:+.0f}"}
+    raise ValueError(f"unknown zoo task family {name!r}")
+
+
+DEFAULT_TASKS = {"mlp": ["permutation", "partition"], "lora": ["rotate", "shift"]}
+
+
+def normalize_spec(spec: dict) -> dict:
+    """The zoo spec with the kind-dependent defaults the schema cannot express."""
+    out = dict(spec)
+    out.setdefault("tasks", DEFAULT_TASKS[out["kind"]])
+    return out
+
+
+def zoo_tasks(spec: dict) -> list[dict]:
+    """The task of each model of a zoo collection, cycling through ``spec['tasks']``."""
+    rng = np.random.default_rng(spec["seed"])
+    return [make_task(spec["tasks"][i % len(spec["tasks"])], rng) for i in range(spec["count"])]
+
+
+def model_keys(spec: dict) -> list[str]:
+    return [f"model-{i:03d}" for i in range(spec["count"])]
+
+
+# ----------------------------------------------------------------------------- models
+def mlp_forward(weights: dict[str, torch.Tensor], x: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """Logits of the MLP ``fc1 … fcL`` (ReLU between layers) with the given weights."""
+    h = x
+    for i in range(1, n_layers + 1):
+        h = F.linear(h, weights[f"fc{i}.weight"].to(h.dtype), weights[f"fc{i}.bias"].to(h.dtype))
+        if i < n_layers:
+            h = F.relu(h)
+    return h
+
+
+def _linear_init(M: int, out: int, inp: int, g: torch.Generator, shared: bool):
+    """nn.Linear's default init U(±1/√in) for weight and bias, one draw or M draws."""
+    bound = 1.0 / math.sqrt(inp)
+    n = 1 if shared else M
+    W = (torch.rand(n, out, inp, generator=g) * 2 - 1) * bound
+    b = (torch.rand(n, 1, out, generator=g) * 2 - 1) * bound
+    return W.expand(M, -1, -1).clone(), b.expand(M, -1, -1).clone()
+
+
+def _batched_mlp(params, x, n_layers, lora=None):
+    """x: (M, B, in). params: list of (W: M×out×in, b: M×1×out). lora: {layer: (A, B, s)}."""
+    h = x
+    for i, (W, b) in enumerate(params, start=1):
+        out = torch.baddbmm(b, h, W.transpose(1, 2))
+        if lora and i in lora:
+            A, Bm, s = lora[i]
+            out = out + s * torch.bmm(torch.bmm(h, A.transpose(1, 2)), Bm.transpose(1, 2))
+        h = F.relu(out) if i < n_layers else out
+    return h
+
+
+def _batches(M, subsets, steps, batch, g):
+    for _ in range(steps):
+        yield torch.stack([s[torch.randint(len(s), (batch,), generator=g)] for s in subsets])
+
+
+def train_mlps(spec: dict, data: Digits, tasks: list[dict]) -> list[dict[str, torch.Tensor]]:
+    """Train ``spec['count']`` MLPs at once; return one state dict per model."""
+    M, sizes = spec["count"], [64, *spec["hidden"], 10]
+    L = len(sizes) - 1
+    g = torch.Generator().manual_seed(spec["seed"])
+    params = [_linear_init(M, sizes[i + 1], sizes[i], g, spec["shared_init"]) for i in range(L)]
+    flat = [p.requires_grad_() for pair in params for p in pair]
+    opt = torch.optim.Adam(flat, lr=spec["lr"])
+    maps = torch.tensor([t["mapping"] for t in tasks], dtype=torch.long)  # M×10
+    n = len(data.y_train)
+    subsets = [torch.randperm(n, generator=g)[: int(spec["data_fraction"] * n)] for _ in range(M)]
+    for idx in _batches(M, subsets, spec["steps"], spec["batch_size"], g):
+        x = data.x_train[idx]                                   # M×B×64
+        y = torch.gather(maps, 1, data.y_train[idx])            # M×B
+        logits = _batched_mlp(params, x, L)
+        loss = F.cross_entropy(logits.reshape(-1, 10), y.reshape(-1), reduction="mean") * M
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return [{f"fc{l + 1}.{kind}": (W if kind == "weight" else b)[i].detach().reshape(
+                W[i].shape if kind == "weight" else (-1,)).contiguous()
+             for l, (W, b) in enumerate(params) for kind in ("weight", "bias")}
+            for i in range(M)]
+
+
+def train_base(spec: dict, data: Digits) -> dict[str, torch.Tensor]:
+    """The frozen base of a LoRA zoo: one MLP trained on the plain digits."""
+    base_spec = dict(spec, count=1, shared_init=True, seed=spec["seed"] + 7919,
+                     steps=spec["base_steps"], data_fraction=1.0)
+    return train_mlps(base_spec, data, [{"mapping": list(range(10))}])[0]
+
+
+def train_adapters(spec: dict, data: Digits, base: dict, tasks: list[dict]):
+    """Train one LoRA adapter per task on the frozen base; returns {module: (A, B)} per model."""
+    M, r, s = spec["count"], spec["rank"], spec["alpha"] / spec["rank"]
+    L = len(spec["hidden"]) + 1
+    g = torch.Generator().manual_seed(spec["seed"] + 1)
+    params = [(base[f"fc{i}.weight"].expand(M, -1, -1), base[f"fc{i}.bias"].reshape(1, 1, -1).expand(M, -1, -1))
+              for i in range(1, L + 1)]
+    layers = [int(t.removeprefix("fc")) for t in spec["target_modules"]]
+    lora = {}
+    for i in layers:
+        out, inp = base[f"fc{i}.weight"].shape
+        n = 1 if spec["shared_init"] else M
+        A = ((torch.rand(n, r, inp, generator=g) * 2 - 1) / math.sqrt(inp)).expand(M, -1, -1).clone()
+        lora[i] = (A.requires_grad_(), torch.zeros(M, out, r, requires_grad=True), s)
+    opt = torch.optim.Adam([t for A, B, _ in lora.values() for t in (A, B)], lr=spec["lr"])
+    xs = torch.stack([task_inputs_targets(t, data.x_train, data.y_train)[0] for t in tasks])  # M×n×64
+    n = len(data.y_train)
+    subsets = [torch.randperm(n, generator=g)[: int(spec["data_fraction"] * n)] for _ in range(M)]
+    for idx in _batches(M, subsets, spec["steps"], spec["batch_size"], g):
+        x = torch.gather(xs, 1, idx.unsqueeze(-1).expand(-1, -1, 64))
+        logits = _batched_mlp(params, x, L, lora)
+        loss = F.cross_entropy(logits.reshape(-1, 10), data.y_train[idx].reshape(-1)) * M
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return [{f"fc{i}": (A[m].detach().clone(), B[m].detach().clone()) for i, (A, B, _) in lora.items()}
+            for m in range(M)]
+
+
+# ----------------------------------------------------------------------------- folders
+def mlp_config(spec: dict, task: dict) -> dict:
+    return {"model_type": "weightspace-mlp", "architectures": ["WeightspaceMLP"],
+            "layer_sizes": [64, *spec["hidden"], 10], "activation": "relu",
+            "torch_dtype": "float32", "weightspace_task": task}
+
+
+def adapter_config(spec: dict, task: dict, base_path: str) -> dict:
+    return {"peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_path,
+            "r": spec["rank"], "lora_alpha": spec["alpha"], "lora_dropout": 0.0,
+            "target_modules": list(spec["target_modules"]), "bias": "none", "use_rslora": False,
+            "inference_mode": True, "fan_in_fan_out": False, "weightspace_task": task}
+
+
+def _write_folder(folder: Path, tensors: dict, config: dict, weights_name: str, config_name: str):
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / weights_name),
+              metadata={"format": "pt"})
+    (folder / config_name).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def build_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, log=print) -> None:
+    """Train a zoo collection and write its model folders under ``out_dir`` (atomically).
+
+    ``out_dir/{key}/`` for every model; a LoRA zoo also writes ``out_dir/base/``.
+    """
+    data = load_digits(data_seed)
+    tasks, keys = zoo_tasks(spec), model_keys(spec)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        if spec["kind"] == "mlp":
+            states = train_mlps(spec, data, tasks)
+            for key, task, state in zip(keys, tasks, states):
+                _write_folder(tmp / key, state, mlp_config(spec, task), "model.safetensors", "config.json")
+        elif spec["kind"] == "lora":
+            base = train_base(spec, data)
+            base_task = {"kind": "digits", "family": "digits", "label": "digits"}
+            _write_folder(tmp / "base", base, mlp_config(spec, base_task), "model.safetensors", "config.json")
+            for key, task, ad in zip(keys, tasks, train_adapters(spec, data, base, tasks)):
+                tensors = {}
+                for module, (A, B) in ad.items():
+                    tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = A
+                    tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = B
+                _write_folder(tmp / key, tensors, adapter_config(spec, task, "../base"),
+                              "adapter_model.safetensors", "adapter_config.json")
+        else:
+            raise ValueError(f"unknown zoo kind {spec['kind']!r}")
+        log(f"trained {len(keys)} {spec['kind']} models in {out_dir}")

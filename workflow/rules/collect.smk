@@ -1,0 +1,23 @@
+# collect: results/{c}/collection.tsv is resolved at parse time (common.smk, TABLES), like a
+# sample sheet, so the DAG is known up front and a rerun touches only new rows. It is written
+# atomically, only when it changes; rows are never reordered and new models are appended.
+# For zoo and local sources resolving is deterministic and offline, so no rule is needed;
+# this rule copies the lock into a human-readable per-collection listing for the report.
+
+
+rule collection_listing:
+    input:
+        "results/{c}/collection.tsv",
+    output:
+        report(
+            "results/{c}/collection.csv",
+            caption="../report/collection.rst",
+            category="Collections",
+            subcategory="{c}",
+        ),
+    log:
+        "logs/{c}/collection_listing.log",
+    conda:
+        ENV
+    script:
+        "../scripts/collection_listing.py"

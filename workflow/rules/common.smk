@@ -1,0 +1,104 @@
+# Input functions and the collection tables, read at parse time like a sample sheet.
+from weightspace import zoo as _zoo
+from weightspace.collection import resolve_local, resolve_zoo, update_lock
+
+
+wildcard_constraints:
+    c=r"[A-Za-z0-9][A-Za-z0-9_.\-]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9_.\-]*",
+    view=r"full|factors|delta",
+    g=r"\d+",
+
+
+ENV = "../../envs/weightspace.yaml"
+
+
+def zoo_spec(c):
+    return _zoo.normalize_spec(config["collections"][c]["zoo"])
+
+
+def _resolve(c):
+    spec = config["collections"][c]
+    if spec["source"] == "zoo":
+        if "zoo" not in spec:
+            raise ValueError(f"collection {c}: source 'zoo' needs a 'zoo:' section")
+        return resolve_zoo(c, zoo_spec(c), f"results/{c}/zoo")
+    if spec["source"] == "local":
+        if "path" not in spec:
+            raise ValueError(f"collection {c}: source 'local' needs 'path:'")
+        return resolve_local(c, spec["path"])
+    raise ValueError(f"collection {c}: unknown source {spec['source']!r}")
+
+
+# The lock: results/{c}/collection.tsv (rows appended, never reordered; see collect.smk).
+TABLES = {
+    c: update_lock(f"results/{c}/collection.tsv", _resolve(c), config["collections"][c]["split"])
+    for c in config["collections"]
+}
+
+
+def table(c):
+    return TABLES[c]
+
+
+def keys(c, split=None):
+    t = TABLES[c]
+    return list(t["key"] if split is None else t.loc[t["split"] == split, "key"])
+
+
+def splits(c):
+    return dict(zip(TABLES[c]["key"], TABLES[c]["split"]))
+
+
+def collection_format(c):
+    formats = set(TABLES[c]["format"])
+    if len(formats) != 1:
+        raise ValueError(f"collection {c} mixes model formats {sorted(formats)}")
+    return formats.pop()
+
+
+def views(c):
+    if collection_format(c) == "lora":
+        return list(config["collections"][c]["views"])
+    return ["full"]
+
+
+def stores(c, split=None):
+    return [f"results/{c}/weights/{k}.zarr" for k in keys(c, split)]
+
+
+def subspace_groups(c, view):
+    n = config["subspace"]["layer_groups"]
+    return [f"results/{c}/subspace/{view}/group-{g}.zarr" for g in range(n)]
+
+
+def model_source(wildcards):
+    """Extract's input: the zoo's folder (one job trains all) or the local model's files."""
+    c = wildcards.c
+    if config["collections"][c]["source"] == "zoo":
+        return f"results/{c}/zoo"
+    return model_path(c, wildcards.model)
+
+
+def model_path(c, key):
+    row = TABLES[c].set_index("key").loc[key]
+    return row["path"]
+
+
+def base_folder(c):
+    """The frozen base of a LoRA zoo (the evaluator needs it)."""
+    if collection_format(c) == "lora" and config["collections"][c]["source"] == "zoo":
+        return f"results/{c}/zoo/base"
+    return None
+
+
+def all_outputs():
+    out = ["results/figures/overview_spectra.png", "results/summary.csv"]
+    for c in config["collections"]:
+        for v in views(c):
+            out += [
+                f"results/{c}/figures/{v}/spectra.png",
+                f"results/{c}/figures/{v}/accuracy.png",
+                f"results/{c}/figures/{v}/compression.png",
+            ]
+    return out

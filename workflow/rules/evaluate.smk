@@ -1,0 +1,30 @@
+# evaluate: errors and task accuracy of original, projected and baseline models at every k,
+# and the memory accounting (bytes stored vs the originals).
+
+
+rule evaluate:
+    input:
+        stores=lambda w: stores(w.c),
+        subspace=lambda w: subspace_groups(w.c, w.view),
+        coefficients="results/{c}/project/{view}/coefficients.zarr",
+        zoo=lambda w: [f"results/{w.c}/zoo"] if base_folder(w.c) else [],
+    output:
+        metrics="results/{c}/evaluate/{view}/metrics.parquet",
+        compression="results/{c}/evaluate/{view}/compression.csv",
+    params:
+        ks=config["project"]["ks"],
+        splits=lambda w: splits(w.c),
+        evaluator=lambda w: config["collections"][w.c]["evaluator"],
+        base=lambda w: base_folder(w.c),
+        data_seed=config["data_seed"],
+        seed=config["evaluate"]["seed"],
+    threads: config["evaluate"]["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    log:
+        "logs/{c}/evaluate/{view}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate.py"

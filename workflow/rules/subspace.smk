@@ -1,0 +1,41 @@
+# subspace: one job per layer group of a view; streams every basis model's matrix once into
+# float64 sums (Σ W, Σ W Wᵀ, Σ Wᵀ W), eigendecomposes, writes mean, basis, spectra and nulls.
+
+
+rule subspace:
+    input:
+        stores=lambda w: stores(w.c, "basis"),
+    output:
+        directory("results/{c}/subspace/{view}/group-{g}.zarr"),
+    params:
+        n_groups=config["subspace"]["layer_groups"],
+        center=config["subspace"]["center"],
+        max_k=config["subspace"]["max_k"],
+        gaussian_null=config["subspace"]["gaussian_null"],
+        rotation_null=config["subspace"]["rotation_null"],
+        seed=config["subspace"]["seed"],
+        device=config["subspace"]["device"],
+    threads: config["subspace"]["threads"]
+    resources:
+        mem_mb=config["subspace"]["mem_mb"],
+        runtime=60,
+        gpu=config["subspace"]["gpus"],
+    log:
+        "logs/{c}/subspace/{view}/group-{g}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/subspace.py"
+
+
+rule spectra:
+    input:
+        lambda w: subspace_groups(w.c, w.view),
+    output:
+        "results/{c}/subspace/{view}/spectra.parquet",
+    log:
+        "logs/{c}/subspace/{view}/spectra.log",
+    conda:
+        ENV
+    script:
+        "../scripts/spectra.py"

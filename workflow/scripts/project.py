@@ -1,0 +1,11 @@
+"""Coefficients of every model on the basis models' subspace."""
+from weightspace.io import write_table
+from weightspace.project import project_models
+from weightspace.runtime import script
+from weightspace.subspace import load_subspaces
+
+with script(snakemake) as log:  # noqa: F821
+    subspaces, _ = load_subspaces(list(snakemake.input.subspace))  # noqa: F821
+    energy = project_models(list(snakemake.input.stores), subspaces, snakemake.wildcards.view,  # noqa: F821
+                            snakemake.output.coefficients, snakemake.params.ks, snakemake.params.splits)  # noqa: F821
+    write_table(energy, snakemake.output.energy)  # noqa: F821
