@@ -29,7 +29,8 @@ _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 def slugify(model_id: str) -> str:
     """A model id as a safe key: 'org/name' → 'org--name'; anything else odd → '_'."""
-    key = re.sub(r"[^A-Za-z0-9_.\-]", "_", model_id.replace("/", "--")).strip("._-")
+    key = re.sub(r"[^A-Za-z0-9_.\-]", "_", model_id.replace("/", "--"))
+    key = re.sub(r"\.{2,}", "_", key).strip("._-")
     if not key or ".." in key or not _KEY.match(key):
         raise ValueError(f"model id {model_id!r} gives no safe key")
     return key

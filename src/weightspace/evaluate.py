@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from . import layers, zoo
-from .project import METHODS, baseline, per_model_numbers, reconstruct, shared_numbers, svd_rank
+from .project import METHODS, baseline, core_size, per_model_numbers, reconstruct, shared_numbers, svd_rank
 from .store import ModelStore
 
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
@@ -131,9 +131,9 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
                 mats = {}
                 for n in names:
                     sub = subspaces[n]
-                    kk = min(k, sub.U_row.shape[1])
                     if method == "projected":
-                        mats[n] = reconstruct(C[n][:kk, :kk], sub.mean, sub.U_row, sub.U_col)
+                        kr, kc = core_size(k, sub.U_row, sub.U_col)
+                        mats[n] = reconstruct(C[n][:kr, :kc], sub.mean, sub.U_row, sub.U_col)
                     elif method == "svd":
                         U, s, Vh = svds[n]
                         r = svd_rank(k, *sub.shape)

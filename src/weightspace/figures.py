@@ -21,6 +21,26 @@ PALETTE = {"projected": "#1f77b4", "svd": "#2ca02c", "random": "#d62728", "mean"
 SOURCE_STYLE = {"data": "-", "Gaussian null": "--", "rotation null": ":"}
 
 
+def pad_spectra(spectra: pd.DataFrame, max_k: int) -> pd.DataFrame:
+    """Extend every spectrum's cumulative explained variance to k = max_k.
+
+    A mode of dimension d < max_k is fully explained from k = d on (the value is 1), so
+    averaging layers of different sizes stays monotone instead of dropping where small
+    layers run out of directions.
+    """
+    keys = [c for c in spectra.columns if c not in ("k", "eigenvalue", "explained")]
+    out = []
+    for _, d in spectra[spectra["k"] <= max_k].groupby(keys, sort=False):
+        last = d["k"].max()
+        if last < max_k:
+            extra = d.iloc[[-1] * (max_k - last)].copy()
+            extra["k"] = range(last + 1, max_k + 1)
+            extra["eigenvalue"] = 0.0
+            d = pd.concat([d, extra])
+        out.append(d)
+    return pd.concat(out, ignore_index=True)
+
+
 def _save(fig, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
@@ -31,6 +51,7 @@ def spectra_figure(spectra: pd.DataFrame, title: str, path: str, max_k: int = 64
     """2×2 panels: rows = (centred vs Gaussian null, uncentred vs rotation null), columns =
     (row mode, column mode); thin lines per layer, bold mean ± 95% CI over layers."""
     sns.set_theme(style="whitegrid", context="paper")
+    spectra = pad_spectra(spectra, max_k)
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharey=True)
     panels = [(True, ["data", "Gaussian null"]), (False, ["data", "rotation null"])]
     for r, (centered, sources) in enumerate(panels):
@@ -42,6 +63,7 @@ def spectra_figure(spectra: pd.DataFrame, title: str, path: str, max_k: int = 64
                 ax.plot(dt["k"], dt["explained"], color="#1f77b4", alpha=0.25, lw=0.8)
             sns.lineplot(data=d, x="k", y="explained", hue="source", style="source",
                          hue_order=sources, style_order=sources, errorbar=("ci", 95), lw=2,
+                         err_kws={"alpha": 0.12},
                          palette={"data": "#1f77b4", "Gaussian null": "#d62728", "rotation null": "#ff7f0e"},
                          ax=ax)
             ax.set_xscale("log", base=2)
@@ -56,22 +78,30 @@ def spectra_figure(spectra: pd.DataFrame, title: str, path: str, max_k: int = 64
 
 
 def overview_figure(spectra: pd.DataFrame, path: str, max_k: int = 64) -> None:
-    """All collections in one figure: row-mode explained variance against both nulls."""
+    """All collections: one column each; top = centred stack vs Gaussian null, bottom =
+    uncentred stack vs rotation null; row mode, mean ± 95% CI over layers."""
     sns.set_theme(style="whitegrid", context="paper")
-    d = spectra[(spectra["mode"] == "row") & (spectra["k"] <= max_k)].copy()
-    d["collection"] = d["collection"] + " [" + d["view"] + "]"
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    for ax, (centered, null) in zip(axes, [(True, "Gaussian null"), (False, "rotation null")]):
-        dd = d[(d["centered"] == centered) & d["source"].isin(["data", null])]
-        sns.lineplot(data=dd, x="k", y="explained", hue="collection", style="source",
-                     style_order=["data", null], errorbar=("ci", 95), lw=1.8, ax=ax)
-        ax.set_xscale("log", base=2)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("k (number of leading row-mode directions)")
-        ax.set_ylabel("cumulative explained variance (mean over layers)")
-        ax.set_title(("centred stack vs Gaussian null" if centered
-                      else "uncentred stack vs rotation null (tests sharing)"))
-        ax.legend(fontsize=7, loc="lower right")
+    d = pad_spectra(spectra[spectra["mode"] == "row"], max_k)
+    d["panel"] = d["collection"] + " [" + d["view"] + "]"
+    panels = list(dict.fromkeys(d["panel"]))
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.6 * len(panels), 6.8), sharey=True,
+                             sharex=True, squeeze=False)
+    colors = {"data": "#1f77b4", "Gaussian null": "#d62728", "rotation null": "#ff7f0e"}
+    for c, panel in enumerate(panels):
+        for r, (centered, null) in enumerate([(True, "Gaussian null"), (False, "rotation null")]):
+            ax = axes[r, c]
+            dd = d[(d["panel"] == panel) & (d["centered"] == centered) & d["source"].isin(["data", null])]
+            sns.lineplot(data=dd, x="k", y="explained", hue="source", style="source",
+                         hue_order=["data", null], style_order=["data", null], palette=colors,
+                         errorbar=("ci", 95), err_kws={"alpha": 0.12}, lw=1.8, ax=ax)
+            ax.set_xscale("log", base=2)
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel("k (leading row-mode directions)")
+            ax.set_ylabel(("centred" if centered else "uncentred") + " explained variance")
+            ax.set_title(f"{panel}, {dd['target'].nunique()} layers" if r == 0 else "", fontsize=9)
+            ax.legend(fontsize=7, loc="lower right", title=None)
+    fig.suptitle("Row-mode spectra, mean ± 95% CI over layers: top vs Gaussian null, "
+                 "bottom vs rotation null (tests sharing)", y=1.0)
     fig.tight_layout()
     _save(fig, path)
 
@@ -101,7 +131,7 @@ def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
             ax.set_xlabel("k (subspace size per mode)")
             ax.set_ylabel(label)
             ax.set_title(f"{split} models (n={d['model'].nunique()})")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="lower right" if col == "accuracy" else "lower left")
     fig.suptitle(title, y=1.0)
     fig.tight_layout()
     _save(fig, path)

@@ -187,8 +187,8 @@ class Subspace:
     """The result for one target: mean, leading mode factors, spectra and nulls."""
 
     mean: torch.Tensor           # m×n (zeros when not centred)
-    U_row: torch.Tensor          # m×k_max, orthonormal columns, descending eigenvalue
-    U_col: torch.Tensor          # n×k_max
+    U_row: torch.Tensor          # m×min(k_max, m), orthonormal columns, descending eigenvalue
+    U_col: torch.Tensor          # n×min(k_max, n)
     eig_row: torch.Tensor        # all m eigenvalues of G_row
     eig_col: torch.Tensor        # all n eigenvalues of G_col
     eig_model: torch.Tensor      # N eigenvalues of G_model
@@ -199,7 +199,7 @@ class Subspace:
 
     @property
     def k_max(self) -> int:
-        return self.U_row.shape[1]
+        return max(self.U_row.shape[1], self.U_col.shape[1])
 
 
 def decompose(sums: ModeSums, K: torch.Tensor, max_k: int, center: bool = True) -> Subspace:
@@ -209,14 +209,13 @@ def decompose(sums: ModeSums, K: torch.Tensor, max_k: int, center: bool = True) 
     lam_c, U_c = eigh_desc(G_col)
     G_model = center_gram(K) if center else K
     lam_m, _ = eigh_desc(G_model)
-    k = min(max_k, sums.m, sums.n)
     nulls = {}
     if sums.R_rot is not None:
         nulls["rotation_row"] = eigh_desc(sums.R_rot)[0]
         nulls["rotation_col"] = eigh_desc(sums.C_rot)[0]
     return Subspace(
         mean=sums.mean if center else torch.zeros_like(sums.S),
-        U_row=U_r[:, :k].contiguous(), U_col=U_c[:, :k].contiguous(),
+        U_row=U_r[:, :max_k].contiguous(), U_col=U_c[:, :max_k].contiguous(),
         eig_row=lam_r, eig_col=lam_c, eig_model=lam_m, gram_model=G_model,
         eig_row_uncentered=eigh_desc(sums.R)[0], eig_col_uncentered=eigh_desc(sums.C)[0],
         nulls=nulls)

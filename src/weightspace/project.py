@@ -2,11 +2,12 @@ r"""Projection onto a shared subspace, reconstruction, and the baselines beside 
 
 With the basis models' mean μ and leading mode factors U_row,k (m×k), U_col,k (n×k):
 
-    C   = U_row,kᵀ (W − μ) U_col,k                  (k×k coefficients of one model)
+    C   = U_row,kᵀ (W − μ) U_col,k                  (k_r×k_c coefficients of one model)
     Ŵ   = μ + U_row,k C U_col,kᵀ
 
-The factors are nested, so the coefficients at k are the leading k×k block of those at
-k_max: one projection serves the whole sweep of k. Held-out models are projected with the
+with k_r = min(k, m) and k_c = min(k, n) (a mode never has more directions than its size).
+The factors are nested, so the coefficients at k are the leading block of those at k_max:
+one projection serves the whole sweep of k. Held-out models are projected with the
 basis models' μ and U only.
 
 Baselines at the same k (every result is reported beside them):
@@ -14,9 +15,9 @@ Baselines at the same k (every result is reported beside them):
 - ``mean``:   Ŵ = μ (no per-model bytes);
 - ``random``: Ŵ = μ + Q_r Q_rᵀ (W − μ) Q_c Q_cᵀ with random orthonormal Q_r (m×k), Q_c (n×k):
   the same per-model bytes (k²) in a subspace that is not learned from the collection;
-- ``svd``:    Ŵ = μ + best rank-r approximation of W − μ with r = ⌊k² / (m + n)⌋, i.e. the
-  per-model truncated SVD that stores the same number of per-model numbers as k² coefficients
-  (r·(m+n) ≤ k²; r = 0 reduces to ``mean``).
+- ``svd``:    Ŵ = μ + best rank-r approximation of W − μ with r = ⌊k_r·k_c / (m + n)⌋, i.e.
+  the per-model truncated SVD that stores no more per-model numbers than the k_r×k_c
+  coefficients (r·(m+n) ≤ k_r·k_c; r = 0 reduces to ``mean``).
 """
 
 from __future__ import annotations
@@ -34,14 +35,19 @@ def coefficients(W: torch.Tensor, mean: torch.Tensor, U_row: torch.Tensor, U_col
 
 
 def reconstruct(C: torch.Tensor, mean: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor) -> torch.Tensor:
-    """Ŵ = μ + U_row C U_colᵀ, using the leading k = C.shape[0] columns of the factors."""
-    k = C.shape[0]
-    return mean + U_row[:, :k] @ C @ U_col[:, :k].T
+    """Ŵ = μ + U_row C U_colᵀ, using the leading C.shape[0] and C.shape[1] columns."""
+    kr, kc = C.shape
+    return mean + U_row[:, :kr] @ C @ U_col[:, :kc].T
+
+
+def core_size(k: int, U_row: torch.Tensor, U_col: torch.Tensor) -> tuple[int, int]:
+    """(k_r, k_c): the core block used at k, limited by the stored directions per mode."""
+    return min(k, U_row.shape[1]), min(k, U_col.shape[1])
 
 
 def svd_rank(k: int, m: int, n: int) -> int:
-    """Rank of the per-model SVD that stores no more numbers than k² coefficients."""
-    return min(k * k // (m + n), m, n)
+    """Rank of the per-model SVD that stores no more numbers than the k_r×k_c coefficients."""
+    return min(min(k, m) * min(k, n) // (m + n), m, n)
 
 
 def truncated_svd(X: torch.Tensor, r: int) -> torch.Tensor:
@@ -58,7 +64,7 @@ def baseline(method: str, W: torch.Tensor, mean: torch.Tensor, k: int, seed: int
     if method == "mean":
         return mean.clone()
     if method == "random":
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)  # one fixed random subspace per (target, k)
         Qr = random_orthonormal(m, min(k, m), g, dtype=W.dtype, device=W.device)
         Qc = random_orthonormal(n, min(k, n), g, dtype=W.dtype, device=W.device)
         return mean + Qr @ (Qr.T @ (W - mean) @ Qc) @ Qc.T
@@ -69,8 +75,8 @@ def baseline(method: str, W: torch.Tensor, mean: torch.Tensor, k: int, seed: int
 
 def per_model_numbers(method: str, k: int, m: int, n: int) -> int:
     """Numbers stored per model for one m×n target at k."""
-    k = min(k, m, n)
-    return {"projected": k * k, "random": k * k, "mean": 0,
+    core = min(k, m) * min(k, n)
+    return {"projected": core, "random": core, "mean": 0,
             "svd": svd_rank(k, m, n) * (m + n)}[method]
 
 
@@ -79,8 +85,7 @@ def shared_numbers(method: str, k: int, m: int, n: int) -> int:
 
     The random baseline's basis is regenerated from its seed, so only the mean is stored.
     """
-    k = min(k, m, n)
-    return m * n + ((m + n) * k if method == "projected" else 0)
+    return m * n + ((m * min(k, m) + n * min(k, n)) if method == "projected" else 0)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -118,9 +123,9 @@ def project_models(store_paths: list[str], subspaces: dict, view: str, out_path:
             coeffs[name].append(C.float().cpu())
             total = float((X * X).sum())
             for k in ks:
-                kk = min(k, C.shape[0])
+                kr, kc = core_size(k, sub.U_row, sub.U_col)
                 rows.append({"model": st.key, "split": splits.get(st.key, "?"), "target": name, "k": k,
-                             "captured": float((C[:kk, :kk] ** 2).sum()) / total if total > 0 else float("nan")})
+                             "captured": float((C[:kr, :kc] ** 2).sum()) / total if total > 0 else float("nan")})
     with atomic_path(out_path) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         root.attrs.update({"models": keys, "view": view, "targets": names})

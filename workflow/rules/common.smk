@@ -102,3 +102,10 @@ def all_outputs():
                 f"results/{c}/figures/{v}/compression.png",
             ]
     return out
+
+
+if max(config["project"]["ks"]) > config["subspace"]["max_k"]:
+    raise ValueError(
+        f"project.ks goes up to {max(config['project']['ks'])} but subspace.max_k is "
+        f"{config['subspace']['max_k']}: raise subspace.max_k or drop the larger k"
+    )

@@ -1,0 +1,66 @@
+"""The collection lock and the baselines."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from weightspace import collection, project
+from weightspace.hosvd import random_orthonormal
+
+
+def rows(keys):
+    return pd.DataFrame([{"key": k, "id": f"org/{k}", "source": "hub", "revision": "a" * 40,
+                          "format": "full", "task": "", "path": ""} for k in keys])
+
+
+def test_lock_appends_never_reorders_and_keeps_splits(tmp_path):
+    lock = tmp_path / "collection.tsv"
+    split = {"heldout_fraction": 0.3, "seed": 0}
+    first = collection.update_lock(lock, rows([f"m{i:02d}" for i in range(20)]), split)
+    mtime = lock.stat().st_mtime_ns
+    again = collection.update_lock(lock, rows([f"m{i:02d}" for i in range(20)]), split)
+    assert lock.stat().st_mtime_ns == mtime  # unchanged content: not rewritten
+    pd.testing.assert_frame_equal(first, again)
+    # new models (resolved in another order) are appended; earlier rows stay as they were
+    grown = collection.update_lock(lock, rows(["new1"] + [f"m{i:02d}" for i in range(19, -1, -1)] + ["new2"]), split)
+    assert list(grown["key"]) == list(first["key"]) + ["new1", "new2"]
+    pd.testing.assert_frame_equal(grown.iloc[:20], first)
+    assert 2 <= (first["split"] == "heldout").sum() <= 12
+
+
+def test_explicit_heldout_list_and_too_few_basis(tmp_path):
+    t = collection.update_lock(tmp_path / "a.tsv", rows(["a", "b", "c"]), {"heldout": ["b"]})
+    assert list(t["split"]) == ["basis", "heldout", "basis"]
+    with pytest.raises(ValueError, match="fewer than two basis models"):
+        collection.update_lock(tmp_path / "b.tsv", rows(["a", "b"]), {"heldout": ["a"]})
+
+
+def test_slugify_never_makes_paths():
+    assert collection.slugify("mistralai/Mistral-7B") == "mistralai--Mistral-7B"
+    for bad in ["../../etc/passwd", "/abs/x", "a/../b"]:
+        assert "/" not in collection.slugify(bad) and ".." not in collection.slugify(bad)
+
+
+def test_svd_baseline_stores_no_more_than_projection():
+    for k in (1, 4, 16, 32):
+        for m, n in ((128, 64), (10, 128), (768, 3072)):
+            assert project.per_model_numbers("svd", k, m, n) <= project.per_model_numbers("projected", k, m, n)
+
+
+def test_baselines_match_definitions():
+    g = torch.Generator().manual_seed(0)
+    W, mu = torch.randn(12, 9, generator=g, dtype=torch.float64), torch.randn(12, 9, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(project.baseline("mean", W, mu, 4), mu)
+    r = project.svd_rank(8, 12, 9)
+    assert r == 3
+    approx = project.baseline("svd", W, mu, 8) - mu
+    s = torch.linalg.svdvals(W - mu)
+    # Eckart–Young: the error is the tail of the singular values
+    assert float(torch.linalg.norm(W - mu - approx)) == pytest.approx(float(s[r:].norm()), rel=1e-10)
+    assert torch.linalg.matrix_rank(approx) == r
+    rnd = project.baseline("random", W, mu, 4, seed=1)
+    assert torch.linalg.matrix_rank(rnd - mu) == 4
+    torch.testing.assert_close(rnd, project.baseline("random", W, mu, 4, seed=1))
+    Q = random_orthonormal(9, 4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(Q.T @ Q, torch.eye(4, dtype=torch.float64))

@@ -1,0 +1,179 @@
+"""The decomposition against references (numpy SVD of unfoldings, tensorly.tucker)."""
+
+import numpy as np
+import pytest
+import tensorly as tl
+import torch
+from tensorly.decomposition import tucker
+
+from weightspace import hosvd
+from weightspace.layers import LowRank
+from weightspace.project import coefficients, reconstruct
+
+F64 = torch.float64
+
+
+def stack(N=7, m=6, n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, m, n, generator=g, dtype=torch.float64)
+
+
+def sums_of(Ws, rotation_seed=None):
+    s = hosvd.ModeSums(Ws.shape[1], Ws.shape[2], rotation_seed=rotation_seed)
+    for W in Ws:
+        s.add(W)
+    return s
+
+
+def full_decomposition(Ws, max_k=100, center=True):
+    K = torch.einsum("imn,jmn->ij", Ws, Ws)
+    return hosvd.decompose(sums_of(Ws), K, max_k, center)
+
+
+def assert_same_up_to_sign(A, B, atol=1e-10):
+    assert A.shape == B.shape
+    signs = torch.sign((A * B).sum(0))
+    np.testing.assert_allclose(A * signs, B, atol=atol)
+
+
+def test_grams_equal_unfolding_products():
+    Ws = stack()
+    X = Ws - Ws.mean(0)
+    G_row, G_col = sums_of(Ws).grams(center=True)
+    np.testing.assert_allclose(G_row, torch.einsum("imn,ikn->mk", X, X), atol=1e-12)
+    np.testing.assert_allclose(G_col, torch.einsum("imn,imk->nk", X, X), atol=1e-12)
+
+
+def test_factors_and_spectra_match_svd_of_unfoldings():
+    Ws = stack(N=9, m=6, n=4)
+    X = (Ws - Ws.mean(0)).numpy()
+    sub = full_decomposition(Ws)
+    for mode, U, lam in [(1, sub.U_row, sub.eig_row), (2, sub.U_col, sub.eig_col)]:
+        unf = np.moveaxis(X, mode, 0).reshape(X.shape[mode], -1)
+        u, s, _ = np.linalg.svd(unf, full_matrices=False)
+        np.testing.assert_allclose(lam[: len(s)], s ** 2, rtol=1e-10, atol=1e-10)
+        assert_same_up_to_sign(U[:, : len(s)], torch.from_numpy(u[:, : U.shape[1]]))
+    s_model = np.linalg.svd(X.reshape(X.shape[0], -1), compute_uv=False)
+    np.testing.assert_allclose(sub.eig_model, s_model ** 2, atol=1e-10)
+    # every mode carries the same total energy Σ‖X_i‖²
+    total = (X ** 2).sum()
+    for lam in (sub.eig_row, sub.eig_col, sub.eig_model):
+        assert float(lam.sum()) == pytest.approx(total, rel=1e-12)
+
+
+def test_factors_match_tensorly_tucker():
+    Ws = stack(N=8, m=6, n=5, seed=3)
+    X = Ws - Ws.mean(0)
+    tl.set_backend("numpy")
+    core, (F0, F1, F2) = tucker(X.numpy(), rank=[8, 4, 3], init="svd", n_iter_max=0)
+    sub = full_decomposition(Ws, max_k=4)
+    assert_same_up_to_sign(sub.U_row[:, :4], torch.from_numpy(F1))
+    assert_same_up_to_sign(sub.U_col[:, :3], torch.from_numpy(F2[:, :3]))
+
+
+def test_full_rank_reconstructs_exactly():
+    Ws = stack(N=5, m=4, n=3)
+    sub = full_decomposition(Ws)
+    for W in Ws:
+        C = coefficients(W, sub.mean, sub.U_row, sub.U_col)
+        np.testing.assert_allclose(reconstruct(C, sub.mean, sub.U_row, sub.U_col), W, atol=1e-12)
+
+
+def test_nested_coefficients():
+    Ws = stack(N=6, m=5, n=5)
+    sub = full_decomposition(Ws)
+    C = coefficients(Ws[0], sub.mean, sub.U_row, sub.U_col)
+    C2 = coefficients(Ws[0], sub.mean, sub.U_row[:, :2], sub.U_col[:, :2])
+    np.testing.assert_allclose(C[:2, :2], C2, atol=1e-13)
+
+
+def test_heldout_projection_uses_basis_statistics_only():
+    Ws = stack(N=10, m=5, n=4, seed=1)
+    basis, held = Ws[:8], Ws[8:]
+    sub_basis = full_decomposition(basis, max_k=2)
+    # changing the held-out models changes nothing in the basis subspace
+    sub_again = full_decomposition(torch.cat([basis]), max_k=2)
+    np.testing.assert_allclose(sub_basis.mean, basis.mean(0), atol=1e-14)
+    np.testing.assert_allclose(sub_basis.U_row, sub_again.U_row)
+    C = coefficients(held[0], sub_basis.mean, sub_basis.U_row, sub_basis.U_col)
+    expected = sub_basis.U_row.T @ (held[0] - basis.mean(0)) @ sub_basis.U_col
+    np.testing.assert_allclose(C, expected, atol=1e-13)
+    # and it differs from projecting with statistics that include the held-out models
+    sub_all = full_decomposition(Ws, max_k=2)
+    assert not torch.allclose(sub_all.mean, sub_basis.mean)
+
+
+def test_planted_subspace_is_recovered():
+    g = torch.Generator().manual_seed(5)
+    m, n, r, N = 40, 30, 3, 60
+    P, _ = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=F64))
+    Q, _ = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=F64))
+    mu = torch.randn(m, n, generator=g, dtype=F64)
+    Ws = torch.stack([mu + P @ torch.randn(r, r, generator=g, dtype=F64) @ Q.T * 3
+                      + 0.01 * torch.randn(m, n, generator=g, dtype=F64) for _ in range(N)])
+    sub = full_decomposition(Ws, max_k=r)
+    # principal angles between planted and found subspaces ≈ 0
+    for planted, found in [(P, sub.U_row), (Q, sub.U_col)]:
+        cosines = torch.linalg.svdvals(planted.T @ found)
+        assert float(cosines.min()) > 0.9999
+    assert float(hosvd.explained_variance(sub.eig_row)[r - 1]) > 0.995  # noise is 0.15% of energy
+
+
+def test_lowrank_grams_equal_dense():
+    g = torch.Generator().manual_seed(2)
+    mats = [LowRank(torch.randn(7, 2, generator=g, dtype=F64), torch.randn(2, 5, generator=g, dtype=F64), s)
+            for s in (0.5, 2.0, 1.5, 4.0)]
+    dense = torch.stack([L.dense() for L in mats])
+    s_low, s_dense = hosvd.ModeSums(7, 5), hosvd.ModeSums(7, 5)
+    for L, D in zip(mats, dense):
+        s_low.add(L)
+        s_dense.add(D)
+    for a, b in zip(s_low.grams(), s_dense.grams()):
+        np.testing.assert_allclose(a, b, atol=1e-11)
+    np.testing.assert_allclose(hosvd.model_gram_lowrank(mats),
+                               torch.einsum("imn,jmn->ij", dense, dense), atol=1e-11)
+
+
+def test_model_gram_in_row_blocks_equals_full():
+    Ws = stack(N=6, m=11, n=4)
+    K = hosvd.model_gram_dense(lambda i, rows: Ws[i][rows], 6, 11, 4, block_rows=3)
+    np.testing.assert_allclose(K, torch.einsum("imn,jmn->ij", Ws, Ws), atol=1e-12)
+
+
+def test_streaming_sums_merge_like_one_pass():
+    Ws = stack(N=8)
+    a, b, both = sums_of(Ws[:5]), sums_of(Ws[5:]), sums_of(Ws)
+    np.testing.assert_allclose(a.S + b.S, both.S)
+    np.testing.assert_allclose(a.R + b.R, both.R, atol=1e-12)
+    np.testing.assert_allclose(a.C + b.C, both.C, atol=1e-12)
+
+
+def test_rotation_null_keeps_each_models_singular_values():
+    g = torch.Generator().manual_seed(0)
+    Q = hosvd.haar_orthogonal(6, g)
+    np.testing.assert_allclose(Q.T @ Q, torch.eye(6, dtype=F64), atol=1e-12)
+    # one model: the rotated row Gram has the same eigenvalues as the original
+    W = stack(N=1, m=6, n=4)
+    s = sums_of(W, rotation_seed=3)
+    np.testing.assert_allclose(hosvd.eigh_desc(s.R_rot)[0], hosvd.eigh_desc(s.R)[0], atol=1e-10)
+    # identical models: data fully aligned (rank of one model), rotation null is not
+    same = W.repeat(20, 1, 1)
+    s = sums_of(same, rotation_seed=3)
+    ev_data = hosvd.explained_variance(hosvd.eigh_desc(s.R)[0])
+    ev_null = hosvd.explained_variance(hosvd.eigh_desc(s.R_rot)[0])
+    assert float(ev_data[0]) > float(ev_null[0]) + 0.1
+
+
+def test_gaussian_null_is_flat():
+    null = hosvd.gaussian_null(N=50, m=8, n=30, variance=2.0, seed=0)
+    lam = null["gaussian_row"]
+    ev = hosvd.explained_variance(lam)
+    assert float(ev[0]) < 0.25  # top direction of 8 carries little more than 1/8
+    assert float(lam.sum()) == pytest.approx(49 * 8 * 30 * 2.0, rel=0.05)
+
+
+def test_eigh_desc_sorted_and_sign_fixed():
+    Ws = stack()
+    lam, U = hosvd.eigh_desc(sums_of(Ws).grams()[0])
+    assert torch.all(lam[:-1] >= lam[1:])
+    assert torch.all(U[U.abs().argmax(0), torch.arange(U.shape[1])] > 0)

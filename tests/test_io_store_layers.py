@@ -1,0 +1,136 @@
+"""Atomic writes, Zarr stores (dtype round trips), model folders and views."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from weightspace import layers
+from weightspace.extract import extract_model
+from weightspace.io import atomic_path
+from weightspace.store import ModelStore, check_tensor_name, write_store
+
+
+def test_atomic_path_leaves_target_untouched_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("finished result")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "finished result"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_path_replaces_directory(tmp_path):
+    target = tmp_path / "store.zarr"
+    for content in ("one", "two"):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "x").write_text(content)
+    assert (target / "x").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.zarr"]
+
+
+def test_stale_tmp_of_killed_writer_is_removed(tmp_path):
+    stale = tmp_path / ".tmp-deadbeef-out.txt"
+    stale.write_text("from a killed job")
+    with atomic_path(tmp_path / "out.txt") as tmp:
+        tmp.write_text("ok")
+    assert not stale.exists()
+
+
+def test_extract_keeps_dtypes_and_values(tmp_path, model_folder):
+    folder, tensors = model_folder
+    extract_model(str(folder), str(tmp_path / "m.zarr"), "m", {"id": "x/m", "revision": "0" * 40})
+    st = ModelStore(tmp_path / "m.zarr")
+    assert st.key == "m" and st.attrs["config"] == {"model_type": "tiny"}
+    assert st.names() == sorted(tensors)
+    for name, t in tensors.items():
+        back = st.read(name)
+        assert back.dtype == t.dtype
+        assert torch.equal(back, t)
+    assert st.dtype("conv.weight") == "bfloat16"
+    assert st.group["conv.weight"].dtype.name == "uint16"
+    # row blocks read alone
+    assert torch.equal(st.read("fc1.weight", slice(1, 3)), tensors["fc1.weight"][1:3])
+
+
+def test_large_tensor_is_sharded_in_row_blocks(tmp_path):
+    from weightspace import store as store_mod
+
+    t = torch.randn(600, 1000)  # 2.4 MB, above a lowered chunk size
+    old = store_mod.CHUNK_BYTES
+    store_mod.CHUNK_BYTES = 1 << 20
+    try:
+        write_store(tmp_path / "s.zarr", [("w", t)], {"model": "s"})
+    finally:
+        store_mod.CHUNK_BYTES = old
+    arr = ModelStore(tmp_path / "s.zarr").group["w"]
+    assert arr.chunks[0] < 600 and arr.shards is not None
+    assert torch.equal(ModelStore(tmp_path / "s.zarr").read("w"), t)
+    assert len(list((tmp_path / "s.zarr" / "w").rglob("c/*"))) == 1  # one shard file
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", ""])
+def test_unsafe_tensor_names_refused(name):
+    with pytest.raises(ValueError, match="not a safe name"):
+        check_tensor_name(name, "bad-model")
+
+
+def test_pickle_only_folder_refused_never_loaded(tmp_path):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 not to be unpickled")
+    with pytest.raises(layers.ModelFormatError, match="model org--p: only pickle checkpoints"):
+        layers.weight_files(folder, "org--p")
+
+
+def test_corrupt_safetensors_names_model(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken")
+    with pytest.raises(layers.ModelFormatError, match="model c: cannot read model.safetensors"):
+        list(layers.iter_tensors(folder, "c"))
+
+
+def test_sharded_checkpoint_read_through_index(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    save_file({"a.weight": torch.ones(2, 2)}, str(folder / "model-00001-of-00002.safetensors"))
+    save_file({"b.weight": torch.zeros(3, 2)}, str(folder / "model-00002-of-00002.safetensors"))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a.weight": "model-00001-of-00002.safetensors", "b.weight": "model-00002-of-00002.safetensors"}}))
+    assert dict((k, v.shape) for k, v in layers.iter_tensors(folder)) == {
+        "a.weight": (2, 2), "b.weight": (3, 2)}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a.weight": "../evil.safetensors"}}))
+    with pytest.raises(layers.ModelFormatError, match="unsafe file"):
+        layers.weight_files(folder)
+
+
+def test_views_and_lora_scale(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    p = "base_model.model."
+    tensors = {f"{p}fc1.lora_A.weight": torch.randn(2, 5, generator=g),
+               f"{p}fc1.lora_B.weight": torch.randn(4, 2, generator=g)}
+    cfg = {"peft_type": "LORA", "r": 2, "lora_alpha": 8}
+    write_store(tmp_path / "a.zarr", tensors.items(), {"model": "a", "adapter_config": cfg})
+    st = ModelStore(tmp_path / "a.zarr")
+    assert [t.name for t in layers.targets(st, "factors")] == sorted(tensors)
+    (delta,) = layers.targets(st, "delta")
+    assert delta.name == f"{p}fc1" and delta.shape == (4, 5)
+    L = layers.read_target(st, delta)
+    torch.testing.assert_close(L.dense(), 4.0 * tensors[f"{p}fc1.lora_B.weight"].double()
+                               @ tensors[f"{p}fc1.lora_A.weight"].double())
+    assert layers.lora_scale({"r": 16, "lora_alpha": 16, "use_rslora": True}, "x") == 4.0
+    assert layers.lora_scale({"r": 8, "lora_alpha": 16, "alpha_pattern": {"fc1": 32}}, f"{p}fc1") == 4.0
+
+
+def test_conv_kernel_matrix_view(tmp_path, model_folder):
+    folder, tensors = model_folder
+    extract_model(str(folder), str(tmp_path / "m.zarr"), "m", {})
+    st = ModelStore(tmp_path / "m.zarr")
+    full = {t.name: t.shape for t in layers.targets(st, "full")}
+    assert full == {"conv.weight": (4, 18), "fc1.weight": (5, 3)}
+    assert layers.kept_tensors(st, "full") == ["fc1.bias"]
