@@ -6,7 +6,11 @@ from snakemake.utils import min_version, validate
 min_version("9.21.1")
 
 
-configfile: "config/config.yaml"
+# The default config (the built-in zoo) only when no --configfile is given: Snakemake would
+# otherwise merge the two, and a Hub collection's run would also run the zoo's collections.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "config/schema.yaml")

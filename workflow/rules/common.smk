@@ -1,4 +1,8 @@
 # Input functions and the collection tables, read at parse time like a sample sheet.
+import hashlib
+from pathlib import Path
+
+import weightspace
 from weightspace import zoo as _zoo
 from weightspace.collection import resolve_local, resolve_zoo, update_lock
 
@@ -11,6 +15,15 @@ wildcard_constraints:
 
 
 ENV = "../../envs/weightspace.yaml"
+
+
+def code_version(*modules):
+    """Hash of the library modules a rule runs: as a param, a change to them reruns the rule
+    (Snakemake tracks rule scripts itself, but not the library they call)."""
+    h = hashlib.sha1()
+    for m in modules:
+        h.update((Path(weightspace.__file__).parent / f"{m}.py").read_bytes())
+    return h.hexdigest()[:16]
 
 
 def zoo_spec(c):

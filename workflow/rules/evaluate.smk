@@ -18,6 +18,7 @@ rule evaluate:
         base=lambda w: base_folder(w.c),
         data_seed=config["data_seed"],
         seed=config["evaluate"]["seed"],
+        code=code_version("evaluate", "project", "hosvd", "layers", "zoo", "store"),
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=2000,

@@ -10,6 +10,7 @@ rule extract:
     params:
         folder=lambda w: model_path(w.c, w.model),
         row=lambda w: table(w.c).set_index("key").loc[w.model].to_dict(),
+        code=code_version("extract", "layers", "store", "io"),
     threads: 1
     resources:
         mem_mb=1000,

@@ -28,6 +28,7 @@ rule figures:
     params:
         title=lambda w: f"{w.c} [{w.view}]",
         max_k=config["subspace"]["max_k"],
+        code=code_version("figures"),
     log:
         "logs/{c}/figures/{view}.log",
     conda:
@@ -69,6 +70,7 @@ rule overview:
         labels=lambda w: [(c, v) for c in config["collections"] for v in views(c)],
         k=config["report"]["k"],
         max_k=config["subspace"]["max_k"],
+        code=code_version("figures"),
     log:
         "logs/overview.log",
     conda:

@@ -15,6 +15,7 @@ rule subspace:
         rotation_null=config["subspace"]["rotation_null"],
         seed=config["subspace"]["seed"],
         device=config["subspace"]["device"],
+        code=code_version("subspace", "hosvd", "layers", "store", "io"),
     threads: config["subspace"]["threads"]
     resources:
         mem_mb=config["subspace"]["mem_mb"],
@@ -33,6 +34,8 @@ rule spectra:
         lambda w: subspace_groups(w.c, w.view),
     output:
         "results/{c}/subspace/{view}/spectra.parquet",
+    params:
+        code=code_version("subspace", "hosvd"),
     log:
         "logs/{c}/subspace/{view}/spectra.log",
     conda:

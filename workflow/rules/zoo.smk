@@ -8,6 +8,7 @@ rule zoo:
     params:
         spec=lambda w: zoo_spec(w.c),
         data_seed=config["data_seed"],
+        code=code_version("zoo", "io"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,0 +1,40 @@
+# The two commands of the README:
+#   make run    set up .venv, run the default workflow (built-in zoo), write the report
+#   make test   set up .venv, run the test suite (unit + end-to-end snakemake runs)
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+SMK   := $(VENV)/bin/snakemake
+CORES ?= all
+
+.PHONY: setup run report test lint clean
+
+# torch is installed first and pinned (constraints.txt): an open range in a fresh venv would
+# pull the newest torch with several GB of CUDA packages.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(SMK) --workflow-profile profiles/default --cores $(CORES)
+	$(MAKE) report
+	mkdir -p docs/figures
+	cp results/figures/overview_spectra.png docs/figures/overview_spectra.png
+	cp results/digits-mlp-shared/figures/full/accuracy.png docs/figures/accuracy_mlp_shared.png
+	cp results/summary.csv docs/summary.csv
+
+report: setup
+	$(SMK) --report results/report.html
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(SMK) --lint
+
+clean:
+	rm -rf results logs .snakemake

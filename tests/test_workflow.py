@@ -1,0 +1,184 @@
+"""End to end: the Snakemake workflow on a tiny zoo in a temp directory."""
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+TINY = {
+    "collections": {
+        "tiny-shared": {
+            "source": "zoo",
+            "zoo": {"kind": "mlp", "count": 12, "hidden": [32], "shared_init": True, "steps": 200, "lr": 0.01},
+            "split": {"heldout": ["model-009", "model-010", "model-011"]},
+        },
+        "tiny-lora": {
+            "source": "zoo",
+            "zoo": {"kind": "lora", "count": 8, "hidden": [32], "shared_init": False, "seed": 1,
+                    "steps": 200, "base_steps": 300, "lr": 0.01, "target_modules": ["fc1"]},
+            "split": {"heldout": ["model-007"]},
+        },
+    },
+    "subspace": {"max_k": 16, "layer_groups": 2},
+    "project": {"ks": [1, 4, 16]},
+}
+
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir, *args, config="config.yaml", check=True, **kwargs):
+    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / config), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run."""
+    counts = {}
+    if "Job stats:" not in output:
+        return counts
+    for line in output.split("Job stats:")[1].splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m[1]] = int(m[2])
+    return counts
+
+
+def write_config(workdir, config, name="config.yaml"):
+    (workdir / name).write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    write_config(workdir, TINY)
+    snakemake(workdir)
+    return workdir
+
+
+def test_outputs_exist_and_are_sane(finished):
+    res = finished / "results"
+    table = pd.read_csv(res / "tiny-shared" / "collection.tsv", sep="\t")
+    assert len(table) == 12 and (table["split"] == "heldout").sum() == 3
+    assert table["revision"].str.fullmatch(r"[0-9a-f]{40}").all()
+    assert len(list((res / "tiny-shared" / "weights").glob("*.zarr"))) == 12
+    m = pd.read_parquet(res / "tiny-shared" / "evaluate" / "full" / "metrics.parquet")
+    assert set(m["method"]) == {"original", "projected", "mean", "random", "svd"}
+    assert m["model"].nunique() == 12
+    acc = m.groupby(["split", "method", "k"])["accuracy"].mean()
+    orig = m[m["method"] == "original"].groupby("split")["accuracy"].mean()
+    assert orig.min() > 0.8
+    # shared-init zoo: held-out accuracy at k=16 well above the random subspace
+    assert acc["heldout", "projected", 16] > acc["heldout", "random", 16] + 0.2
+    assert acc["heldout", "projected", 16] > acc["heldout", "mean", 16] + 0.2
+    # errors fall with k on basis models; full-size subspace never worse than mean
+    err = m[(m["split"] == "basis") & (m["method"] == "projected")].groupby("k")["rel_error_centered"].mean()
+    assert err[1] > err[4] > err[16]
+    # memory: compressed bytes below the originals at small k
+    comp = pd.read_csv(res / "tiny-shared" / "evaluate" / "full" / "compression.csv")
+    assert comp.query("method == 'projected' and k == 4")["compression"].item() < 1
+    # spectra: every mode's eigenvalues, data and both nulls
+    spectra = pd.read_parquet(res / "tiny-shared" / "subspace" / "full" / "spectra.parquet")
+    assert set(spectra["source"]) == {"data", "Gaussian null", "rotation null"}
+    assert set(spectra["target"]) == {"fc1.weight", "fc2.weight"}
+    for png in ["spectra", "accuracy", "compression"]:
+        assert (res / "tiny-shared" / "figures" / "full" / f"{png}.png").stat().st_size > 10_000
+    assert (res / "figures" / "overview_spectra.png").stat().st_size > 10_000
+    summary = pd.read_csv(res / "summary.csv")
+    assert {"tiny-shared", "tiny-lora"} == set(summary["collection"])
+
+
+def test_lora_collection_both_views(finished):
+    res = finished / "results" / "tiny-lora"
+    for view in ("factors", "delta"):
+        m = pd.read_parquet(res / "evaluate" / view / "metrics.parquet")
+        acc = m.groupby("method")["accuracy"].mean()
+        assert acc["original"] > acc["base_only"] + 0.2  # the adapters do something
+        assert {"projected", "mean", "random", "svd", "base_only"} <= set(m["method"])
+    spectra = pd.read_parquet(res / "subspace" / "delta" / "spectra.parquet")
+    assert set(spectra["target"]) == {"base_model.model.fc1"}
+    # delta view at full k reconstructs the basis adapters exactly: 32×64 core, max_k 16 => not full;
+    # but the factors view of lora_A (4×64) keeps all 4 row directions
+    f = pd.read_parquet(res / "evaluate" / "factors" / "metrics.parquet")
+    assert (f["rel_error"] >= 0).all()
+
+
+def test_second_run_has_nothing_to_do(finished):
+    proc = snakemake(finished, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_parameter_change_reruns_that_stage_and_after_only(finished):
+    changed = yaml.safe_load(yaml.safe_dump(TINY))
+    changed["project"]["ks"] = [1, 2, 4, 16]
+    write_config(finished, changed, "changed.yaml")
+    counts = job_counts(snakemake(finished, "-n", config="changed.yaml").stdout)
+    assert counts.get("project") == 3 and counts.get("evaluate") == 3
+    for before in ("zoo", "extract", "subspace"):
+        assert before not in counts, counts
+
+
+def test_bad_config_names_the_key(tmp_path):
+    bad = yaml.safe_load(yaml.safe_dump(TINY))
+    bad["subspace"]["max_kay"] = 3
+    write_config(tmp_path, bad)
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert "max_kay" in proc.stdout + proc.stderr
+    bad = yaml.safe_load(yaml.safe_dump(TINY))
+    bad["collections"]["tiny-shared"]["zoo"]["count"] = "many"
+    write_config(tmp_path, bad)
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "'many' is not of type 'integer'" in proc.stdout + proc.stderr
+
+
+def test_interrupted_run_resumes(tmp_path):
+    config = {"collections": {"tiny-shared": TINY["collections"]["tiny-shared"]},
+              "subspace": TINY["subspace"], "project": TINY["project"]}
+    write_config(tmp_path, config)
+    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    weights = tmp_path / "results" / "tiny-shared" / "weights"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(weights.glob("model-*.zarr"))) < 4:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash: no clean-up at all
+    proc.wait()
+    # Jobs that were finishing at the kill carry Snakemake's incomplete marker and rerun;
+    # every store whose job Snakemake registered as complete must be left untouched.
+    marked = {Path(base64.urlsafe_b64decode(p.name).decode()).name
+              for p in (tmp_path / ".snakemake" / "incomplete").glob("*")}
+    done = {p.name: p.stat().st_mtime_ns for p in weights.glob("model-*.zarr") if p.name not in marked}
+    assert 2 <= len(done) < 12, f"the kill came at the wrong time: {sorted(done)}"
+    snakemake(tmp_path, "--unlock")
+    snakemake(tmp_path)
+    stores = {p.name: p.stat().st_mtime_ns for p in weights.glob("model-*.zarr")}
+    assert len(stores) == 12
+    assert all(stores[name] == mtime for name, mtime in done.items()), "finished stores were redone"
+    assert not list(weights.glob(".tmp-*")), "a half-written store was left behind"
+    assert (tmp_path / "results" / "summary.csv").exists()
+    assert "Nothing to be done" in snakemake(tmp_path, "-n").stdout
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(ROOT / "Snakefile"),
+                           "--directory", str(ROOT)], capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Congratulations, your workflow is in a good condition" in out, out
+    assert "No validator found" not in out
