@@ -15,6 +15,10 @@ rule collection_listing:
             category="Collections",
             subcategory="{c}",
         ),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         "logs/{c}/collection_listing.log",
     conda:

@@ -18,8 +18,8 @@ ENV = "../../envs/weightspace.yaml"
 
 
 def code_version(*modules):
-    """Hash of the library modules a rule runs: as a param, a change to them reruns the rule
-    (Snakemake tracks rule scripts itself, but not the library they call)."""
+    """Hash of the library modules a step runs. Given as a param, a change to that code reruns
+    the step: Snakemake tracks the scripts itself, not the library they call."""
     h = hashlib.sha1()
     for m in modules:
         h.update((Path(weightspace.__file__).parent / f"{m}.py").read_bytes())

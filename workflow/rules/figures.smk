@@ -29,6 +29,10 @@ rule figures:
         title=lambda w: f"{w.c} [{w.view}]",
         max_k=config["subspace"]["max_k"],
         code=code_version("figures"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         "logs/{c}/figures/{view}.log",
     conda:
@@ -71,6 +75,10 @@ rule overview:
         k=config["report"]["k"],
         max_k=config["subspace"]["max_k"],
         code=code_version("figures"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         "logs/overview.log",
     conda:

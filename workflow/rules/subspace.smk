@@ -36,6 +36,10 @@ rule spectra:
         "results/{c}/subspace/{view}/spectra.parquet",
     params:
         code=code_version("subspace", "hosvd"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         "logs/{c}/subspace/{view}/spectra.log",
     conda:

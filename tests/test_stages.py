@@ -1,0 +1,80 @@
+"""The subspace, project and evaluate stages on small stores, against the in-memory math."""
+
+import numpy as np
+import pytest
+import torch
+
+from weightspace import hosvd
+from weightspace.project import coefficients, project_models
+from weightspace.store import write_store
+from weightspace.subspace import ArchitectureError, load_subspaces, run_group, spectra_table
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def make_stores(tmp_path, N=6, shapes=None, seed=0):
+    shapes = shapes or {"a.weight": (7, 5), "b.weight": (4, 9), "conv.weight": (3, 2, 2, 2), "a.bias": (7,)}
+    g = torch.Generator().manual_seed(seed)
+    paths, tensors = [], []
+    for i in range(N):
+        t = {k: torch.randn(*s, generator=g) for k, s in shapes.items()}
+        p = tmp_path / f"m{i}.zarr"
+        write_store(p, t.items(), {"model": f"m{i}"})
+        paths.append(str(p))
+        tensors.append(t)
+    return paths, tensors
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_groups_cover_targets_and_match_in_memory_decomposition(tmp_path, device):
+    paths, tensors = make_stores(tmp_path)
+    groups = [str(tmp_path / f"g{g}.zarr") for g in range(2)]
+    for g, out in enumerate(groups):
+        run_group(paths, "full", 2, g, out, max_k=3, center=True, gaussian_null=True,
+                  rotation_null=True, seed=0, device=device)
+    subs, models = load_subspaces(groups)
+    assert models == [f"m{i}" for i in range(6)]
+    assert sorted(subs) == ["a.weight", "b.weight", "conv.weight"]  # 1-D bias is kept, not decomposed
+    for name, sub in subs.items():
+        Ws = torch.stack([t[name].reshape(t[name].shape[0], -1).double() for t in tensors])
+        s = hosvd.ModeSums(*Ws.shape[1:])
+        for W in Ws:
+            s.add(W)
+        ref = hosvd.decompose(s, torch.einsum("imn,jmn->ij", Ws, Ws), 3)
+        np.testing.assert_allclose(sub.mean, Ws.mean(0), atol=1e-6)  # stored as float32
+        signs_r = torch.sign((sub.U_row * ref.U_row).sum(0))
+        np.testing.assert_allclose(sub.U_row * signs_r, ref.U_row, atol=1e-10)
+        np.testing.assert_allclose(sub.array("eig_model"), ref.eig_model, rtol=1e-10, atol=1e-10)
+        assert {"null_gaussian_row", "null_rotation_row"} <= set(sub.keys())
+    table = spectra_table(groups)
+    assert set(table["mode"]) == {"row", "col", "model"}
+    last = table.groupby(["target", "mode", "centered", "source"])["explained"].last()
+    np.testing.assert_allclose(last, 1.0, atol=1e-9)
+
+
+def test_projection_of_heldout_uses_stored_basis(tmp_path):
+    paths, tensors = make_stores(tmp_path, N=8)
+    out = str(tmp_path / "g.zarr")
+    run_group(paths[:6], "full", 1, 0, out, max_k=3, center=True, gaussian_null=False,
+              rotation_null=False, seed=0, device="cpu")
+    subs, _ = load_subspaces([out])
+    energy = project_models(paths, subs, "full", str(tmp_path / "c.zarr"), [1, 3],
+                            {f"m{i}": "basis" if i < 6 else "heldout" for i in range(8)})
+    import zarr
+    coeffs = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
+    sub = subs["a.weight"]
+    W = tensors[7]["a.weight"].double()
+    np.testing.assert_allclose(coeffs["a.weight"][7], coefficients(W, sub.mean, sub.U_row, sub.U_col), atol=1e-5)
+    assert ((energy["captured"] >= 0) & (energy["captured"] <= 1 + 1e-9)).all()
+    assert set(energy["split"]) == {"basis", "heldout"}
+
+
+def test_model_of_another_architecture_is_named(tmp_path):
+    paths, _ = make_stores(tmp_path, N=3)
+    other = tmp_path / "odd.zarr"
+    write_store(other, [("a.weight", torch.zeros(7, 6)), ("b.weight", torch.zeros(4, 9)),
+                        ("conv.weight", torch.zeros(3, 2, 2, 2))], {"model": "odd"})
+    with pytest.raises(ArchitectureError, match=r"model odd does not match reference model m0.*a\.weight"):
+        run_group(paths + [str(other)], "full", 1, 0, str(tmp_path / "g.zarr"), max_k=2, center=True,
+                  gaussian_null=False, rotation_null=False, seed=0, device="cpu")
+    assert not (tmp_path / "g.zarr").exists()
