@@ -1,8 +1,9 @@
 """The collection table: one row per model, the lock that every later stage reads.
 
 Columns: ``key`` (the ``{model}`` wildcard: a slug that cannot hold '/' or '..'), ``id``,
-``source``, ``revision`` (40 hex characters), ``format`` (full / lora), ``task``, ``split``
-(basis / heldout) and ``path`` (the model folder, for zoo and local sources).
+``source``, ``revision`` (40 hex characters; empty for a Hub repo that could not be resolved),
+``format`` (full / lora), ``task``, ``split`` (basis / heldout), ``path`` (the model folder,
+for zoo and local sources) and ``note`` (why a model could not be resolved).
 
 The table is written atomically, its rows are never reordered and new models are appended,
 so that a rerun sees the same DAG plus the new models. The split of a model is a pure
@@ -20,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import layers, zoo
+from . import layers
 from .io import write_table
 
-COLUMNS = ["key", "id", "source", "revision", "format", "task", "split", "path"]
+COLUMNS = ["key", "id", "source", "revision", "format", "task", "split", "path", "note"]
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -52,10 +53,12 @@ def split_of(key: str, split: dict) -> str:
 
 def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> pd.DataFrame:
     """Rows of a zoo collection: known from its config alone (training is deterministic)."""
+    from . import zoo
+
     rev = _sha40({k: v for k, v in spec.items()})
     fmt = "lora" if spec["kind"] == "lora" else "full"
     rows = [{"key": key, "id": f"zoo/{name}/{key}", "source": "zoo", "revision": rev,
-             "format": fmt, "task": task["label"], "path": f"{zoo_dir}/{key}"}
+             "format": fmt, "task": task["label"], "path": f"{zoo_dir}/{key}", "note": ""}
             for key, task in zip(zoo.model_keys(spec), zoo.zoo_tasks(spec))]
     return pd.DataFrame(rows)
 
@@ -75,7 +78,7 @@ def resolve_local(name: str, folder: str) -> pd.DataFrame:
         task = (cfg.get("weightspace_task") or {}).get("label", "")
         rows.append({"key": slugify(sub.name), "id": sub.name, "source": "local",
                      "revision": _sha40(stamp), "format": layers.model_format(sub),
-                     "task": task, "path": str(sub)})
+                     "task": task, "path": str(sub), "note": ""})
     if not rows:
         raise ValueError(f"collection {name}: no model folders with safetensors in {folder}")
     return pd.DataFrame(rows)
@@ -103,9 +106,64 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict) ->
     else:
         table = resolved.copy()
     table["split"] = [split_of(k, split) for k in table["key"]]
-    table = table[COLUMNS].astype(str)
+    for col in COLUMNS:
+        if col not in table:
+            table[col] = ""
+    table = table[COLUMNS].fillna("").astype(str)
     if table["split"].eq("basis").sum() < 2:
         raise ValueError(f"{path}: fewer than two basis models; check the split config")
     if not path.exists() or not read_table(path).equals(table):
         write_table(table, path)
     return table
+
+
+def signature(manifest: dict) -> dict[str, tuple]:
+    """The architecture a model is checked against: {tensor name: shape} of its weights
+    (for an adapter, of its LoRA tensors)."""
+    tensors = manifest.get("tensors") or {}
+    if manifest.get("format") == "lora":
+        tensors = {k: v for k, v in tensors.items() if ".lora_" in k}
+    return {k: tuple(v[0]) for k, v in tensors.items()}
+
+
+def screen(manifests: dict[str, dict], reference: str | None = None) -> pd.DataFrame:
+    """Accept or reject every model: rejected at fetch, or of another architecture than the
+    reference model (``reference`` key, else the most common architecture among the models).
+
+    Returns one row per model: key, status (accepted / rejected), reason (names the model).
+    """
+    fetched = {k: m for k, m in manifests.items() if m.get("status") == "ok"}
+    sigs = {k: signature(m) for k, m in fetched.items()}
+    if reference is None and sigs:
+        counts: dict[str, int] = {}
+        for k, sig in sigs.items():
+            counts[json.dumps(sorted(sig.items()))] = counts.get(json.dumps(sorted(sig.items())), 0) + 1
+        best = max(counts.values())
+        reference = next(k for k, sig in sigs.items() if counts[json.dumps(sorted(sig.items()))] == best)
+    if reference is not None and reference not in sigs:
+        raise ValueError(f"the reference model {reference} was not fetched: "
+                         f"{manifests.get(reference, {}).get('reason', 'not in the collection')}")
+    rows = []
+    for key, man in manifests.items():
+        if man.get("status") != "ok":
+            rows.append({"key": key, "status": "rejected", "reason": man.get("reason", "fetch failed")})
+            continue
+        ref, sig = sigs[reference], sigs[key]
+        if sig != ref:
+            missing, extra = sorted(set(ref) - set(sig)), sorted(set(sig) - set(ref))
+            shapes = sorted(n for n in set(ref) & set(sig) if ref[n] != sig[n])
+            reason = (f"{man.get('id', key)}: architecture differs from reference {reference}: "
+                      f"missing {missing[:3]}, extra {extra[:3]}, other shapes {shapes[:3]}")
+            rows.append({"key": key, "status": "rejected", "reason": reason})
+        elif not sig:
+            rows.append({"key": key, "status": "rejected", "reason": f"{man.get('id', key)}: no weight tensors"})
+        else:
+            rows.append({"key": key, "status": "accepted", "reason": ""})
+    return pd.DataFrame(rows, columns=["key", "status", "reason"])
+
+
+def accepted_stores(store_paths: list[str], screen_path: str) -> list[str]:
+    """The stores of accepted models only (``{key}.zarr`` paths), in their given order."""
+    table = pd.read_csv(screen_path, sep="\t", dtype=str, keep_default_na=False)
+    ok = set(table.loc[table["status"] == "accepted", "key"])
+    return [p for p in store_paths if Path(p).name.removesuffix(".zarr") in ok]

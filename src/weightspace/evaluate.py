@@ -58,7 +58,22 @@ class ZooEvaluator:
         return {"accuracy": float((logits.argmax(1) == y).double().mean())}
 
 
-EVALUATORS = {"zoo": ZooEvaluator}
+class NoEvaluator:
+    """For collections without a task evaluator yet: reconstruction errors and memory only."""
+
+    scores = False
+
+    def __init__(self, **_):
+        pass
+
+    def base_weights(self):
+        return None
+
+    def score(self, config, weights) -> dict[str, float]:
+        return {"accuracy": float("nan")}
+
+
+EVALUATORS = {"zoo": ZooEvaluator, "none": NoEvaluator}
 
 
 def make_evaluator(name: str, **kwargs):
@@ -102,6 +117,7 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
     index = {k: i for i, k in enumerate(coeffs.attrs["models"])}
     names = sorted(subspaces)
     base = evaluator.base_weights() if view in ("factors", "delta") else None
+    scored = getattr(evaluator, "scores", True) and (base is not None or view == "full")
     rows = []
     for path in tqdm(store_paths, desc="evaluate", mininterval=5):
         st = ModelStore(path)
@@ -115,7 +131,8 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
 
         def record(method, k, mats):
             err2 = sum(float(((mats[n] - W[n]) ** 2).sum()) for n in names)
-            score = evaluator.score(cfg, effective_weights(view, st, mats, base))
+            score = (evaluator.score(cfg, effective_weights(view, st, mats, base)) if scored
+                     else {"accuracy": float("nan")})
             rows.append({"model": st.key, "split": splits.get(st.key, "?"), "method": method,
                          "k": k, "rel_error": (err2 / norm2) ** 0.5 if norm2 > 0 else float("nan"),
                          "rel_error_centered": (err2 / cnorm2) ** 0.5 if cnorm2 > 0 else float("nan"),

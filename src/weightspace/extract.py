@@ -11,6 +11,18 @@ from .store import write_store
 log = logging.getLogger("weightspace")
 
 
+def extract_from_manifest(manifest: dict, out_path: str, key: str, row: dict) -> None:
+    """Extract the model a manifest describes; a rejected model gets an empty store that
+    records why (so the DAG stays static and later stages skip it by the screen table)."""
+    if manifest.get("status") != "ok":
+        with atomic_path(out_path) as tmp:
+            write_store(tmp, [], {"model": key, "id": row.get("id"), "status": "rejected",
+                                  "reason": manifest.get("reason", "")}, model=key)
+        log.warning("model %s rejected: %s", key, manifest.get("reason"))
+        return
+    extract_model(manifest["folder"], out_path, key, row)
+
+
 def extract_model(folder: str, out_path: str, key: str, row: dict) -> None:
     """Copy every tensor of the model folder into ``out_path`` (one tensor in memory at a time),
     keeping dtypes; the folder's JSON configs and the collection row become store attributes."""

@@ -22,10 +22,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
-from safetensors import safe_open
+if TYPE_CHECKING:  # torch is imported where tensors are made: the manifest step needs none
+    import torch
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 VIEWS = ("full", "factors", "delta")
@@ -85,6 +85,8 @@ def model_format(folder: str | os.PathLike) -> str:
 
 def iter_tensors(folder: str | os.PathLike, model: str = "?") -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (name, tensor) one at a time in the source dtype (bounded memory)."""
+    from safetensors import safe_open
+
     seen: set[str] = set()
     for path in weight_files(folder, model):
         try:
@@ -201,8 +203,12 @@ def kept_tensors(store, view: str) -> list[str]:
     return [n for n in store.names() if n not in used]
 
 
-def read_target(store, target: Target, dtype=torch.float64, device="cpu"):
-    """One model's matrix for ``target``: a dense tensor, or LowRank for a delta target."""
+def read_target(store, target: Target, dtype=None, device="cpu"):
+    """One model's matrix for ``target`` (float64 unless ``dtype``): a dense tensor, or
+    LowRank for a delta target."""
+    import torch
+
+    dtype = dtype or torch.float64
     if target.view == "delta":
         a, b = target.sources
         cfg = store.attrs.get("adapter_config") or {}
@@ -210,3 +216,61 @@ def read_target(store, target: Target, dtype=torch.float64, device="cpu"):
         B = as_matrix(store.read(b)).to(device=device, dtype=dtype)
         return LowRank(B, A, lora_scale(cfg, target.name))
     return as_matrix(store.read(target.sources[0])).to(device=device, dtype=dtype)
+
+
+def manifest(folder: str | os.PathLike, model: str = "?") -> dict:
+    """Describe a model folder: files (bytes, sha256), tensors (shape, dtype), format, configs.
+
+    Every safetensors header is parsed and every file's size checked against its header, so a
+    corrupt or truncated file is found here. A folder that cannot be used yields
+    ``status: rejected`` with the reason (pickle-only weights are never opened).
+    """
+    import hashlib
+
+    folder = Path(folder)
+    try:
+        files = weight_files(folder, model)
+        fmt = model_format(folder)
+        tensors = {}
+        for path in files:
+            tensors.update(_safetensors_header(path, model))
+    except ModelFormatError as exc:
+        return {"status": "rejected", "reason": str(exc), "folder": str(folder)}
+    described = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        described.append({"name": path.name, "bytes": path.stat().st_size, "sha256": h.hexdigest()})
+    return {"status": "ok", "reason": "", "folder": str(folder), "format": fmt, "files": described,
+            "tensors": tensors, "config": read_json(folder, "config.json"),
+            "adapter_config": read_json(folder, "adapter_config.json")}
+
+
+def _safetensors_header(path: Path, model: str) -> dict[str, list]:
+    """{name: [shape, dtype]} from a safetensors header, checking the file is complete."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelFormatError(f"model {model}: {path.name} is truncated (no header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n > 100_000_000:
+            raise ModelFormatError(f"model {model}: {path.name} is corrupt (header length {n})")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as exc:
+            raise ModelFormatError(f"model {model}: {path.name} is corrupt (header: {exc})") from exc
+    end = 8 + n
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        out[name] = [info["shape"], info["dtype"]]
+        end = max(end, 8 + n + info["data_offsets"][1])
+    if end > size:
+        raise ModelFormatError(f"model {model}: {path.name} is truncated ({size} of {end} bytes)")
+    return out

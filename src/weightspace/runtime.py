@@ -7,11 +7,11 @@ import logging
 import os
 import sys
 
-import torch
-
 
 def pick_device(choice: str = "auto") -> str:
     """'cuda' when available for 'auto', else 'cpu'; an explicit 'cuda' without a GPU fails."""
+    import torch
+
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice.startswith("cuda") and not torch.cuda.is_available():
@@ -23,7 +23,8 @@ def set_threads(n: int) -> None:
     """Give torch exactly the job's threads (oversubscription makes 2 jobs run 10× slower)."""
     n = max(1, int(n))
     os.environ["OMP_NUM_THREADS"] = str(n)
-    torch.set_num_threads(n)
+    if "torch" in sys.modules:  # steps that never import torch do not pay for it
+        sys.modules["torch"].set_num_threads(n)
 
 
 @contextlib.contextmanager

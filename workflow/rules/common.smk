@@ -4,7 +4,9 @@ from pathlib import Path
 
 import weightspace
 from weightspace import zoo as _zoo
-from weightspace.collection import resolve_local, resolve_zoo, update_lock
+import os
+
+from weightspace.collection import read_table, resolve_local, resolve_zoo, update_lock
 
 
 wildcard_constraints:
@@ -40,7 +42,29 @@ def _resolve(c):
         if "path" not in spec:
             raise ValueError(f"collection {c}: source 'local' needs 'path:'")
         return resolve_local(c, spec["path"])
+    if spec["source"] == "hub":
+        return _resolve_hub(c, spec)
     raise ValueError(f"collection {c}: unknown source {spec['source']!r}")
+
+
+def _resolve_hub(c, spec):
+    """Ask the Hub only for what the lock does not have: new explicit ids, or the query when
+    there is no lock yet or refresh is asked for. A rerun with a lock makes no request."""
+    import pandas as pd
+    from weightspace import hub
+
+    if not spec.get("repos") and not spec.get("query"):
+        raise ValueError(f"collection {c}: source 'hub' needs 'repos:' or 'query:'")
+    lock = f"results/{c}/collection.tsv"
+    known = set(read_table(lock)["id"]) if os.path.exists(lock) else set()
+    frames = []
+    new = [e for e in spec.get("repos", []) if (e if isinstance(e, str) else e["id"]) not in known]
+    if new:
+        frames.append(hub.resolve_repos(new))
+    if spec.get("query") and (not known or spec["refresh"]):
+        found = hub.resolve_query(spec["query"])
+        frames.append(found[~found["id"].isin(known)])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["key"])
 
 
 # The lock: results/{c}/collection.tsv (rows appended, never reordered; see collect.smk).
@@ -64,7 +88,7 @@ def splits(c):
 
 
 def collection_format(c):
-    formats = set(TABLES[c]["format"])
+    formats = set(TABLES[c]["format"]) - {""}
     if len(formats) != 1:
         raise ValueError(f"collection {c} mixes model formats {sorted(formats)}")
     return formats.pop()
@@ -86,11 +110,23 @@ def subspace_groups(c, view):
 
 
 def model_source(wildcards):
-    """Extract's input: the zoo's folder (one job trains all) or the local model's files."""
+    """Fetch's input: the zoo's folder (one job trains all), the local model's folder, or
+    nothing for a Hub model (it is downloaded by the job)."""
     c = wildcards.c
-    if config["collections"][c]["source"] == "zoo":
-        return f"results/{c}/zoo"
-    return model_path(c, wildcards.model)
+    source = config["collections"][c]["source"]
+    if source == "zoo":
+        return [f"results/{c}/zoo"]
+    if source == "local":
+        return [model_path(c, wildcards.model)]
+    return []
+
+
+def row(c, key):
+    return {"key": key, **TABLES[c].set_index("key").loc[key].to_dict()}
+
+
+def manifests(c):
+    return [f"results/{c}/manifests/{k}.json" for k in keys(c)]
 
 
 def model_path(c, key):

@@ -5,6 +5,7 @@
 rule evaluate:
     input:
         stores=lambda w: stores(w.c),
+        screen="results/{c}/screen.tsv",
         subspace=lambda w: subspace_groups(w.c, w.view),
         coefficients="results/{c}/project/{view}/coefficients.zarr",
         zoo=lambda w: [f"results/{w.c}/zoo"] if base_folder(w.c) else [],

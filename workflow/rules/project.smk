@@ -5,6 +5,7 @@
 rule project:
     input:
         stores=lambda w: stores(w.c),
+        screen="results/{c}/screen.tsv",
         subspace=lambda w: subspace_groups(w.c, w.view),
     output:
         coefficients=directory("results/{c}/project/{view}/coefficients.zarr"),

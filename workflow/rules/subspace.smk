@@ -5,6 +5,7 @@
 rule subspace:
     input:
         stores=lambda w: stores(w.c, "basis"),
+        screen="results/{c}/screen.tsv",
     output:
         directory("results/{c}/subspace/{view}/group-{g}.zarr"),
     params:

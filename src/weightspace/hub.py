@@ -1,0 +1,120 @@
+"""Collections on the Hugging Face Hub: resolve to pinned shas, fetch safetensors into the cache.
+
+- ``resolve_repos`` / ``resolve_query`` turn explicit ids (optionally with revisions) or a
+  model query (author, search, filter, sort, limit) into collection rows, each pinned to the
+  40-character commit sha the Hub reports. The collection table is then the lock: reruns use
+  the pinned shas and never ask the Hub again unless the lock is refreshed explicitly.
+- ``fetch`` downloads one pinned model with ``huggingface_hub.snapshot_download``: only
+  ``*.safetensors``, ``*.safetensors.index.json`` and ``*.json`` files, into the Hugging Face
+  cache (``HF_HOME`` / ``HF_HUB_CACHE`` respected), resumable after an interruption. The token
+  comes from ``HF_TOKEN`` through huggingface_hub itself and is never logged or written.
+
+A model that cannot be used (missing repo or revision, gated without access, only pickle
+weights, a corrupt or truncated file) is not an exception here: ``fetch`` returns a manifest
+with ``status: rejected`` and a reason naming the repo, so the run goes on without it (or
+stops, with ``strict: true``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pandas as pd
+
+from . import layers
+from .collection import slugify
+
+log = logging.getLogger("weightspace")
+
+ALLOW_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json"]
+
+
+def _api(endpoint: str | None = None):
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint)
+
+
+def _format_from_files(files: list[str]) -> str:
+    return "lora" if "adapter_config.json" in {os.path.basename(f) for f in files} else "full"
+
+
+def _row(model_id: str, sha: str, files: list[str], note: str = "") -> dict:
+    return {"key": slugify(model_id), "id": model_id, "source": "hub", "revision": sha,
+            "format": _format_from_files(files) if files else "", "task": "", "path": "", "note": note}
+
+
+def describe_error(model_id: str, exc: Exception) -> str:
+    """A one-line reason, naming the repo, for a Hub error (never includes a token)."""
+    from huggingface_hub import errors
+
+    if isinstance(exc, errors.GatedRepoError):
+        return f"{model_id}: gated repository (401): accept its licence on the Hub and set HF_TOKEN"
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return f"{model_id}: revision not found (404)"
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return f"{model_id}: repository not found (404), or private without access"
+    if isinstance(exc, errors.EntryNotFoundError):
+        return f"{model_id}: a file listed by the Hub was not found (404)"
+    return f"{model_id}: {type(exc).__name__}: {exc}"
+
+
+def resolve_repos(entries: list, endpoint: str | None = None) -> pd.DataFrame:
+    """Rows for explicit repos: ``"org/name"`` or ``{id, revision}``; each pinned to its sha.
+
+    A repo the Hub refuses gets a row with an empty revision and the reason in ``note``; its
+    fetch job turns that into a rejection.
+    """
+    from huggingface_hub import errors
+
+    api, rows = _api(endpoint), []
+    for entry in entries:
+        model_id, revision = (entry, None) if isinstance(entry, str) else (entry["id"], entry.get("revision"))
+        try:
+            info = api.model_info(model_id, revision=revision)
+            rows.append(_row(model_id, info.sha, [s.rfilename for s in (info.siblings or [])]))
+        except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.GatedRepoError) as exc:
+            log.warning("%s", describe_error(model_id, exc))
+            rows.append(_row(model_id, "", [], describe_error(model_id, exc)))
+    return pd.DataFrame(rows)
+
+
+def resolve_query(query: dict, endpoint: str | None = None) -> pd.DataFrame:
+    """Rows for a model query (``author``, ``search``, ``filter``, ``sort``, ``limit``)."""
+    api = _api(endpoint)
+    kwargs = {k: query[k] for k in ("author", "search", "filter", "sort", "limit") if query.get(k) is not None}
+    ids = [m.id for m in api.list_models(**kwargs)]
+    if not ids:
+        raise ValueError(f"the Hub query {kwargs} returned no models")
+    return resolve_repos(ids, endpoint)
+
+
+def fetch(model_id: str, revision: str, note: str = "", endpoint: str | None = None,
+          cache_dir: str | None = None) -> dict:
+    """Download one pinned model (safetensors and JSON only) and describe it.
+
+    Returns the manifest of :func:`weightspace.layers.manifest` plus ``id`` and ``revision``,
+    or ``{"status": "rejected", "reason": ...}`` for a model that cannot be used. Transient
+    errors (connection, 5xx) raise, so that the job fails and can be retried.
+    """
+    from huggingface_hub import errors, snapshot_download
+
+    base = {"id": model_id, "revision": revision}
+    if not revision:
+        return {**base, "status": "rejected", "reason": note or f"{model_id}: could not be resolved"}
+    try:
+        folder = snapshot_download(model_id, revision=revision, allow_patterns=ALLOW_PATTERNS,
+                                   cache_dir=cache_dir, endpoint=endpoint)
+    except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.GatedRepoError,
+            errors.EntryNotFoundError) as exc:
+        return {**base, "status": "rejected", "reason": describe_error(model_id, exc)}
+    return {**base, **layers.manifest(folder, model_id)}
+
+
+def manifest_for(row: dict, endpoint: str | None = None) -> dict:
+    """The fetch step of any source: download a Hub model, or describe a local/zoo folder."""
+    if row["source"] == "hub":
+        return {"key": row["key"], **fetch(row["id"], row["revision"], row.get("note", ""), endpoint)}
+    return {"key": row["key"], "id": row["id"], "revision": row["revision"],
+            **layers.manifest(row["path"], row["id"])}

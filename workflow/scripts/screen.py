@@ -1,0 +1,22 @@
+"""Accept or reject every model of a collection (fetch failures, other architectures)."""
+import json
+
+from weightspace.collection import screen
+from weightspace.io import write_table
+from weightspace.runtime import script
+
+with script(snakemake) as log:  # noqa: F821
+    inp, p, out = snakemake.input, snakemake.params, snakemake.output  # noqa: F821
+    mans = {}
+    for path in inp.manifests:
+        m = json.loads(open(path).read())
+        mans[m["key"]] = m
+    table = screen(mans, p.reference)
+    rejected = table[table["status"] == "rejected"]
+    for r in rejected.itertuples():
+        log.warning("rejected %s: %s", r.key, r.reason)
+    write_table(table, out.screen)
+    write_table(rejected, out.rejected)
+    if p.strict and len(rejected):
+        raise SystemExit("strict: true and %d model(s) rejected:\n%s" % (
+            len(rejected), "\n".join(rejected["reason"])))
