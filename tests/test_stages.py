@@ -78,3 +78,42 @@ def test_model_of_another_architecture_is_named(tmp_path):
         run_group(paths + [str(other)], "full", 1, 0, str(tmp_path / "g.zarr"), max_k=2, center=True,
                   gaussian_null=False, rotation_null=False, seed=0, device="cpu")
     assert not (tmp_path / "g.zarr").exists()
+
+
+def lora_stores(tmp_path, N, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    p = "base_model.model."
+    paths = []
+    for i in range(N):
+        t = {f"{p}fc1.lora_A.weight": torch.randn(2, 6, generator=g),
+             f"{p}fc1.lora_B.weight": torch.randn(5, 2, generator=g)}
+        path = tmp_path / f"a{i}.zarr"
+        write_store(path, t.items(), {"model": f"a{i}", "revision": "r" * 40,
+                                      "adapter_config": {"r": 2, "lora_alpha": 4}})
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("view", ["full", "delta"])
+def test_incremental_sums_equal_from_scratch(tmp_path, view, caplog):
+    paths = make_stores(tmp_path, N=8)[0] if view == "full" else lora_stores(tmp_path, 8)
+    kw = dict(max_k=3, center=True, gaussian_null=False, rotation_null=True, seed=0, device="cpu")
+    cache = str(tmp_path / "cache.zarr")
+    run_group(paths[:5], view, 1, 0, str(tmp_path / "old.zarr"), cache_path=cache, **kw)
+    with caplog.at_level("INFO", logger="weightspace"):
+        run_group(paths, view, 1, 0, str(tmp_path / "inc.zarr"), cache_path=cache, **kw)
+    assert "reusing the sums of 5 models, reading 3 new" in caplog.text
+    run_group(paths, view, 1, 0, str(tmp_path / "fresh.zarr"), **kw)
+    inc, models_inc = load_subspaces([str(tmp_path / "inc.zarr")])
+    fresh, models_fresh = load_subspaces([str(tmp_path / "fresh.zarr")])
+    assert models_inc == models_fresh
+    for name in fresh:
+        for arr in ("eig_row", "eig_col", "eig_model", "gram_model", "null_rotation_row", "U_row"):
+            a, b = inc[name].array(arr), fresh[name].array(arr)
+            if arr == "U_row":
+                a = a * np.sign((a * b).sum(0))
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    # a model leaving the basis invalidates the cache instead of giving wrong sums
+    with caplog.at_level("INFO", logger="weightspace"):
+        run_group(paths[1:], view, 1, 0, str(tmp_path / "less.zarr"), cache_path=cache, **kw)
+    assert "no longer in the basis; starting afresh" in caplog.text

@@ -78,7 +78,9 @@ class ModeSums:
     """Additive sums over models for one target: N, Σ W, Σ W Wᵀ, Σ Wᵀ W (float64).
 
     With ``rotation_seed`` set, also the rotation-null sums Σ Q_i W_i W_iᵀ Q_iᵀ and
-    Σ R_iᵀ W_iᵀ W_i R_i, with Q_i, R_i drawn from a generator seeded by (seed, model index).
+    Σ R_iᵀ W_iᵀ W_i R_i, with Q_i, R_i drawn from a generator seeded by (seed, model seed); the
+    model seed defaults to the model's index, and a stable per-model seed (from its key) makes
+    the null independent of the order in which models are added.
     Sums of two disjoint sets of models add (``merge``), which makes adding models cheap.
     """
 
@@ -99,7 +101,7 @@ class ModeSums:
         if self.rotation_seed is not None:
             self.R_rot, self.C_rot = z(self.m, self.m), z(self.n, self.n)
 
-    def add(self, W) -> None:
+    def add(self, W, model_seed: int | None = None) -> None:
         """Add one model's matrix (dense m×n tensor or LowRank), cast to float64."""
         if isinstance(W, LowRank):
             W = LowRank(W.B.to(self.device, ACC), W.A.to(self.device, ACC), W.scale)
@@ -112,7 +114,8 @@ class ModeSums:
         self.R += P
         self.C += Pc
         if self.rotation_seed is not None:
-            g = torch.Generator().manual_seed(self.rotation_seed * 1_000_003 + self.count)
+            ms = self.count if model_seed is None else model_seed
+            g = torch.Generator().manual_seed((self.rotation_seed * 1_000_003 + ms) % (2**63))
             Q = haar_orthogonal(self.m, g, device=self.device)
             Rr = haar_orthogonal(self.n, g, device=self.device)
             self.R_rot += Q @ P @ Q.T
@@ -136,29 +139,44 @@ def center_gram(K: torch.Tensor) -> torch.Tensor:
     return K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean()
 
 
-def model_gram_lowrank(mats: list[LowRank]) -> torch.Tensor:
-    """K_ij = ⟨ΔW_i, ΔW_j⟩ = s_i s_j tr((B_iᵀ B_j)(A_j A_iᵀ)) from the factors alone."""
+def _grown(known: torch.Tensor | None, N: int, device) -> tuple[torch.Tensor, int]:
+    K = torch.zeros(N, N, dtype=ACC, device=device)
+    N0 = 0 if known is None else known.shape[0]
+    if N0:
+        K[:N0, :N0] = known.to(device, ACC)
+    return K, N0
+
+
+def model_gram_lowrank(mats: list[LowRank], known: torch.Tensor | None = None) -> torch.Tensor:
+    """K_ij = ⟨ΔW_i, ΔW_j⟩ = s_i s_j tr((B_iᵀ B_j)(A_j A_iᵀ)) from the factors alone.
+
+    ``known``: the Gram of the first N0 models, kept; only pairs with a new model are computed.
+    """
     N = len(mats)
-    K = torch.zeros(N, N, dtype=ACC, device=mats[0].B.device)
+    K, N0 = _grown(known, N, mats[0].B.device)
     for i, Li in enumerate(mats):
-        for j in range(i, N):
+        for j in range(max(i, N0), N):
             Lj = mats[j]
             v = Li.scale * Lj.scale * torch.sum((Li.B.T @ Lj.B) * (Li.A @ Lj.A.T))
             K[i, j] = K[j, i] = v
     return K
 
 
-def model_gram_dense(read_rows, N: int, m: int, n: int, block_rows: int, device="cpu") -> torch.Tensor:
+def model_gram_dense(read_rows, N: int, m: int, n: int, block_rows: int, device="cpu",
+                     known: torch.Tensor | None = None) -> torch.Tensor:
     """K_ij = ⟨W_i, W_j⟩ accumulated over row blocks: K += Σ_blocks V_b V_bᵀ.
 
     ``read_rows(i, rows)`` returns rows ``rows`` of model i; V_b stacks the flattened row
-    block of every model (N × block_rows·n), so memory is N·block_rows·n, not N·m·n.
+    block of every model (N × block_rows·n), so memory is N·block_rows·n, not N·m·n. With
+    ``known`` (the Gram of the first N0 models) only the columns of the new models are
+    computed, K[:, N0:] += V_b V_b[N0:]ᵀ; the old models are still read for these cross terms.
     """
-    K = torch.zeros(N, N, dtype=ACC, device=device)
+    K, N0 = _grown(known, N, device)
     for r0 in range(0, m, block_rows):
         rows = slice(r0, min(m, r0 + block_rows))
         V = torch.stack([read_rows(i, rows).to(device, ACC).reshape(-1) for i in range(N)])
-        K.addmm_(V, V.T)
+        K[:, N0:].addmm_(V, V[N0:].T)
+    K[N0:, :N0] = K[:N0, N0:].T
     return K
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pandas as pd
 
@@ -109,7 +110,14 @@ def fetch(model_id: str, revision: str, note: str = "", endpoint: str | None = N
     except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.GatedRepoError,
             errors.EntryNotFoundError) as exc:
         return {**base, "status": "rejected", "reason": describe_error(model_id, exc)}
-    return {**base, **layers.manifest(folder, model_id)}
+    man = layers.manifest(folder, model_id)
+    if man["status"] != "ok" and not any(Path(folder).glob("*.safetensors")):
+        files = _api(endpoint).list_repo_files(model_id, revision=revision)
+        pickles = sorted(f for f in files if f.endswith(layers.PICKLE_SUFFIXES))
+        if pickles:
+            man["reason"] = (f"model {model_id}: only pickle checkpoints {pickles[:3]} on the Hub; "
+                             "weightspace loads safetensors only and never downloads or unpickles them")
+    return {**base, **man}
 
 
 def manifest_for(row: dict, endpoint: str | None = None) -> dict:

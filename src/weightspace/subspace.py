@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,30 +50,101 @@ def check_same_targets(ref: ModelStore, other: ModelStore, view: str) -> None:
             f"missing {missing[:5]}, extra {extra[:5]}, different shapes {shapes[:5]}")
 
 
+def identity(store: ModelStore) -> str:
+    """What makes a model's contribution to the sums reusable: its key and pinned revision."""
+    return f"{store.key}@{store.attrs.get('revision') or ''}"
+
+
+def _model_seed(store: ModelStore) -> int:
+    return zlib.crc32(store.key.encode())
+
+
+@dataclass
+class Cached:
+    """The additive sums and raw model Gram of the models already seen, for one target."""
+
+    models: list[str]
+    sums: hosvd.ModeSums
+    K: torch.Tensor
+
+
 def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: int, center: bool,
-                     gaussian_null: bool, rotation_null: bool, seed: int, device: str) -> hosvd.Subspace:
-    """The decomposition of one target over the given basis models (see hosvd)."""
+                     gaussian_null: bool, rotation_null: bool, seed: int, device: str,
+                     cached: Cached | None = None) -> tuple[hosvd.Subspace, Cached]:
+    """The decomposition of one target over the given basis models (see hosvd).
+
+    With ``cached`` sums of some of these models, only the others are read into the sums; the
+    model Gram reuses the cached block and computes the cross terms with the new models.
+    Returns the result and the updated cache (models in the order of the result).
+    """
     m, n = target.shape
-    sums = hosvd.ModeSums(m, n, device=device, rotation_seed=seed if rotation_null else None)
-    lowrank = []
-    for st in tqdm(stores, desc=target.name, mininterval=5):
+    ids = [identity(st) for st in stores]
+    if cached is not None and set(cached.models) <= set(ids):
+        order = [ids.index(i) for i in cached.models] + [k for k, i in enumerate(ids) if i not in set(cached.models)]
+        stores, sums, known = [stores[k] for k in order], cached.sums, cached.K
+        log.info("%s: reusing the sums of %d models, reading %d new", target.name, len(cached.models),
+                 len(stores) - len(cached.models))
+    else:
+        if cached is not None:
+            log.info("%s: cached sums include models no longer in the basis; starting afresh", target.name)
+        sums, known = hosvd.ModeSums(m, n, device=device, rotation_seed=seed if rotation_null else None), None
+    n_old = 0 if known is None else known.shape[0]
+    mats = []
+    for i, st in enumerate(tqdm(stores, desc=target.name, mininterval=5)):
+        if i < n_old and target.view != "delta":
+            continue  # its contribution is in the cached sums; dense cross terms come below
         W = layers.read_target(st, target, device=device)
-        sums.add(W)
-        if isinstance(W, layers.LowRank):
-            lowrank.append(W)
-    if lowrank:
-        K = hosvd.model_gram_lowrank(lowrank)
+        if i >= n_old:
+            sums.add(W, model_seed=_model_seed(st))
+        mats.append(W)
+    if target.view == "delta":
+        K = hosvd.model_gram_lowrank(mats, known)
     else:
         rows = max(1, BLOCK_BYTES // (8 * n * len(stores)))
 
         def read_rows(i, sl):  # a row block of the tensor is a row block of its matrix view
             return layers.as_matrix(stores[i].read(target.sources[0], sl))
-        K = hosvd.model_gram_dense(read_rows, len(stores), m, n, rows, device=device)
+        K = hosvd.model_gram_dense(read_rows, len(stores), m, n, rows, device=device, known=known)
     sub = hosvd.decompose(sums, K, max_k, center)
     if gaussian_null:
         var = float(sub.eig_row.sum()) / (len(stores) * m * n)
         sub.nulls.update(hosvd.gaussian_null(len(stores), m, n, var, seed, center, device))
-    return sub
+    return sub, Cached([identity(st) for st in stores], sums, K)
+
+
+CACHE_ARRAYS = ("S", "R", "C", "R_rot", "C_rot")
+
+
+def load_cache(path: str | os.PathLike, target: layers.Target, rotation_seed: int | None,
+               device: str) -> Cached | None:
+    """The cached sums of one target, if present and made with the same shape and null seed."""
+    try:
+        g = zarr.open_group(str(path), mode="r")[target.name]
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+        return None
+    if tuple(g.attrs["shape"]) != target.shape or g.attrs.get("rotation_seed") != rotation_seed:
+        return None
+    sums = hosvd.ModeSums(*target.shape, device=device, rotation_seed=rotation_seed)
+    for name in CACHE_ARRAYS:
+        if getattr(sums, name) is not None:
+            setattr(sums, name, torch.from_numpy(np.asarray(g[name][...])).to(device))
+    sums.count = int(g.attrs["count"])
+    return Cached(list(g.attrs["models"]), sums, torch.from_numpy(np.asarray(g["K"][...])))
+
+
+def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
+    """Write every target's sums and raw model Gram (float64) atomically."""
+    with atomic_path(path) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        for name, c in caches.items():
+            g = root.create_group(name)
+            g.attrs.update({"models": c.models, "count": c.sums.count, "shape": [c.sums.m, c.sums.n],
+                            "rotation_seed": c.sums.rotation_seed})
+            for key in CACHE_ARRAYS + ("K",):
+                value = c.K if key == "K" else getattr(c.sums, key)
+                if value is not None:
+                    data = value.detach().cpu().numpy()
+                    g.create_array(key, data=data, chunks=data.shape, compressors=None)
 
 
 def write_group(path: str | os.PathLike, results: dict[str, tuple[layers.Target, hosvd.Subspace]],
@@ -96,8 +169,12 @@ def write_group(path: str | os.PathLike, results: dict[str, tuple[layers.Target,
 
 def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_path: str, *,
               max_k: int, center: bool, gaussian_null: bool, rotation_null: bool, seed: int,
-              device: str) -> None:
-    """The subspace job: decompose every target of one layer group and write the store."""
+              device: str, cache_path: str | None = None) -> None:
+    """The subspace job: decompose every target of one layer group and write the store.
+
+    With ``cache_path``, the additive sums of every target are kept there (float64) and reused
+    on the next run: adding models then reads only the new models into the sums.
+    """
     stores = [ModelStore(p) for p in store_paths]
     if len(stores) < 2:
         raise ValueError(f"the subspace needs at least two basis models, got {len(stores)}")
@@ -106,16 +183,22 @@ def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_
     chosen = group_targets(stores[0], view, n_groups, group)
     log.info("view %s group %d/%d: %d targets over %d basis models on %s",
              view, group, n_groups, len(chosen), len(stores), device)
-    results = {}
+    results, caches = {}, {}
+    rotation_seed = seed if rotation_null else None
     for target in chosen:
-        sub = decompose_target(stores, target, max_k=max_k, center=center, gaussian_null=gaussian_null,
-                               rotation_null=rotation_null, seed=seed, device=device)
+        cached = load_cache(cache_path, target, rotation_seed, device) if cache_path else None
+        sub, caches[target.name] = decompose_target(
+            stores, target, max_k=max_k, center=center, gaussian_null=gaussian_null,
+            rotation_null=rotation_null, seed=seed, device=device, cached=cached)
         ev = hosvd.explained_variance(sub.eig_row)
         log.info("%s %s: row-mode explained variance at k=1,4,16: %s", target.name, target.shape,
                  [round(float(ev[min(k, len(ev)) - 1]), 3) for k in (1, 4, 16)])
         results[target.name] = (target, sub)
+    models = [m.split("@")[0] for m in next(iter(caches.values())).models] if caches else [s.key for s in stores]
     write_group(out_path, results, {"view": view, "group": group, "n_groups": n_groups,
-                                    "models": [s.key for s in stores], "center": center})
+                                    "models": models, "center": center})
+    if cache_path:
+        save_cache(cache_path, caches)
 
 
 class SubspaceRecord:

@@ -16,6 +16,12 @@ rule subspace:
         rotation_null=config["subspace"]["rotation_null"],
         seed=config["subspace"]["seed"],
         device=config["subspace"]["device"],
+        # not an output: Snakemake deletes outputs before a rerun, and these sums must survive it
+        cache=lambda w: (
+            f"results/{w.c}/cache/{w.view}/group-{w.g}-of-{config['subspace']['layer_groups']}.zarr"
+            if config["subspace"]["cache"]
+            else None
+        ),
         code=code_version("subspace", "hosvd", "layers", "store", "io"),
     threads: config["subspace"]["threads"]
     resources:
@@ -24,6 +30,8 @@ rule subspace:
         gpu=config["subspace"]["gpus"],
     log:
         "logs/{c}/subspace/{view}/group-{g}.log",
+    benchmark:
+        "benchmarks/{c}/subspace/{view}/group-{g}.tsv"
     conda:
         ENV
     script:
