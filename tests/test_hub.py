@@ -174,6 +174,7 @@ def test_hub_collection_end_to_end_and_growth(server, tmp_path):
 
     # a new model appears on the Hub: only it is fetched and extracted after an explicit refresh
     server.repos["org/ft-new"] = Repo(mlp_files(42), tags=[TAG])
+    gone = server.repos.pop("org/ft-1")  # disappeared from the Hub: its pinned copy stays
     config["collections"]["hubby"]["refresh"] = True
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     planned = counts(run(tmp_path, env, "-n"))
@@ -183,6 +184,7 @@ def test_hub_collection_end_to_end_and_growth(server, tmp_path):
     assert list(lock2["key"])[:8] == list(lock["key"]) and lock2["key"].iloc[-1] == "org--ft-new"
     g = zarr.open_group(str(res / "subspace" / "full" / "group-0.zarr"), mode="r")
     assert "org--ft-new" in g.attrs["models"] and len(g.attrs["models"]) == 6
+    assert "org--ft-1" in g.attrs["models"] and gone is not None
     grown = np.asarray(g["fc1.weight"]["eig_row"][...])
     sublog = (tmp_path / "logs" / "hubby" / "subspace" / "full" / "group-0.log").read_text()
     assert "fc1.weight: reusing the sums of 5 models, reading 1 new" in sublog
@@ -194,6 +196,7 @@ def test_hub_collection_end_to_end_and_growth(server, tmp_path):
     (fresh / "results" / "hubby").mkdir(parents=True)
     (fresh / "results" / "hubby" / "collection.tsv").write_text((res / "collection.tsv").read_text())
     (fresh / "config.yaml").write_text(yaml.safe_dump(config))
+    server.repos["org/ft-1"] = gone  # a fresh machine has no cached copy: it must download
     run(fresh, {**env, "HF_HOME": str(tmp_path / "hf2")})
     g2 = zarr.open_group(str(fresh / "results" / "hubby" / "subspace" / "full" / "group-0.zarr"), mode="r")
     for arr in ("eig_row", "eig_col", "mean", "gram_model"):

@@ -97,7 +97,7 @@ def lora_stores(tmp_path, N, seed=0):
 @pytest.mark.parametrize("view", ["full", "delta"])
 def test_incremental_sums_equal_from_scratch(tmp_path, view, caplog):
     paths = make_stores(tmp_path, N=8)[0] if view == "full" else lora_stores(tmp_path, 8)
-    kw = dict(max_k=3, center=True, gaussian_null=False, rotation_null=True, seed=0, device="cpu")
+    kw = dict(max_k=3, center=True, gaussian_null=True, rotation_null=True, seed=0, device="cpu")
     cache = str(tmp_path / "cache.zarr")
     run_group(paths[:5], view, 1, 0, str(tmp_path / "old.zarr"), cache_path=cache, **kw)
     with caplog.at_level("INFO", logger="weightspace"):
@@ -108,7 +108,8 @@ def test_incremental_sums_equal_from_scratch(tmp_path, view, caplog):
     fresh, models_fresh = load_subspaces([str(tmp_path / "fresh.zarr")])
     assert models_inc == models_fresh
     for name in fresh:
-        for arr in ("eig_row", "eig_col", "eig_model", "gram_model", "null_rotation_row", "U_row"):
+        for arr in ("eig_row", "eig_col", "eig_model", "gram_model", "null_rotation_row",
+                    "null_gaussian_row", "null_gaussian_col", "U_row"):
             a, b = inc[name].array(arr), fresh[name].array(arr)
             if arr == "U_row":
                 a = a * np.sign((a * b).sum(0))

@@ -239,14 +239,25 @@ def decompose(sums: ModeSums, K: torch.Tensor, max_k: int, center: bool = True) 
         nulls=nulls)
 
 
+def add_gaussian(sums: ModeSums, model_seed: int) -> None:
+    """Add one unit-variance i.i.d. Gaussian m×n matrix, drawn from a generator seeded by the
+    model, to the null's sums (so the null grows with the collection like the data)."""
+    g = torch.Generator().manual_seed(model_seed % (2**63))
+    sums.add(torch.randn(sums.m, sums.n, generator=g, dtype=torch.float32))
+
+
+def gaussian_null_spectra(sums: ModeSums, variance: float, center: bool = True) -> dict[str, torch.Tensor]:
+    """Row/col spectra of the Gaussian null with the data's variance: the sums hold
+    unit-variance draws, and the Gram of σZ is σ² times the Gram of Z."""
+    G_row, G_col = sums.grams(center)
+    return {"gaussian_row": variance * eigh_desc(G_row)[0], "gaussian_col": variance * eigh_desc(G_col)[0]}
+
+
 def gaussian_null(N: int, m: int, n: int, variance: float, seed: int, center: bool = True,
                   device="cpu") -> dict[str, torch.Tensor]:
     """Centred row/col spectra of N i.i.d. Gaussian m×n matrices with the given variance,
     computed by the same sums as the data (so the same finite-N effects apply)."""
-    g = torch.Generator().manual_seed(seed)
     sums = ModeSums(m, n, device=device)
-    std = float(variance) ** 0.5
-    for _ in range(N):
-        sums.add(torch.randn(m, n, generator=g, dtype=torch.float32) * std)
-    G_row, G_col = sums.grams(center)
-    return {"gaussian_row": eigh_desc(G_row)[0], "gaussian_col": eigh_desc(G_col)[0]}
+    for i in range(N):
+        add_gaussian(sums, seed * 1_000_003 + i)
+    return gaussian_null_spectra(sums, variance, center)

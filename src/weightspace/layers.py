@@ -203,12 +203,21 @@ def kept_tensors(store, view: str) -> list[str]:
     return [n for n in store.names() if n not in used]
 
 
+SOURCE_DTYPE = "source"  # read_target(dtype=SOURCE_DTYPE): keep the stored dtype
+
+
 def read_target(store, target: Target, dtype=None, device="cpu"):
-    """One model's matrix for ``target`` (float64 unless ``dtype``): a dense tensor, or
-    LowRank for a delta target."""
+    """One model's matrix for ``target`` (float64 unless ``dtype``; SOURCE_DTYPE keeps the
+    stored dtype): a dense tensor, or LowRank for a delta target."""
     import torch
 
     dtype = dtype or torch.float64
+    if dtype == SOURCE_DTYPE:
+        if target.view == "delta":
+            a, b = target.sources
+            cfg = store.attrs.get("adapter_config") or {}
+            return LowRank(as_matrix(store.read(b)), as_matrix(store.read(a)), lora_scale(cfg, target.name))
+        return as_matrix(store.read(target.sources[0]))
     if target.view == "delta":
         a, b = target.sources
         cfg = store.attrs.get("adapter_config") or {}

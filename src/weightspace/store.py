@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import zarr
 
+FORMAT = 1  # version of the store layout; bump it when the layout changes
 CHUNK_BYTES = 4 << 20
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
@@ -126,4 +127,4 @@ def write_store(path: str | os.PathLike, tensors, attrs: dict[str, Any], model: 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     for name, tensor in tensors:
         write_tensor(group, name, tensor, model)
-    group.attrs.update(attrs)
+    group.attrs.update({**attrs, "weightspace_store_format": FORMAT})

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from . import hosvd, layers
 from .io import atomic_path
 from .store import ModelStore
+from .stream import prefetched, to_device
 
 log = logging.getLogger("weightspace")
 BLOCK_BYTES = 256 << 20
@@ -66,6 +67,7 @@ class Cached:
     models: list[str]
     sums: hosvd.ModeSums
     K: torch.Tensor
+    null: hosvd.ModeSums | None = None  # unit-variance Gaussian draws, one per model
 
 
 def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: int, center: bool,
@@ -81,21 +83,38 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     ids = [identity(st) for st in stores]
     if cached is not None and set(cached.models) <= set(ids):
         order = [ids.index(i) for i in cached.models] + [k for k, i in enumerate(ids) if i not in set(cached.models)]
-        stores, sums, known = [stores[k] for k in order], cached.sums, cached.K
+        stores, sums, known, null = [stores[k] for k in order], cached.sums, cached.K, cached.null
         log.info("%s: reusing the sums of %d models, reading %d new", target.name, len(cached.models),
                  len(stores) - len(cached.models))
     else:
         if cached is not None:
             log.info("%s: cached sums include models no longer in the basis; starting afresh", target.name)
-        sums, known = hosvd.ModeSums(m, n, device=device, rotation_seed=seed if rotation_null else None), None
+        known = None
+    if known is not None and gaussian_null and (null is None or null.count != known.shape[0]):
+        log.info("%s: cached sums were made without the Gaussian null; starting afresh", target.name)
+        known = None
+    if known is None:
+        sums = hosvd.ModeSums(m, n, device=device, rotation_seed=seed if rotation_null else None)
+        null = hosvd.ModeSums(m, n, device=device) if gaussian_null else None
+    elif not gaussian_null:
+        null = None
     n_old = 0 if known is None else known.shape[0]
     mats = []
-    for i, st in enumerate(tqdm(stores, desc=target.name, mininterval=5)):
-        if i < n_old and target.view != "delta":
-            continue  # its contribution is in the cached sums; dense cross terms come below
-        W = layers.read_target(st, target, device=device)
+    # cached models are read only where the delta view's model Gram needs their factors
+    todo = [(i, st) for i, st in enumerate(stores) if i >= n_old or target.view == "delta"]
+
+    def load(item):  # in the prefetch thread: read in the source dtype, stay on the CPU
+        return layers.read_target(item[1], target, dtype=layers.SOURCE_DTYPE)
+
+    for (i, st), W in zip(todo, tqdm(prefetched(todo, load), total=len(todo), desc=target.name,
+                                      mininterval=5)):
+        W = to_device(W, device)
+        W = (layers.LowRank(W.B.to(hosvd.ACC), W.A.to(hosvd.ACC), W.scale) if isinstance(W, layers.LowRank)
+             else W.to(hosvd.ACC))
         if i >= n_old:
             sums.add(W, model_seed=_model_seed(st))
+            if null is not None:
+                hosvd.add_gaussian(null, seed * 1_000_003 + _model_seed(st))
         mats.append(W)
     if target.view == "delta":
         K = hosvd.model_gram_lowrank(mats, known)
@@ -106,13 +125,14 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
             return layers.as_matrix(stores[i].read(target.sources[0], sl))
         K = hosvd.model_gram_dense(read_rows, len(stores), m, n, rows, device=device, known=known)
     sub = hosvd.decompose(sums, K, max_k, center)
-    if gaussian_null:
+    if null is not None:
         var = float(sub.eig_row.sum()) / (len(stores) * m * n)
-        sub.nulls.update(hosvd.gaussian_null(len(stores), m, n, var, seed, center, device))
-    return sub, Cached([identity(st) for st in stores], sums, K)
+        sub.nulls.update(hosvd.gaussian_null_spectra(null, var, center))
+    return sub, Cached([identity(st) for st in stores], sums, K, null)
 
 
 CACHE_ARRAYS = ("S", "R", "C", "R_rot", "C_rot")
+CACHE_FORMAT = 1  # bump when the meaning of the cached sums changes: old caches are then ignored
 
 
 def load_cache(path: str | os.PathLike, target: layers.Target, rotation_seed: int | None,
@@ -122,14 +142,21 @@ def load_cache(path: str | os.PathLike, target: layers.Target, rotation_seed: in
         g = zarr.open_group(str(path), mode="r")[target.name]
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
-    if tuple(g.attrs["shape"]) != target.shape or g.attrs.get("rotation_seed") != rotation_seed:
+    if (tuple(g.attrs["shape"]) != target.shape or g.attrs.get("rotation_seed") != rotation_seed
+            or g.attrs.get("format") != CACHE_FORMAT):
         return None
     sums = hosvd.ModeSums(*target.shape, device=device, rotation_seed=rotation_seed)
     for name in CACHE_ARRAYS:
         if getattr(sums, name) is not None:
             setattr(sums, name, torch.from_numpy(np.asarray(g[name][...])).to(device))
     sums.count = int(g.attrs["count"])
-    return Cached(list(g.attrs["models"]), sums, torch.from_numpy(np.asarray(g["K"][...])))
+    null = None
+    if "null_S" in g:
+        null = hosvd.ModeSums(*target.shape, device=device)
+        for name in ("S", "R", "C"):
+            setattr(null, name, torch.from_numpy(np.asarray(g[f"null_{name}"][...])).to(device))
+        null.count = int(g.attrs["null_count"])
+    return Cached(list(g.attrs["models"]), sums, torch.from_numpy(np.asarray(g["K"][...])), null)
 
 
 def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
@@ -139,9 +166,12 @@ def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
         for name, c in caches.items():
             g = root.create_group(name)
             g.attrs.update({"models": c.models, "count": c.sums.count, "shape": [c.sums.m, c.sums.n],
-                            "rotation_seed": c.sums.rotation_seed})
-            for key in CACHE_ARRAYS + ("K",):
-                value = c.K if key == "K" else getattr(c.sums, key)
+                            "rotation_seed": c.sums.rotation_seed, "format": CACHE_FORMAT})
+            arrays = {key: getattr(c.sums, key) for key in CACHE_ARRAYS} | {"K": c.K}
+            if c.null is not None:
+                arrays |= {f"null_{key}": getattr(c.null, key) for key in ("S", "R", "C")}
+                g.attrs["null_count"] = c.null.count
+            for key, value in arrays.items():
                 if value is not None:
                     data = value.detach().cpu().numpy()
                     g.create_array(key, data=data, chunks=data.shape, compressors=None)

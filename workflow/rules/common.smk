@@ -21,7 +21,9 @@ ENV = "../../envs/weightspace.yaml"
 
 def code_version(*modules):
     """Hash of the library modules a step runs. Given as a param, a change to that code reruns
-    the step: Snakemake tracks the scripts itself, not the library they call."""
+    the step: Snakemake tracks the scripts itself, not the library they call. Compute steps
+    carry it; fetch and extract do not (a code edit must not re-download a collection: their
+    output format is versioned by weightspace.store.FORMAT instead)."""
     h = hashlib.sha1()
     for m in modules:
         h.update((Path(weightspace.__file__).parent / f"{m}.py").read_bytes())

@@ -12,7 +12,6 @@ rule fetch:
         "results/{c}/manifests/{model}.json",
     params:
         row=lambda w: row(w.c, w.model),
-        code=code_version("hub", "layers"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -54,7 +53,6 @@ rule extract:
         directory("results/{c}/weights/{model}.zarr"),
     params:
         row=lambda w: row(w.c, w.model),
-        code=code_version("extract", "layers", "store", "io"),
     threads: 1
     resources:
         mem_mb=1000,

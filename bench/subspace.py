@@ -1,0 +1,187 @@
+"""Benchmarks of the subspace and extract stages on synthetic collections written to Zarr.
+
+Prints a markdown table and writes it, with the machine and the command, to BENCHMARKS.md.
+
+    .venv/bin/python bench/subspace.py [--quick]
+
+1. the subspace stage vs tensorly.tucker(init='svd', n_iter_max=0, pytorch backend) on the same
+   stack: wall ratio, peak RSS ratio, largest principal angle between the two row subspaces;
+2. peak RSS of the subspace stage as N grows (same layer shape);
+3. subspace stage wall vs a plain read of the same Zarr data;
+4. extract wall vs a plain copy of the safetensors files;
+5. `snakemake -n` on a 1000-model collection.
+Each measurement runs in its own process, so peak RSS (ru_maxrss) is that of the step alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / "work" / "subspace"
+
+
+def child(code: str, *args) -> tuple[float, float, str]:
+    """Run python code in a fresh process: (wall seconds, peak RSS MB, stdout)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if status != 0:
+        sys.exit(f"benchmark step failed:\n{err[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, out
+
+
+WRITE = """
+import sys, torch
+from weightspace.store import write_store
+from safetensors.torch import save_file
+root, N, m, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+shared = torch.Generator().manual_seed(0)
+base = torch.randn(m, n, generator=shared)
+P, Q = torch.randn(m, 8, generator=shared), torch.randn(8, n, generator=shared)
+for i in range(N):
+    g = torch.Generator().manual_seed(i + 1)
+    W = base + P @ torch.diag(torch.randn(8, generator=g)) @ Q / 8 + 0.05 * torch.randn(m, n, generator=g)
+    write_store(f"{root}/m{i:04d}.zarr", [("layer.weight", W)], {"model": f"m{i:04d}"})
+    if i < 20:
+        save_file({"layer.weight": W}, f"{root}/m{i:04d}.safetensors")
+"""
+
+STAGE = """
+import sys, glob, torch
+torch.set_num_threads(2)
+from weightspace.subspace import run_group, load_subspaces
+paths = sorted(glob.glob(sys.argv[1] + "/m*.zarr"))[: int(sys.argv[2])]
+run_group(paths, "full", 1, 0, sys.argv[3], max_k=64, center=True, gaussian_null=False,
+          rotation_null=False, seed=0, device="cpu")
+"""
+
+TUCKER = """
+import sys, glob, numpy as np, torch, tensorly as tl
+from tensorly.decomposition import tucker
+torch.set_num_threads(2)
+tl.set_backend("pytorch")
+from weightspace.store import ModelStore
+paths = sorted(glob.glob(sys.argv[1] + "/m*.zarr"))[: int(sys.argv[2])]
+X = torch.stack([ModelStore(p).read("layer.weight").float() for p in paths])
+X -= X.mean(0)
+core, factors = tucker(X, rank=[X.shape[0], 64, 64], init="svd", n_iter_max=0)
+np.save(sys.argv[3], factors[1].numpy())
+"""
+
+READ = """
+import sys, glob, numpy as np
+from weightspace.store import ModelStore
+for p in sorted(glob.glob(sys.argv[1] + "/m*.zarr"))[: int(sys.argv[2])]:
+    np.asarray(ModelStore(p).group["layer.weight"][...])
+"""
+
+EXTRACT = """
+import sys, glob
+from weightspace.extract import extract_model
+import os, shutil
+for p in sorted(glob.glob(sys.argv[1] + "/m*.safetensors")):
+    d = p[:-12] + "_folder"; os.makedirs(d, exist_ok=True); shutil.copy(p, d + "/model.safetensors")
+    extract_model(d, p[:-12] + "_x.zarr", "x", {})
+"""
+
+COPY = """
+import sys, glob, shutil, os
+for p in sorted(glob.glob(sys.argv[1] + "/m*.safetensors")):
+    d = p[:-12] + "_copy"; os.makedirs(d, exist_ok=True); shutil.copy(p, d + "/model.safetensors")
+    shutil.copy(p, p + ".copy")
+"""
+
+
+def principal_angle_deg(a, b) -> float:
+    import numpy as np
+
+    s = np.linalg.svd(a.T @ b, compute_uv=False)
+    return float(np.degrees(np.arccos(np.clip(s.min(), -1, 1))))
+
+
+def collection(name, N, m, n):
+    d = WORK / name
+    if not (d / "done").exists():
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        child(WRITE, d, N, m, n)
+        (d / "done").write_text("")
+    return d
+
+
+def dry_run_1000() -> float:
+    d = WORK / "dag1000"
+    shutil.rmtree(d, ignore_errors=True)
+    from safetensors.torch import save_file
+    import torch
+    for i in range(1000):
+        f = d / "models" / f"m{i:04d}"
+        f.mkdir(parents=True)
+        save_file({"w": torch.zeros(4, 4)}, str(f / "model.safetensors"))
+    cfg = {"collections": {"big": {"source": "local", "path": str(d / "models"), "evaluator": "none"}},
+           "subspace": {"layer_groups": 8}}
+    (d / "config.yaml").write_text(json.dumps(cfg))
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(d),
+           "--configfile", str(d / "config.yaml"), "--cores", "2", "--quiet"]
+    subprocess.run(cmd, check=True, capture_output=True)  # first: writes the lock
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller shapes, for a smoke test")
+    a = ap.parse_args()
+    m, n, N = (192, 768, 40) if a.quick else (768, 3072, 100)
+    sm, sn = (96, 384) if a.quick else (384, 1536)
+    Ns = (20, 40, 80) if a.quick else (50, 200, 800)
+    rows = []
+    d = collection(f"main-{N}x{m}x{n}", N, m, n)
+    w_stage, rss_stage, _ = child(STAGE, d, N, d / "out.zarr")
+    w_tucker, rss_tucker, _ = child(TUCKER, d, N, d / "tucker.npy")
+    from weightspace.subspace import load_subspaces
+    import numpy as np
+    U = load_subspaces([str(d / "out.zarr")])[0]["layer.weight"].U_row.numpy()[:, :16]
+    T = np.load(d / "tucker.npy")[:, :16]
+    rows.append((f"1. subspace stage vs tensorly.tucker, N={N}, {m}x{n} float32",
+                 f"{w_stage:.1f} s / {w_tucker:.1f} s = {w_tucker / w_stage:.1f}x faster; "
+                 f"peak RSS {rss_stage:.0f} / {rss_tucker:.0f} MB; largest principal angle (k=16) "
+                 f"{principal_angle_deg(U, T):.2e} deg", "≥10x faster, same subspace"))
+    rss = []
+    for k in Ns:
+        dk = collection(f"rss-{k}x{sm}x{sn}", k, sm, sn)
+        rss.append(child(STAGE, dk, k, dk / "out.zarr")[1])
+    rows.append((f"2. subspace peak RSS at N={', '.join(map(str, Ns))}, {sm}x{sn}",
+                 " / ".join(f"{r:.0f} MB" for r in rss) + f" (max/min {max(rss) / min(rss):.2f})", "flat, ≤1.3x"))
+    w_read, _, _ = child(READ, d, N)
+    rows.append((f"3. subspace stage vs plain read, N={N}, {m}x{n}",
+                 f"{w_stage:.1f} s / {w_read:.1f} s = {w_stage / w_read:.1f}x", "≤1.5x"))
+    w_ex, _, _ = child(EXTRACT, d)
+    w_cp, _, _ = child(COPY, d)
+    rows.append((f"4. extract vs plain copy, 20 models {m}x{n}", f"{w_ex:.1f} s / {w_cp:.1f} s = {w_ex / w_cp:.1f}x "
+                 "(both include starting python)", "≤2x"))
+    rows.append(("5. snakemake -n, 1000-model collection", f"{dry_run_1000():.1f} s", "≤15 s"))
+    table = ["| benchmark | measured | target |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    print("\n".join(table))
+    if not a.quick:
+        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        (ROOT / "BENCHMARKS.md").write_text(
+            "# Benchmarks\n\nCommand: `.venv/bin/python bench/subspace.py` (CPU, float64 accumulation).\n"
+            f"Machine: {machine}. Date: {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(table) + "\n")
+
+
+if __name__ == "__main__":
+    main()
