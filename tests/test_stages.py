@@ -118,3 +118,24 @@ def test_incremental_sums_equal_from_scratch(tmp_path, view, caplog):
     with caplog.at_level("INFO", logger="weightspace"):
         run_group(paths[1:], view, 1, 0, str(tmp_path / "less.zarr"), cache_path=cache, **kw)
     assert "no longer in the basis; starting afresh" in caplog.text
+
+
+def test_large_mode_switches_to_sketch_and_says_so(tmp_path, caplog):
+    paths, _ = make_stores(tmp_path, N=6, shapes={"w": (5, 40)})
+    with caplog.at_level("INFO", logger="weightspace"):
+        run_group(paths, "full", 1, 0, str(tmp_path / "g.zarr"), max_k=3, center=True, gaussian_null=True,
+                  rotation_null=True, seed=0, device="cpu", exact_max_dim=10, cache_path=str(tmp_path / "c.zarr"))
+    assert "randomized one-pass (Nyström) sketch of width 7 for the col mode" in caplog.text
+    subs, _ = load_subspaces([str(tmp_path / "g.zarr")])
+    assert subs["w"].U_col.shape == (40, 3) and len(subs["w"].array("eig_col")) == 7
+    assert "null_rotation_col" not in subs["w"].keys() and "null_rotation_row" in subs["w"].keys()
+    table = spectra_table([str(tmp_path / "g.zarr")])
+    col = table[(table["mode"] == "col") & table["centered"] & (table["source"] == "data")]
+    assert col["explained"].max() <= 1 + 1e-9
+    # the cache keeps the sketch: a rerun with one model more reuses it
+    more, _ = make_stores(tmp_path / "more", N=7, shapes={"w": (5, 40)})
+    with caplog.at_level("INFO", logger="weightspace"):
+        run_group(paths + more[6:], "full", 1, 0, str(tmp_path / "g2.zarr"), max_k=3, center=True,
+                  gaussian_null=True, rotation_null=True, seed=0, device="cpu", exact_max_dim=10,
+                  cache_path=str(tmp_path / "c.zarr"))
+    assert "reusing the sums of 6 models, reading 1 new" in caplog.text

@@ -20,6 +20,15 @@ A LoRA delta ΔW = s·B·A (B: m×r, A: r×n) enters through its factors:
 ΔW ΔWᵀ = s² B (A Aᵀ) Bᵀ, ΔWᵀ ΔW = s² Aᵀ (Bᵀ B) A and ⟨ΔW_i, ΔW_j⟩ = s_i s_j tr((B_iᵀ B_j)(A_j A_iᵀ)),
 so no m×n product is formed per model (only the running sum Σ ΔW_i for the mean).
 
+Large modes (randomized, one pass): when a mode's dimension d exceeds a threshold and only the
+leading k directions are wanted, its d×d Gram is never formed. Instead the same streaming pass
+accumulates the sketch Y = G Ω = Σ_i X_iᵀ (X_i Ω) (d×l, Ω a fixed orthonormal d×l test matrix,
+l = k + oversampling), and the Nyström approximation Ĝ = Y (Ωᵀ Y)⁺ Yᵀ gives the leading
+eigenpairs (Tropp, Yurtsever, Udell, Cevher 2017, "Fixed-rank approximation of a positive-
+semidefinite matrix from streaming data"; their bound E‖G − Ĝ‖_* ≤ (1 + r/(l − r − 1))·Σ_{j>r} λ_j
+for r < l − 1 is tested). Centering is applied to the sketch: (G − Nμᵀμ)Ω = Y − Nμᵀ(μΩ).
+Explained variance then divides by the exact total energy Σ_i ‖X_i‖², kept as a scalar sum.
+
 Nulls (same shapes, same N):
 
 - Gaussian: i.i.d. entries with the variance of the centred data, through the same code.
@@ -88,18 +97,39 @@ class ModeSums:
     n: int
     device: str = "cpu"
     rotation_seed: int | None = None
+    sketch_row: int = 0  # l > 0: the row mode is sketched (Y_row = G_row Ω_row, m×l), not formed
+    sketch_col: int = 0
+    sketch_seed: int = 0
     count: int = 0
+    sq: float = 0.0  # Σ ‖W_i‖², the total energy (exact whatever the modes)
     S: torch.Tensor = field(init=False)
-    R: torch.Tensor = field(init=False)
-    C: torch.Tensor = field(init=False)
+    R: torch.Tensor | None = field(init=False, default=None)
+    C: torch.Tensor | None = field(init=False, default=None)
     R_rot: torch.Tensor | None = field(init=False, default=None)
     C_rot: torch.Tensor | None = field(init=False, default=None)
+    Y_row: torch.Tensor | None = field(init=False, default=None)
+    Y_col: torch.Tensor | None = field(init=False, default=None)
 
     def __post_init__(self):
         z = lambda *s: torch.zeros(*s, dtype=ACC, device=self.device)  # noqa: E731
-        self.S, self.R, self.C = z(self.m, self.n), z(self.m, self.m), z(self.n, self.n)
+        self.S = z(self.m, self.n)
+        if self.sketch_row:
+            self.Y_row = z(self.m, self.sketch_row)
+        else:
+            self.R = z(self.m, self.m)
+        if self.sketch_col:
+            self.Y_col = z(self.n, self.sketch_col)
+        else:
+            self.C = z(self.n, self.n)
         if self.rotation_seed is not None:
-            self.R_rot, self.C_rot = z(self.m, self.m), z(self.n, self.n)
+            self.R_rot = None if self.sketch_row else z(self.m, self.m)
+            self.C_rot = None if self.sketch_col else z(self.n, self.n)
+
+    def omega(self, mode: str) -> torch.Tensor:
+        """The fixed orthonormal test matrix of a sketched mode (from ``sketch_seed``)."""
+        d, l = (self.m, self.sketch_row) if mode == "row" else (self.n, self.sketch_col)
+        g = torch.Generator().manual_seed(self.sketch_seed * 2 + (mode == "col"))
+        return random_orthonormal(d, l, g, device=self.device)
 
     def add(self, W, model_seed: int | None = None) -> None:
         """Add one model's matrix (dense m×n tensor or LowRank), cast to float64."""
@@ -109,29 +139,84 @@ class ModeSums:
             W = W.to(self.device, ACC)
         if tuple(W.shape) != (self.m, self.n):
             raise ValueError(f"shape {tuple(W.shape)} does not match {(self.m, self.n)}")
-        P, Pc = row_gram(W), col_gram(W)
-        self.S += dense(W)
-        self.R += P
-        self.C += Pc
-        if self.rotation_seed is not None:
-            ms = self.count if model_seed is None else model_seed
-            g = torch.Generator().manual_seed((self.rotation_seed * 1_000_003 + ms) % (2**63))
-            Q = haar_orthogonal(self.m, g, device=self.device)
-            Rr = haar_orthogonal(self.n, g, device=self.device)
-            self.R_rot += Q @ P @ Q.T
-            self.C_rot += Rr.T @ Pc @ Rr
+        D = dense(W)
+        self.S += D
+        self.sq += float((D * D).sum())
+        ms = self.count if model_seed is None else model_seed
+        g = (torch.Generator().manual_seed((self.rotation_seed * 1_000_003 + ms) % (2**63))
+             if self.rotation_seed is not None else None)
+        if self.sketch_row:
+            self.Y_row += D @ (D.T @ self.omega("row"))
+        else:
+            P = row_gram(W)
+            self.R += P
+            if g is not None:
+                Q = haar_orthogonal(self.m, g, device=self.device)
+                self.R_rot += Q @ P @ Q.T
+        if self.sketch_col:
+            self.Y_col += D.T @ (D @ self.omega("col"))
+        else:
+            Pc = col_gram(W)
+            self.C += Pc
+            if g is not None:
+                Rr = haar_orthogonal(self.n, g, device=self.device)
+                self.C_rot += Rr.T @ Pc @ Rr
         self.count += 1
+
+    def total(self, center: bool = True) -> float:
+        """Σ_i ‖X_i‖²: the trace of every mode Gram (centred: Σ‖W_i‖² − N‖μ‖²)."""
+        return self.sq - (self.count * float((self.mean ** 2).sum()) if center else 0.0)
+
+    def mode_spectrum(self, mode: str, center: bool = True, k: int | None = None):
+        """(eigenvalues, eigenvectors) of a mode Gram, descending: exact, or Nyström from the
+        sketch for a sketched mode (then only l pairs)."""
+        sketch = self.Y_row if mode == "row" else self.Y_col
+        if sketch is None:
+            return eigh_desc(self.gram(mode, center))
+        Om = self.omega(mode)
+        if center:
+            mu = self.mean
+            sketch = sketch - self.count * ((mu @ (mu.T @ Om)) if mode == "row" else (mu.T @ (mu @ Om)))
+        return nystrom(sketch, Om)
 
     @property
     def mean(self) -> torch.Tensor:
         return self.S / self.count
 
-    def grams(self, center: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(G_row, G_col): centred as R − N μμᵀ and C − N μᵀμ, or the raw sums."""
+    def gram(self, mode: str, center: bool = True) -> torch.Tensor:
+        """G_row = R − N μμᵀ or G_col = C − N μᵀμ (centred), or the raw sum; exact modes only."""
+        raw = self.R if mode == "row" else self.C
+        if raw is None:
+            raise ValueError(f"the {mode} mode is sketched: it has no Gram (use mode_spectrum)")
         if not center:
-            return self.R.clone(), self.C.clone()
+            return raw.clone()
         mu = self.mean
-        return self.R - self.count * (mu @ mu.T), self.C - self.count * (mu.T @ mu)
+        return raw - self.count * ((mu @ mu.T) if mode == "row" else (mu.T @ mu))
+
+    def grams(self, center: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G_row, G_col), see ``gram``."""
+        return self.gram("row", center), self.gram("col", center)
+
+
+def nystrom(Y: torch.Tensor, Omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of the Nyström approximation Y (Ωᵀ Y)⁺ Yᵀ of a PSD G with Y = G Ω.
+
+    The numerically stable form of Tropp et al. (2017, Alg. 3): shift by ν = eps·‖Y‖·√d, then
+    B = Ωᵀ Y_ν, C = chol(B), E = Y_ν C⁻ᵀ, E = U Σ Vᵀ, λ = max(Σ² − ν, 0). Returns (λ, U),
+    descending, with the same sign convention as ``eigh_desc``.
+    """
+    d = Y.shape[0]
+    nu = torch.finfo(Y.dtype).eps * float(torch.linalg.norm(Y)) * d ** 0.5
+    Yn = Y + nu * Omega
+    B = Omega.T @ Yn
+    L = torch.linalg.cholesky((B + B.T) / 2)
+    E = torch.linalg.solve_triangular(L, Yn.T, upper=False).T
+    U, sig, _ = torch.linalg.svd(E, full_matrices=False)
+    lam = (sig ** 2 - nu).clamp_min(0)
+    idx = U.abs().argmax(0)
+    signs = torch.sign(U[idx, torch.arange(U.shape[1], device=U.device)])
+    signs[signs == 0] = 1
+    return lam, U * signs
 
 
 def center_gram(K: torch.Tensor) -> torch.Tensor:
@@ -192,9 +277,10 @@ def eigh_desc(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lam, U * signs
 
 
-def explained_variance(eigs: torch.Tensor) -> torch.Tensor:
-    """Cumulative explained variance: entry k−1 is Σ_{j≤k} λ_j / Σ_j λ_j."""
-    total = eigs.sum()
+def explained_variance(eigs: torch.Tensor, total: float | None = None) -> torch.Tensor:
+    """Cumulative explained variance: entry k−1 is Σ_{j≤k} λ_j / Σ_j λ_j, where the total
+    (the trace of the Gram) may be given when ``eigs`` holds only the leading eigenvalues."""
+    total = float(eigs.sum()) if total is None else total
     if total <= 0:
         return torch.zeros_like(eigs)
     return torch.cumsum(eigs, 0) / total
@@ -213,6 +299,9 @@ class Subspace:
     gram_model: torch.Tensor     # G_model (N×N)
     eig_row_uncentered: torch.Tensor
     eig_col_uncentered: torch.Tensor
+    total: float = 0.0              # Σ_i ‖X_i‖², the trace of every centred mode Gram
+    total_uncentered: float = 0.0   # Σ_i ‖W_i‖²
+    null_gaussian_total: float | None = None
     nulls: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -221,22 +310,24 @@ class Subspace:
 
 
 def decompose(sums: ModeSums, K: torch.Tensor, max_k: int, center: bool = True) -> Subspace:
-    """Eigendecompose the mode Grams built from ``sums`` and the raw model Gram ``K``."""
-    G_row, G_col = sums.grams(center)
-    lam_r, U_r = eigh_desc(G_row)
-    lam_c, U_c = eigh_desc(G_col)
+    """Eigendecompose the mode Grams built from ``sums`` (or their sketches) and the raw model
+    Gram ``K``."""
+    lam_r, U_r = sums.mode_spectrum("row", center)
+    lam_c, U_c = sums.mode_spectrum("col", center)
     G_model = center_gram(K) if center else K
     lam_m, _ = eigh_desc(G_model)
     nulls = {}
     if sums.R_rot is not None:
         nulls["rotation_row"] = eigh_desc(sums.R_rot)[0]
+    if sums.C_rot is not None:
         nulls["rotation_col"] = eigh_desc(sums.C_rot)[0]
     return Subspace(
         mean=sums.mean if center else torch.zeros_like(sums.S),
         U_row=U_r[:, :max_k].contiguous(), U_col=U_c[:, :max_k].contiguous(),
         eig_row=lam_r, eig_col=lam_c, eig_model=lam_m, gram_model=G_model,
-        eig_row_uncentered=eigh_desc(sums.R)[0], eig_col_uncentered=eigh_desc(sums.C)[0],
-        nulls=nulls)
+        eig_row_uncentered=sums.mode_spectrum("row", False)[0],
+        eig_col_uncentered=sums.mode_spectrum("col", False)[0],
+        total=sums.total(center), total_uncentered=sums.total(False), nulls=nulls)
 
 
 def add_gaussian(sums: ModeSums, model_seed: int) -> None:
@@ -249,8 +340,7 @@ def add_gaussian(sums: ModeSums, model_seed: int) -> None:
 def gaussian_null_spectra(sums: ModeSums, variance: float, center: bool = True) -> dict[str, torch.Tensor]:
     """Row/col spectra of the Gaussian null with the data's variance: the sums hold
     unit-variance draws, and the Gram of σZ is σ² times the Gram of Z."""
-    G_row, G_col = sums.grams(center)
-    return {"gaussian_row": variance * eigh_desc(G_row)[0], "gaussian_col": variance * eigh_desc(G_col)[0]}
+    return {f"gaussian_{mode}": variance * sums.mode_spectrum(mode, center)[0] for mode in ("row", "col")}
 
 
 def gaussian_null(N: int, m: int, n: int, variance: float, seed: int, center: bool = True,

@@ -70,9 +70,15 @@ class Cached:
     null: hosvd.ModeSums | None = None  # unit-variance Gaussian draws, one per model
 
 
+def sketch_sizes(m: int, n: int, max_k: int, exact_max_dim: int) -> tuple[int, int]:
+    """Sketch width per mode: 0 (exact Gram) up to ``exact_max_dim``, else l = 2·k_max + 1."""
+    l = 2 * max_k + 1
+    return tuple(l if d > exact_max_dim and l < d else 0 for d in (m, n))
+
+
 def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: int, center: bool,
                      gaussian_null: bool, rotation_null: bool, seed: int, device: str,
-                     cached: Cached | None = None) -> tuple[hosvd.Subspace, Cached]:
+                     cached: Cached | None = None, exact_max_dim: int = 8192) -> tuple[hosvd.Subspace, Cached]:
     """The decomposition of one target over the given basis models (see hosvd).
 
     With ``cached`` sums of some of these models, only the others are read into the sums; the
@@ -80,6 +86,15 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     Returns the result and the updated cache (models in the order of the result).
     """
     m, n = target.shape
+    sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim)
+    if sk_row or sk_col:
+        log.info("%s %s: randomized one-pass (Nyström) sketch of width %s for the %s mode(s) "
+                 "larger than %d; the rotation null is skipped there", target.name, target.shape,
+                 sk_row or sk_col, "+".join(m for m, k in (("row", sk_row), ("col", sk_col)) if k), exact_max_dim)
+    new_sums = lambda rot: hosvd.ModeSums(m, n, device=device, rotation_seed=rot, sketch_row=sk_row,  # noqa: E731
+                                          sketch_col=sk_col, sketch_seed=seed)
+    if cached is not None and (cached.sums.sketch_row, cached.sums.sketch_col) != (sk_row, sk_col):
+        cached = None
     ids = [identity(st) for st in stores]
     if cached is not None and set(cached.models) <= set(ids):
         order = [ids.index(i) for i in cached.models] + [k for k, i in enumerate(ids) if i not in set(cached.models)]
@@ -94,8 +109,8 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
         log.info("%s: cached sums were made without the Gaussian null; starting afresh", target.name)
         known = None
     if known is None:
-        sums = hosvd.ModeSums(m, n, device=device, rotation_seed=seed if rotation_null else None)
-        null = hosvd.ModeSums(m, n, device=device) if gaussian_null else None
+        sums = new_sums(seed if rotation_null else None)
+        null = new_sums(None) if gaussian_null else None
     elif not gaussian_null:
         null = None
     n_old = 0 if known is None else known.shape[0]
@@ -126,12 +141,14 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
         K = hosvd.model_gram_dense(read_rows, len(stores), m, n, rows, device=device, known=known)
     sub = hosvd.decompose(sums, K, max_k, center)
     if null is not None:
-        var = float(sub.eig_row.sum()) / (len(stores) * m * n)
+        var = sub.total / (len(stores) * m * n)
         sub.nulls.update(hosvd.gaussian_null_spectra(null, var, center))
+        sub.null_gaussian_total = var * null.total(center)
     return sub, Cached([identity(st) for st in stores], sums, K, null)
 
 
-CACHE_ARRAYS = ("S", "R", "C", "R_rot", "C_rot")
+CACHE_ARRAYS = ("S", "R", "C", "R_rot", "C_rot", "Y_row", "Y_col")
+CACHE_ATTRS = ("count", "sq", "sketch_row", "sketch_col", "sketch_seed", "rotation_seed")
 CACHE_FORMAT = 1  # bump when the meaning of the cached sums changes: old caches are then ignored
 
 
@@ -145,18 +162,20 @@ def load_cache(path: str | os.PathLike, target: layers.Target, rotation_seed: in
     if (tuple(g.attrs["shape"]) != target.shape or g.attrs.get("rotation_seed") != rotation_seed
             or g.attrs.get("format") != CACHE_FORMAT):
         return None
-    sums = hosvd.ModeSums(*target.shape, device=device, rotation_seed=rotation_seed)
-    for name in CACHE_ARRAYS:
-        if getattr(sums, name) is not None:
-            setattr(sums, name, torch.from_numpy(np.asarray(g[name][...])).to(device))
-    sums.count = int(g.attrs["count"])
-    null = None
-    if "null_S" in g:
-        null = hosvd.ModeSums(*target.shape, device=device)
-        for name in ("S", "R", "C"):
-            setattr(null, name, torch.from_numpy(np.asarray(g[f"null_{name}"][...])).to(device))
-        null.count = int(g.attrs["null_count"])
-    return Cached(list(g.attrs["models"]), sums, torch.from_numpy(np.asarray(g["K"][...])), null)
+
+    def restore(prefix: str, attrs: dict, rot) -> hosvd.ModeSums:
+        sums = hosvd.ModeSums(*target.shape, device=device, rotation_seed=rot,
+                              sketch_row=attrs["sketch_row"], sketch_col=attrs["sketch_col"],
+                              sketch_seed=attrs["sketch_seed"])
+        for name in CACHE_ARRAYS:
+            if getattr(sums, name) is not None:
+                setattr(sums, name, torch.from_numpy(np.asarray(g[prefix + name][...])).to(device))
+        sums.count, sums.sq = int(attrs["count"]), float(attrs["sq"])
+        return sums
+
+    null = restore("null_", g.attrs["null"], None) if g.attrs.get("null") else None
+    return Cached(list(g.attrs["models"]), restore("", dict(g.attrs), rotation_seed),
+                  torch.from_numpy(np.asarray(g["K"][...])), null)
 
 
 def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
@@ -165,12 +184,12 @@ def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         for name, c in caches.items():
             g = root.create_group(name)
-            g.attrs.update({"models": c.models, "count": c.sums.count, "shape": [c.sums.m, c.sums.n],
-                            "rotation_seed": c.sums.rotation_seed, "format": CACHE_FORMAT})
+            g.attrs.update({"models": c.models, "shape": [c.sums.m, c.sums.n], "format": CACHE_FORMAT,
+                            **{a: getattr(c.sums, a) for a in CACHE_ATTRS}})
             arrays = {key: getattr(c.sums, key) for key in CACHE_ARRAYS} | {"K": c.K}
             if c.null is not None:
-                arrays |= {f"null_{key}": getattr(c.null, key) for key in ("S", "R", "C")}
-                g.attrs["null_count"] = c.null.count
+                arrays |= {f"null_{key}": getattr(c.null, key) for key in CACHE_ARRAYS}
+                g.attrs["null"] = {a: getattr(c.null, a) for a in CACHE_ATTRS}
             for key, value in arrays.items():
                 if value is not None:
                     data = value.detach().cpu().numpy()
@@ -186,7 +205,11 @@ def write_group(path: str | os.PathLike, results: dict[str, tuple[layers.Target,
         for name, (target, sub) in results.items():
             g = root.create_group(name)
             g.attrs.update({"view": target.view, "shape": list(target.shape),
-                            "sources": list(target.sources), "k_max": sub.k_max})
+                            "sources": list(target.sources), "k_max": sub.k_max,
+                            "total": sub.total, "total_uncentered": sub.total_uncentered,
+                            "null_gaussian_total": getattr(sub, "null_gaussian_total", None),
+                            "sketched": [int(sub.eig_row.shape[0] < target.shape[0]),
+                                         int(sub.eig_col.shape[0] < target.shape[1])]})
             arrays = {"mean": sub.mean.float(), "U_row": sub.U_row, "U_col": sub.U_col,
                       "eig_row": sub.eig_row, "eig_col": sub.eig_col, "eig_model": sub.eig_model,
                       "gram_model": sub.gram_model, "eig_row_uncentered": sub.eig_row_uncentered,
@@ -199,7 +222,7 @@ def write_group(path: str | os.PathLike, results: dict[str, tuple[layers.Target,
 
 def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_path: str, *,
               max_k: int, center: bool, gaussian_null: bool, rotation_null: bool, seed: int,
-              device: str, cache_path: str | None = None) -> None:
+              device: str, cache_path: str | None = None, exact_max_dim: int = 8192) -> None:
     """The subspace job: decompose every target of one layer group and write the store.
 
     With ``cache_path``, the additive sums of every target are kept there (float64) and reused
@@ -219,8 +242,9 @@ def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_
         cached = load_cache(cache_path, target, rotation_seed, device) if cache_path else None
         sub, caches[target.name] = decompose_target(
             stores, target, max_k=max_k, center=center, gaussian_null=gaussian_null,
-            rotation_null=rotation_null, seed=seed, device=device, cached=cached)
-        ev = hosvd.explained_variance(sub.eig_row)
+            rotation_null=rotation_null, seed=seed, device=device, cached=cached,
+            exact_max_dim=exact_max_dim)
+        ev = hosvd.explained_variance(sub.eig_row, sub.total)
         log.info("%s %s: row-mode explained variance at k=1,4,16: %s", target.name, target.shape,
                  [round(float(ev[min(k, len(ev)) - 1]), 3) for k in (1, 4, 16)])
         results[target.name] = (target, sub)
@@ -281,8 +305,10 @@ def spectra_table(paths: list[str]) -> "pd.DataFrame":
                 continue
             mode, centered, source = SPECTRA[key]
             lam = torch.from_numpy(rec.array(key))
+            total = (rec.attrs.get("null_gaussian_total") if source == "Gaussian null"
+                     else rec.attrs.get("total" if centered else "total_uncentered"))
             frames.append(pd.DataFrame({
                 "target": name, "shape": "×".join(map(str, rec.shape)), "mode": mode,
                 "centered": centered, "source": source, "k": np.arange(1, len(lam) + 1),
-                "eigenvalue": lam.numpy(), "explained": hosvd.explained_variance(lam).numpy()}))
+                "eigenvalue": lam.numpy(), "explained": hosvd.explained_variance(lam, total).numpy()}))
     return pd.concat(frames, ignore_index=True)
