@@ -133,6 +133,15 @@ def test_parameter_change_reruns_that_stage_and_after_only(finished):
         assert before not in counts, counts
 
 
+def test_minimal_config_gets_defaults(tmp_path):
+    write_config(tmp_path, {"collections": {"z": {"source": "zoo", "zoo": {"kind": "mlp", "count": 5}}}})
+    proc = snakemake(tmp_path, "-n")
+    counts = job_counts(proc.stdout)
+    assert counts["fetch"] == 5 and counts["subspace"] == 2  # default layer_groups
+    table = (tmp_path / "results" / "z" / "collection.tsv").read_text()
+    assert "basis" in table
+
+
 def test_bad_config_names_the_key(tmp_path):
     bad = yaml.safe_load(yaml.safe_dump(TINY))
     bad["subspace"]["max_kay"] = 3
