@@ -217,3 +217,23 @@ def test_sketched_modes_match_exact_on_low_rank_data():
     ev_a = hosvd.explained_variance(a.eig_col)[2]
     ev_b = hosvd.explained_variance(b.eig_col, b.total)[2]
     assert float(ev_b) == pytest.approx(float(ev_a), rel=1e-2)
+
+
+def test_float32_products_stay_close_to_float64():
+    g = torch.Generator().manual_seed(7)
+    m, n, N = 30, 200, 25
+    base = torch.randn(m, n, generator=g, dtype=F64)
+    Ws = [base + 0.3 * torch.randn(m, 3, generator=g, dtype=F64) @ torch.randn(3, n, generator=g, dtype=F64)
+          + 0.01 * torch.randn(m, n, generator=g, dtype=F64) for _ in range(N)]
+    a, b = hosvd.ModeSums(m, n), hosvd.ModeSums(m, n, product_dtype=torch.float32)
+    for W in Ws:
+        a.add(W.float())
+        b.add(W.float())
+    for mode in ("row", "col"):
+        Ga, Gb = a.gram(mode, False), b.gram(mode, False)
+        rel = float(torch.linalg.norm(Ga - Gb) / torch.linalg.norm(Ga))
+        assert rel < 2**-24 * n ** 0.5 * 10, rel  # the documented per-entry bound, with margin
+    la, Ua = hosvd.eigh_desc(a.gram("row"))
+    lb, Ub = hosvd.eigh_desc(b.gram("row"))
+    np.testing.assert_allclose(lb[:3], la[:3], rtol=1e-4)
+    assert float(torch.linalg.svdvals(Ua[:, :3].T @ Ub[:, :3]).min()) > 1 - 1e-8

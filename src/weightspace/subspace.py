@@ -78,7 +78,8 @@ def sketch_sizes(m: int, n: int, max_k: int, exact_max_dim: int) -> tuple[int, i
 
 def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: int, center: bool,
                      gaussian_null: bool, rotation_null: bool, seed: int, device: str,
-                     cached: Cached | None = None, exact_max_dim: int = 8192) -> tuple[hosvd.Subspace, Cached]:
+                     cached: Cached | None = None, exact_max_dim: int = 8192,
+                     precision: str = "float64") -> tuple[hosvd.Subspace, Cached]:
     """The decomposition of one target over the given basis models (see hosvd).
 
     With ``cached`` sums of some of these models, only the others are read into the sums; the
@@ -92,7 +93,8 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
                  "larger than %d; the rotation null is skipped there", target.name, target.shape,
                  sk_row or sk_col, "+".join(m for m, k in (("row", sk_row), ("col", sk_col)) if k), exact_max_dim)
     new_sums = lambda rot: hosvd.ModeSums(m, n, device=device, rotation_seed=rot, sketch_row=sk_row,  # noqa: E731
-                                          sketch_col=sk_col, sketch_seed=seed)
+                                          sketch_col=sk_col, sketch_seed=seed,
+                                          product_dtype=getattr(torch, precision))
     if cached is not None and (cached.sums.sketch_row, cached.sums.sketch_col) != (sk_row, sk_col):
         cached = None
     ids = [identity(st) for st in stores]
@@ -130,7 +132,8 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
             sums.add(W, model_seed=_model_seed(st))
             if null is not None:
                 hosvd.add_gaussian(null, seed * 1_000_003 + _model_seed(st))
-        mats.append(W)
+        if target.view == "delta":  # the factor Gram needs every model's (small) factors
+            mats.append(W)
     if target.view == "delta":
         K = hosvd.model_gram_lowrank(mats, known)
     else:
@@ -222,7 +225,8 @@ def write_group(path: str | os.PathLike, results: dict[str, tuple[layers.Target,
 
 def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_path: str, *,
               max_k: int, center: bool, gaussian_null: bool, rotation_null: bool, seed: int,
-              device: str, cache_path: str | None = None, exact_max_dim: int = 8192) -> None:
+              device: str, cache_path: str | None = None, exact_max_dim: int = 8192,
+              precision: str = "float64") -> None:
     """The subspace job: decompose every target of one layer group and write the store.
 
     With ``cache_path``, the additive sums of every target are kept there (float64) and reused
@@ -243,7 +247,7 @@ def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_
         sub, caches[target.name] = decompose_target(
             stores, target, max_k=max_k, center=center, gaussian_null=gaussian_null,
             rotation_null=rotation_null, seed=seed, device=device, cached=cached,
-            exact_max_dim=exact_max_dim)
+            exact_max_dim=exact_max_dim, precision=precision)
         ev = hosvd.explained_variance(sub.eig_row, sub.total)
         log.info("%s %s: row-mode explained variance at k=1,4,16: %s", target.name, target.shape,
                  [round(float(ev[min(k, len(ev)) - 1]), 3) for k in (1, 4, 16)])
