@@ -64,3 +64,20 @@ def test_baselines_match_definitions():
     torch.testing.assert_close(rnd, project.baseline("random", W, mu, 4, seed=1))
     Q = random_orthonormal(9, 4, torch.Generator().manual_seed(0))
     torch.testing.assert_close(Q.T @ Q, torch.eye(4, dtype=torch.float64))
+
+
+def test_screen_rejects_other_architectures_and_strict_names_them():
+    ok = {"status": "ok", "format": "full", "tensors": {"w": [[4, 3], "F32"], "b": [[4], "F32"]}}
+    mans = {"a": dict(ok, id="org/a"), "b": dict(ok, id="org/b"), "c": dict(ok, id="org/c"),
+            "odd": {"status": "ok", "format": "full", "id": "org/odd", "tensors": {"w": [[5, 3], "F32"]}},
+            "gone": {"status": "rejected", "id": "org/gone", "reason": "org/gone: repository not found (404)"}}
+    table = collection.screen(mans)
+    status = dict(zip(table["key"], table["status"]))
+    assert status == {"a": "accepted", "b": "accepted", "c": "accepted", "odd": "rejected", "gone": "rejected"}
+    reason = table.set_index("key").loc["odd", "reason"]
+    assert reason.startswith("org/odd: architecture differs from reference a") and "'b'" in reason
+    with pytest.raises(collection.RejectedModels, match=r"2 model\(s\) rejected:\n  odd: org/odd.*\n  gone: org/gone"):
+        collection.enforce_strict(table)
+    collection.enforce_strict(table[table["status"] == "accepted"])  # nothing rejected: no error
+    with pytest.raises(ValueError, match="reference model gone was not fetched"):
+        collection.screen(mans, reference="gone")

@@ -162,6 +162,18 @@ def screen(manifests: dict[str, dict], reference: str | None = None) -> pd.DataF
     return pd.DataFrame(rows, columns=["key", "status", "reason"])
 
 
+class RejectedModels(ValueError):
+    """Raised with ``strict: true`` when any model of a collection was rejected."""
+
+
+def enforce_strict(screened: pd.DataFrame) -> None:
+    """With ``strict: true`` a rejected model stops the run: raise naming every one of them."""
+    rejected = screened[screened["status"] == "rejected"]
+    if len(rejected):
+        raise RejectedModels(f"strict: true and {len(rejected)} model(s) rejected:\n"
+                             + "\n".join(f"  {r.key}: {r.reason}" for r in rejected.itertuples()))
+
+
 def accepted_stores(store_paths: list[str], screen_path: str) -> list[str]:
     """The stores of accepted models only (``{key}.zarr`` paths), in their given order."""
     table = pd.read_csv(screen_path, sep="\t", dtype=str, keep_default_na=False)

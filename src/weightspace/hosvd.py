@@ -267,10 +267,14 @@ def model_gram_dense(read_rows, N: int, m: int, n: int, block_rows: int, device=
     computed, K[:, N0:] += V_b V_b[N0:]ᵀ; the old models are still read for these cross terms.
     """
     K, N0 = _grown(known, N, device)
+    V = torch.empty(N, min(block_rows, m) * n, dtype=ACC, device=device)  # one buffer, reused
     for r0 in range(0, m, block_rows):
         rows = slice(r0, min(m, r0 + block_rows))
-        V = torch.stack([read_rows(i, rows).to(device, ACC).reshape(-1) for i in range(N)])
-        K[:, N0:].addmm_(V, V[N0:].T)
+        width = (rows.stop - rows.start) * n
+        for i in range(N):
+            V[i, :width] = read_rows(i, rows).reshape(-1)
+        Vb = V[:, :width]
+        K[:, N0:].addmm_(Vb, Vb[N0:].T)
     K[N0:, :N0] = K[:N0, N0:].T
     return K
 

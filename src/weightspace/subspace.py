@@ -26,7 +26,7 @@ from .store import ModelStore
 from .stream import prefetched, to_device
 
 log = logging.getLogger("weightspace")
-BLOCK_BYTES = 256 << 20
+BLOCK_BYTES = 128 << 20  # the row block of every model read at once for the model Gram
 
 
 class ArchitectureError(ValueError):

@@ -1,7 +1,7 @@
 """Accept or reject every model of a collection (fetch failures, other architectures)."""
 import json
 
-from weightspace.collection import screen
+from weightspace.collection import enforce_strict, screen
 from weightspace.io import write_table
 from weightspace.runtime import script
 
@@ -17,6 +17,5 @@ with script(snakemake) as log:  # noqa: F821
         log.warning("rejected %s: %s", r.key, r.reason)
     write_table(table, out.screen)
     write_table(rejected, out.rejected)
-    if p.strict and len(rejected):
-        raise SystemExit("strict: true and %d model(s) rejected:\n%s" % (
-            len(rejected), "\n".join(rejected["reason"])))
+    if p.strict:
+        enforce_strict(table)
