@@ -23,6 +23,7 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/subspace.smk"
 include: "workflow/rules/project.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -32,6 +32,7 @@ TINY = {
     },
     "subspace": {"max_k": 16, "layer_groups": 2},
     "project": {"ks": [1, 4, 16]},
+    "export": {"ks": [4]},
 }
 
 pytestmark = pytest.mark.e2e
@@ -116,6 +117,46 @@ def test_lora_collection_both_views(finished):
     # but the factors view of lora_A (4×64) keeps all 4 row directions
     f = pd.read_parquet(res / "evaluate" / "factors" / "metrics.parquet")
     assert (f["rel_error"] >= 0).all()
+
+
+def test_exported_models_reproduce_the_evaluated_accuracy(finished):
+    """What the export writes (a full model; a PEFT adapter applied as PEFT would, at scale
+    lora_alpha / r) scores exactly what the evaluate stage reported for the projection at k."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from weightspace import zoo
+
+    data = zoo.load_digits(0)
+    res = finished / "results"
+
+    def acc(weights, task, n_layers):
+        x, y = zoo.task_inputs_targets(task, data.x_test, data.y_test)
+        return float((zoo.mlp_forward(weights, x.double(), n_layers).argmax(1) == y).double().mean())
+
+    m = pd.read_parquet(res / "tiny-shared" / "evaluate" / "full" / "metrics.parquet")
+    folder = res / "tiny-shared" / "export" / "full" / "k4" / "models" / "model-010"
+    cfg = json.loads((folder / "config.json").read_text())
+    got = acc({k: v.double() for k, v in load_file(str(folder / "model.safetensors")).items()},
+              cfg["weightspace_task"], 2)
+    want = m.query("model == 'model-010' and method == 'projected' and k == 4")["accuracy"].item()
+    assert abs(got - want) <= 1 / len(data.y_test)
+
+    base = {k: v.double() for k, v in load_file(str(res / "tiny-lora" / "zoo" / "base" / "model.safetensors")).items()}
+    m = pd.read_parquet(res / "tiny-lora" / "evaluate" / "delta" / "metrics.parquet")
+    folder = res / "tiny-lora" / "export" / "delta" / "k4" / "models" / "model-007"
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    ad = load_file(str(folder / "adapter_model.safetensors"))
+    scale = cfg["lora_alpha"] / cfg["r"]
+    assert scale == 1.0
+    w = dict(base)
+    w["fc1.weight"] = base["fc1.weight"] + scale * (ad["base_model.model.fc1.lora_B.weight"].double()
+                                                    @ ad["base_model.model.fc1.lora_A.weight"].double())
+    task = json.loads((res / "tiny-lora" / "zoo" / "model-007" / "adapter_config.json").read_text())["weightspace_task"]
+    want = m.query("model == 'model-007' and method == 'projected' and k == 4")["accuracy"].item()
+    assert abs(acc(w, task, 2) - want) <= 1 / len(data.y_test)
+    assert (res / "tiny-lora" / "export" / "delta" / "k4" / "bundle.safetensors").stat().st_size > 0
 
 
 def test_second_run_has_nothing_to_do(finished):

@@ -14,6 +14,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_.\-]*",
     view=r"full|factors|delta",
     g=r"\d+",
+    k=r"\d+",
 
 
 ENV = "../../envs/weightspace.yaml"
@@ -152,6 +153,7 @@ def all_outputs():
                 f"results/{c}/figures/{v}/accuracy.png",
                 f"results/{c}/figures/{v}/compression.png",
             ]
+            out += [f"results/{c}/export/{v}/k{k}" for k in config["export"]["ks"]]
     return out
 
 

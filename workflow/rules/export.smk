@@ -1,0 +1,25 @@
+# export: every model compressed at the configured k, in its source format (full models as
+# safetensors + config, adapters as PEFT folders whose lora_alpha makes PEFT add exactly the
+# reconstructed ΔW), and one bundle per collection (shared basis + mean + coefficients).
+
+
+rule export:
+    input:
+        stores=lambda w: stores(w.c),
+        screen="results/{c}/screen.tsv",
+        subspace=lambda w: subspace_groups(w.c, w.view),
+        coefficients="results/{c}/project/{view}/coefficients.zarr",
+    output:
+        directory("results/{c}/export/{view}/k{k}"),
+    params:
+        code=code_version("export", "project", "layers", "store"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    log:
+        "logs/{c}/export/{view}/k{k}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/export.py"
