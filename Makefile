@@ -26,6 +26,7 @@ run: setup
 	cp results/figures/overview_spectra.png docs/figures/overview_spectra.png
 	cp results/digits-mlp-shared/figures/full/accuracy.png docs/figures/accuracy_mlp_shared.png
 	cp results/summary.csv docs/summary.csv
+	$(PY) docs/readme_table.py
 
 report: setup
 	$(SMK) --report results/report.html

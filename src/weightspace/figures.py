@@ -10,6 +10,7 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -106,17 +107,25 @@ def overview_figure(spectra: pd.DataFrame, path: str, max_k: int = 64) -> None:
     _save(fig, path)
 
 
+def has_accuracy(metrics: pd.DataFrame) -> bool:
+    """Whether the collection has a task evaluator (else only errors and bytes are reported)."""
+    return "accuracy" in metrics and metrics["accuracy"].notna().any()
+
+
 def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
     """Columns = split (basis, held-out); rows = task accuracy and centred relative error,
-    against k for every method; the original models (and the bare base) as horizontal lines."""
+    against k for every method; the original models (and the bare base) as horizontal lines.
+    Without a task evaluator only the error row is drawn, and the title says so."""
     sns.set_theme(style="whitegrid", context="paper")
     splits = [s for s in ["basis", "heldout"] if s in set(metrics["split"])]
-    fig, axes = plt.subplots(2, len(splits), figsize=(5.5 * len(splits), 7.5), squeeze=False, sharex=True)
+    rows = [("accuracy", "task accuracy")] if has_accuracy(metrics) else []
+    rows.append(("rel_error_centered", "‖Ŵ − W‖ / ‖W − μ‖"))
+    fig, axes = plt.subplots(len(rows), len(splits), figsize=(5.5 * len(splits), 3.8 * len(rows) + 0.3),
+                             squeeze=False, sharex=True)
     swept = metrics[metrics["method"].isin(METHOD_ORDER)]
     for c, split in enumerate(splits):
         d = swept[swept["split"] == split]
-        for r, (col, label) in enumerate([("accuracy", "task accuracy"),
-                                          ("rel_error_centered", "‖Ŵ − W‖ / ‖W − μ‖")]):
+        for r, (col, label) in enumerate(rows):
             ax = axes[r, c]
             sns.lineplot(data=d, x="k", y=col, hue="method", hue_order=METHOD_ORDER, palette=PALETTE,
                          marker="o", errorbar=("ci", 95), ax=ax)
@@ -128,30 +137,39 @@ def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
                                    label=f"{method} (mean {ref['accuracy'].mean():.3f})")
                 ax.set_ylim(0, 1.02)
             ax.set_xscale("log", base=2)
+            ax.ticklabel_format(axis="y", useOffset=False)
             ax.set_xlabel("k (subspace size per mode)")
             ax.set_ylabel(label)
             ax.set_title(f"{split} models (n={d['model'].nunique()})")
             ax.legend(fontsize=7, loc="lower right" if col == "accuracy" else "lower left")
-    fig.suptitle(title, y=1.0)
+    fig.suptitle(title if has_accuracy(metrics) else f"{title}: no task evaluator, reconstruction error only", y=1.0)
     fig.tight_layout()
     _save(fig, path)
 
 
 def compression_figure(metrics: pd.DataFrame, compression: pd.DataFrame, title: str, path: str) -> None:
-    """Mean task accuracy against stored bytes relative to the originals, per method and split."""
+    """Mean task accuracy (or, without a task evaluator, mean centred relative error) against
+    stored bytes relative to the originals, per method and split."""
     sns.set_theme(style="whitegrid", context="paper")
+    y, ylabel = (("accuracy", "mean task accuracy") if has_accuracy(metrics)
+                 else ("rel_error_centered", "mean ‖Ŵ − W‖ / ‖W − μ‖ (no task evaluator)"))
     acc = (metrics[metrics["method"].isin(METHOD_ORDER)]
-           .groupby(["method", "k", "split"], as_index=False)["accuracy"].mean())
+           .groupby(["method", "k", "split"], as_index=False)[y].mean())
     d = acc.merge(compression[["method", "k", "compression"]], on=["method", "k"])
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    sns.lineplot(data=d, x="compression", y="accuracy", hue="method", hue_order=METHOD_ORDER,
+    sns.lineplot(data=d, x="compression", y=y, hue="method", hue_order=METHOD_ORDER,
                  palette=PALETTE, style="split", markers=True, sort=True, ax=ax)
-    orig = metrics[metrics["method"] == "original"]["accuracy"].mean()
-    ax.axhline(orig, color="black", ls="--", label=f"original (bytes 1.0, acc {orig:.3f})")
+    if y == "accuracy":
+        orig = metrics[metrics["method"] == "original"]["accuracy"].mean()
+        ax.axhline(orig, color="black", ls="--", label=f"original (bytes 1.0, acc {orig:.3f})")
+        ax.set_ylim(0, 1.02)
     ax.set_xscale("log")
-    ax.set_ylim(0, 1.02)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax.tick_params(axis="x", which="minor", labelsize=6)
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("stored bytes / bytes of the original models")
-    ax.set_ylabel("mean task accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
