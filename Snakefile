@@ -30,6 +30,18 @@ include: "workflow/rules/figures.smk"
 report: "workflow/report/workflow.rst"
 
 
+# Cheap steps stay on the submitting host with a cluster executor; so does fetch when asked
+# (compute nodes without network): fetch_on_submit_host in any collection's config.
+localrules:
+    collection_listing,
+
+
+if any(c.get("fetch_on_submit_host") for c in config["collections"].values()):
+
+    localrules:
+        fetch,
+
+
 rule all:
     input:
         all_outputs(),
