@@ -192,12 +192,20 @@ def main():
                  f"{w_stage32:.1f} s / {w_tucker:.1f} s = {w_tucker / w_stage32:.1f}x faster; peak RSS "
                  f"{rss_stage32:.0f} MB; angle to the float64 SVD {principal_angle_deg(U32, R):.1e} deg",
                  "≥10x faster, same subspace"))
-    rss = []
+    from weightspace.subspace import memory_estimate_mb
+
+    rss, est = [], []
     for k in Ns:
         dk = collection(f"rss-{k}x{sm}x{sn}", k, sm, sn)
         rss.append(child(STAGE, dk, k, dk / "out.zarr")[1])
+        est.append(memory_estimate_mb(str(dk / "m0000.zarr"), "full", 1, 0, k, max_k=64,
+                                      gaussian_null=False, rotation_null=False))
     rows.append((f"2. subspace peak RSS at N={', '.join(map(str, Ns))}, {sm}x{sn}",
-                 " / ".join(f"{r:.0f} MB" for r in rss) + f" (max/min {max(rss) / min(rss):.2f})", "flat, ≤1.3x"))
+                 " / ".join(f"{r:.0f} MB" for r in rss) + f" (max/min {max(rss) / min(rss):.2f}); "
+                 "the rule's mem_mb estimate: " + " / ".join(f"{e} MB" for e in est), "flat, ≤1.3x"))
+    est_main = memory_estimate_mb(str(d / "m0000.zarr"), "full", 1, 0, N, max_k=64, gaussian_null=False,
+                                  rotation_null=False)
+    rows[0] = (rows[0][0], rows[0][1] + f"; the rule's mem_mb estimate {est_main} MB", rows[0][2])
     w_read, _, _ = child(READ, d, N)
     rows.append((f"3. subspace stage vs plain read, N={N}, {m}x{n}",
                  f"{w_stage:.1f} s / {w_read:.1f} s = {w_stage / w_read:.1f}x", "≤1.5x"))

@@ -168,3 +168,20 @@ def test_dense_target_does_not_keep_models_in_memory(tmp_path, monkeypatch):
     subspace.decompose_target(stores, target, max_k=2, center=True, gaussian_null=False,
                               rotation_null=False, seed=0, device="cpu")
     assert len(alive) == 6 and peak[0] <= 1, f"{peak[0]} earlier models still in memory"
+
+
+def test_memory_estimate_covers_what_the_stage_allocates(tmp_path):
+    from weightspace.subspace import memory_estimate_mb
+
+    paths, _ = make_stores(tmp_path, N=6, shapes={"a": (30, 200), "b": (12, 40)})
+    cache = tmp_path / "cache.zarr"
+    run_group(paths, "full", 1, 0, str(tmp_path / "g.zarr"), max_k=4, center=True, gaussian_null=True,
+              rotation_null=True, seed=0, device="cpu", cache_path=str(cache))
+    import zarr
+    allocated = max(sum(a.nbytes for _, a in g.arrays()) for _, g in zarr.open_group(str(cache)).groups())
+    est = memory_estimate_mb(paths[0], "full", 1, 0, 6, max_k=4, base_mb=0)
+    assert est * 2**20 >= allocated
+    # grows with the squared mode size, and a sketched mode costs less than a Gram
+    big = memory_estimate_mb(paths[0], "full", 1, 0, 6, max_k=4, base_mb=0, exact_max_dim=10**6)
+    sketched = memory_estimate_mb(paths[0], "full", 1, 0, 6, max_k=4, base_mb=0, exact_max_dim=100)
+    assert sketched < big

@@ -316,3 +316,27 @@ def spectra_table(paths: list[str]) -> "pd.DataFrame":
                 "centered": centered, "source": source, "k": np.arange(1, len(lam) + 1),
                 "eigenvalue": lam.numpy(), "explained": hosvd.explained_variance(lam, total).numpy()}))
     return pd.concat(frames, ignore_index=True)
+
+
+def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_models: int, *,
+                       max_k: int, exact_max_dim: int = 8192, gaussian_null: bool = True,
+                       rotation_null: bool = True, base_mb: int = 500) -> int:
+    """Peak memory of one subspace job, from the shapes of its layer group (float64 bytes):
+
+    per target (they are done one after the other, so the largest counts): the sums S (m·n),
+    R and C (m², n², or m·l, n·l when sketched), the same again for the Gaussian null and the
+    rotation null, the per-model products and eigendecomposition workspace (2·(m² + n²)), the
+    prefetched matrices (3 models, source copy + float64), the model Gram and its centred copy
+    (2·N²); plus the row-block buffer (BLOCK_BYTES), 20% margin and the interpreter with torch.
+    """
+    store = ModelStore(store_path)
+    worst = 0
+    for t in group_targets(store, view, n_groups, group):
+        m, n = t.shape
+        sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim)
+        grams = (m * sk_row if sk_row else m * m) + (n * sk_col if sk_col else n * n)
+        copies = 1 + (1 if gaussian_null else 0) + (1 if rotation_null else 0)
+        work = 2 * ((0 if sk_row else m * m) + (0 if sk_col else n * n))
+        numbers = copies * (m * n + grams) + work + 3 * 2 * m * n + 2 * n_models ** 2
+        worst = max(worst, 8 * numbers)
+    return int(base_mb + 1.2 * (worst + BLOCK_BYTES) / 2**20)

@@ -112,6 +112,20 @@ def subspace_groups(c, view):
     return [f"results/{c}/subspace/{view}/group-{g}.zarr" for g in range(n)]
 
 
+def subspace_mem_mb(wildcards, input, attempt):
+    """Memory of a subspace job from the Gram sizes it will allocate (weightspace.subspace.
+    memory_estimate_mb), doubled on each retry; subspace.mem_mb until the stores exist."""
+    from weightspace.subspace import memory_estimate_mb
+
+    s = config["subspace"]
+    if not input.stores or not os.path.exists(input.stores[0]):
+        return s["mem_mb"] * attempt
+    return attempt * memory_estimate_mb(
+        input.stores[0], wildcards.view, s["layer_groups"], int(wildcards.g), len(input.stores),
+        max_k=s["max_k"], exact_max_dim=s["exact_max_dim"], gaussian_null=s["gaussian_null"],
+        rotation_null=s["rotation_null"])
+
+
 def model_source(wildcards):
     """Fetch's input: the zoo's folder (one job trains all), the local model's folder, or
     nothing for a Hub model (it is downloaded by the job)."""

@@ -27,7 +27,7 @@ rule subspace:
         code=code_version("subspace", "hosvd", "layers", "store", "io"),
     threads: config["subspace"]["threads"]
     resources:
-        mem_mb=config["subspace"]["mem_mb"],
+        mem_mb=subspace_mem_mb,
         runtime=60,
         gpu=config["subspace"]["gpus"],
     log:
