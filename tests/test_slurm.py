@@ -19,7 +19,8 @@ from slurmcluster import ClusterUnavailable, SlurmCluster
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"collections": {"s": {"source": "zoo",
                                 "zoo": {"kind": "mlp", "count": 5, "hidden": [16], "steps": 100, "lr": 0.01},
-                                "split": {"heldout": ["model-004"]}}},
+                                "split": {"heldout": ["model-004"]},
+                                "fetch_on_submit_host": True}},
           "subspace": {"max_k": 4, "layer_groups": 1, "threads": 1},
           "project": {"ks": [1, 4]}, "export": {"ks": []}}
 
@@ -58,6 +59,10 @@ def test_workflow_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path):
     assert len(job_ids) >= 5, out[-3000:]  # zoo, fetch/extract per model, subspace, ... went through SLURM
     logs = list((on_slurm / ".snakemake" / "slurm_logs").rglob("*.log"))
     assert {p.stem for p in logs} & job_ids, "the plugin's per-job logs carry the SLURM job ids"
+    submitted = {p.name for p in (on_slurm / ".snakemake" / "slurm_logs").iterdir()}
+    assert {"rule_zoo", "rule_extract", "rule_subspace", "rule_evaluate"} <= submitted, submitted
+    # local rules never reach SLURM: the listing always, fetch with fetch_on_submit_host
+    assert not {"rule_collection_listing", "rule_fetch"} & submitted, submitted
     squeue = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=cluster.env).stdout
     assert squeue.strip() == ""  # nothing left queued or running
     run(local, cluster.env, "--cores", "2")

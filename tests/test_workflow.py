@@ -232,3 +232,4 @@ def test_lint_is_clean():
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Congratulations, your workflow is in a good condition" in out, out
     assert "No validator found" not in out
+
