@@ -207,24 +207,22 @@ SOURCE_DTYPE = "source"  # read_target(dtype=SOURCE_DTYPE): keep the stored dtyp
 
 
 def read_target(store, target: Target, dtype=None, device="cpu"):
-    """One model's matrix for ``target`` (float64 unless ``dtype``; SOURCE_DTYPE keeps the
-    stored dtype): a dense tensor, or LowRank for a delta target."""
+    """One model's matrix for ``target``: a dense tensor, or LowRank for a delta target; in
+    float64 on ``device`` unless ``dtype`` (SOURCE_DTYPE keeps the stored dtype, on the CPU)."""
     import torch
 
-    dtype = dtype or torch.float64
-    if dtype == SOURCE_DTYPE:
-        if target.view == "delta":
-            a, b = target.sources
-            cfg = store.attrs.get("adapter_config") or {}
-            return LowRank(as_matrix(store.read(b)), as_matrix(store.read(a)), lora_scale(cfg, target.name))
-        return as_matrix(store.read(target.sources[0]))
     if target.view == "delta":
         a, b = target.sources
         cfg = store.attrs.get("adapter_config") or {}
-        A = as_matrix(store.read(a)).to(device=device, dtype=dtype)
-        B = as_matrix(store.read(b)).to(device=device, dtype=dtype)
-        return LowRank(B, A, lora_scale(cfg, target.name))
-    return as_matrix(store.read(target.sources[0])).to(device=device, dtype=dtype)
+        W = LowRank(as_matrix(store.read(b)), as_matrix(store.read(a)), lora_scale(cfg, target.name))
+    else:
+        W = as_matrix(store.read(target.sources[0]))
+    if dtype == SOURCE_DTYPE:
+        return W
+    dtype = dtype or torch.float64
+    if isinstance(W, LowRank):
+        return LowRank(W.B.to(device=device, dtype=dtype), W.A.to(device=device, dtype=dtype), W.scale)
+    return W.to(device=device, dtype=dtype)
 
 
 def manifest(folder: str | os.PathLike, model: str = "?") -> dict:

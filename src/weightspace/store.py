@@ -26,13 +26,6 @@ FORMAT = 1  # version of the store layout; bump it when the layout changes
 CHUNK_BYTES = 4 << 20
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
-TORCH_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-}
-
 
 def check_tensor_name(name: str, model: str = "?") -> str:
     """Tensor names become Zarr node names: refuse anything that could be a path."""
