@@ -28,7 +28,8 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from . import layers, zoo
-from .project import METHODS, baseline, core_size, per_model_numbers, reconstruct, shared_numbers, svd_rank
+from .project import (METHODS, baseline, core_size, per_model_numbers, reconstruct, shared_numbers,
+                      svd_rank, truncated_svd)
 from .store import ModelStore
 
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
@@ -152,9 +153,8 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
                         kr, kc = core_size(k, sub.U_row, sub.U_col)
                         mats[n] = reconstruct(C[n][:kr, :kc], sub.mean, sub.U_row, sub.U_col)
                     elif method == "svd":
-                        U, s, Vh = svds[n]
                         r = svd_rank(k, *sub.shape)
-                        mats[n] = sub.mean + (U[:, :r] * s[:r]) @ Vh[:r]
+                        mats[n] = sub.mean + truncated_svd(W[n] - sub.mean, r, svds[n])
                     else:
                         mats[n] = baseline(method, W[n], sub.mean, k,
                                            seed=seed + zlib.crc32(n.encode()) + 1000 * k)

@@ -213,7 +213,7 @@ def nystrom(Y: torch.Tensor, Omega: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
     The numerically stable form of Tropp et al. (2017, Alg. 3): shift by ν = eps·‖Y‖·√d, then
     B = Ωᵀ Y_ν, C = chol(B), E = Y_ν C⁻ᵀ, E = U Σ Vᵀ, λ = max(Σ² − ν, 0). Returns (λ, U),
-    descending, with the same sign convention as ``eigh_desc``.
+    descending, signs fixed by ``fix_signs``.
     """
     d = Y.shape[0]
     nu = torch.finfo(Y.dtype).eps * float(torch.linalg.norm(Y)) * d ** 0.5
@@ -223,10 +223,7 @@ def nystrom(Y: torch.Tensor, Omega: torch.Tensor) -> tuple[torch.Tensor, torch.T
     E = torch.linalg.solve_triangular(L, Yn.T, upper=False).T
     U, sig, _ = torch.linalg.svd(E, full_matrices=False)
     lam = (sig ** 2 - nu).clamp_min(0)
-    idx = U.abs().argmax(0)
-    signs = torch.sign(U[idx, torch.arange(U.shape[1], device=U.device)])
-    signs[signs == 0] = 1
-    return lam, U * signs
+    return lam, fix_signs(U)
 
 
 def center_gram(K: torch.Tensor) -> torch.Tensor:
@@ -279,16 +276,22 @@ def model_gram_dense(read_rows, N: int, m: int, n: int, block_rows: int, device=
     return K
 
 
+def fix_signs(U: torch.Tensor) -> torch.Tensor:
+    """Flip each column so that its largest-magnitude entry is positive (a deterministic sign
+    for eigenvectors, which are defined only up to sign)."""
+    idx = U.abs().argmax(0)
+    signs = torch.sign(U[idx, torch.arange(U.shape[1], device=U.device)])
+    signs[signs == 0] = 1
+    return U * signs
+
+
 def eigh_desc(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (descending, round-off negatives clipped to 0) and eigenvectors of a PSD
     Gram; each eigenvector's sign is fixed so that its largest-magnitude entry is positive."""
     G = (G + G.T) / 2
     lam, U = torch.linalg.eigh(G)
     lam, U = lam.flip(0).clamp_min(0), U.flip(1)
-    idx = U.abs().argmax(0)
-    signs = torch.sign(U[idx, torch.arange(U.shape[1], device=U.device)])
-    signs[signs == 0] = 1
-    return lam, U * signs
+    return lam, fix_signs(U)
 
 
 def explained_variance(eigs: torch.Tensor, total: float | None = None) -> torch.Tensor:

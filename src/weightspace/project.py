@@ -50,11 +50,12 @@ def svd_rank(k: int, m: int, n: int) -> int:
     return min(min(k, m) * min(k, n) // (m + n), m, n)
 
 
-def truncated_svd(X: torch.Tensor, r: int) -> torch.Tensor:
-    """Best rank-r approximation of X (Eckart–Young)."""
+def truncated_svd(X: torch.Tensor, r: int, factors=None) -> torch.Tensor:
+    """Best rank-r approximation of X (Eckart–Young); ``factors`` = svd(X) when the caller
+    already has them (one SVD serves a whole sweep of r)."""
     if r <= 0:
         return torch.zeros_like(X)
-    U, s, Vh = torch.linalg.svd(X, full_matrices=False)
+    U, s, Vh = factors if factors is not None else torch.linalg.svd(X, full_matrices=False)
     return (U[:, :r] * s[:r]) @ Vh[:r]
 
 
