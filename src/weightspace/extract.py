@@ -6,7 +6,7 @@ import logging
 
 from . import layers
 from .io import atomic_path
-from .store import write_store
+from .store import BLOCK_BYTES, write_store
 
 log = logging.getLogger("weightspace")
 
@@ -23,9 +23,11 @@ def extract_from_manifest(manifest: dict, out_path: str, key: str, row: dict) ->
     extract_model(manifest["folder"], out_path, key, row)
 
 
-def extract_model(folder: str, out_path: str, key: str, row: dict) -> None:
-    """Copy every tensor of the model folder into ``out_path`` (one tensor in memory at a time),
-    keeping dtypes; the folder's JSON configs and the collection row become store attributes."""
+def extract_model(folder: str, out_path: str, key: str, row: dict,
+                  block_bytes: int = BLOCK_BYTES) -> None:
+    """Copy every tensor of the model folder into ``out_path`` keeping dtypes, with at most one
+    tensor (or one ``block_bytes`` row block of a larger one) in memory; the folder's JSON
+    configs and the collection row become store attributes."""
     fmt = layers.model_format(folder)
     attrs = {"model": key, "id": row.get("id"), "revision": row.get("revision"), "format": fmt,
              "config": layers.read_json(folder, "config.json"),
@@ -34,10 +36,10 @@ def extract_model(folder: str, out_path: str, key: str, row: dict) -> None:
 
     def tensors():
         nonlocal count
-        for name, t in layers.iter_tensors(folder, key):
+        for name, t in layers.iter_slices(folder, key):
             count += 1
             yield name, t
 
     with atomic_path(out_path) as tmp:
-        write_store(tmp, tensors(), attrs, model=key)
+        write_store(tmp, tensors(), attrs, model=key, block_bytes=block_bytes)
     log.info("model %s: %d tensors from %s", key, count, folder)

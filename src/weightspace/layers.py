@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the manifest step needs none
     import torch
@@ -81,6 +81,61 @@ def model_format(folder: str | os.PathLike) -> str:
             raise ModelFormatError(f"{folder}: PEFT type {cfg.get('peft_type')!r} is not LoRA")
         return "lora"
     return "full"
+
+
+class RowReader:
+    """Lazy access to one tensor of a safetensors file: ``get_shape()``, ``get_dtype()`` and
+    ``reader[a:b]`` (rows a..b) or ``reader[...]`` (all), like safetensors' ``get_slice``, but
+    reading with ``pread`` into a fresh buffer instead of mapping the file: copying a tensor
+    block by block then holds one block in memory, not the mapped pages of the whole file."""
+
+    _TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+              "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+              "BOOL": "bool"}
+
+    def __init__(self, path: Path, shape: list[int], dtype: str, start: int, end: int, model: str):
+        if dtype not in self._TORCH:
+            raise ModelFormatError(f"model {model}: {path.name} has unsupported dtype {dtype}")
+        self.path, self.shape, self.dtype, self.start, self.end = path, shape, dtype, start, end
+
+    def get_shape(self) -> list[int]:
+        return list(self.shape)
+
+    def get_dtype(self) -> str:
+        return self.dtype
+
+    @property
+    def torch_dtype(self) -> "torch.dtype":
+        import torch
+
+        return getattr(torch, self._TORCH[self.dtype])
+
+    def __getitem__(self, idx) -> "torch.Tensor":
+        import torch
+
+        rows = self.shape[0] if self.shape else 1
+        a, b = (0, rows) if idx is Ellipsis else idx.indices(rows)[:2]
+        row_bytes = (self.end - self.start) // max(rows, 1)
+        buf = bytearray((b - a) * row_bytes)
+        with open(self.path, "rb") as f:
+            f.seek(self.start + a * row_bytes)
+            f.readinto(buf)
+        dtype = self.torch_dtype
+        flat = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+        return flat.reshape([b - a] + self.shape[1:] if self.shape else [])
+
+
+def iter_slices(folder: str | os.PathLike, model: str = "?") -> Iterator[tuple[str, RowReader]]:
+    """Yield (name, RowReader) for every tensor of the folder's safetensors files (headers
+    checked for corruption and truncation first), so a huge tensor can be copied one row block
+    at a time."""
+    seen: set[str] = set()
+    for path in weight_files(folder, model):
+        for name, (shape, dtype, start, end) in _safetensors_header(path, model, offsets=True).items():
+            if name in seen:
+                raise ModelFormatError(f"model {model}: tensor {name} appears twice")
+            seen.add(name)
+            yield name, RowReader(path, shape, dtype, start, end, model)
 
 
 def iter_tensors(folder: str | os.PathLike, model: str = "?") -> Iterator[tuple[str, torch.Tensor]]:
@@ -255,8 +310,9 @@ def manifest(folder: str | os.PathLike, model: str = "?") -> dict:
             "adapter_config": read_json(folder, "adapter_config.json")}
 
 
-def _safetensors_header(path: Path, model: str) -> dict[str, list]:
-    """{name: [shape, dtype]} from a safetensors header, checking the file is complete."""
+def _safetensors_header(path: Path, model: str, offsets: bool = False) -> dict[str, list]:
+    """{name: [shape, dtype]} from a safetensors header, checking the file is complete;
+    with ``offsets``, {name: [shape, dtype, first byte, end byte]} in the file."""
     import struct
 
     size = path.stat().st_size
@@ -276,8 +332,9 @@ def _safetensors_header(path: Path, model: str) -> dict[str, list]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        out[name] = [info["shape"], info["dtype"]]
-        end = max(end, 8 + n + info["data_offsets"][1])
+        begin, stop = info["data_offsets"]
+        out[name] = [info["shape"], info["dtype"]] + ([8 + n + begin, 8 + n + stop] if offsets else [])
+        end = max(end, 8 + n + stop)
     if end > size:
         raise ModelFormatError(f"model {model}: {path.name} is truncated ({size} of {end} bytes)")
     return out

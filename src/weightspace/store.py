@@ -6,7 +6,9 @@ Layout of ``{model}.zarr`` (Zarr v3):
   are, bfloat16 as its uint16 bit pattern with the attribute ``dtype: "bfloat16"``;
 - uncompressed (float weights barely compress and compression halves read speed);
 - a 2-D tensor is chunked in row blocks of about ``CHUNK_BYTES`` inside a single shard, so a
-  tensor is one file on disk and a row block of it can still be read alone;
+  tensor is one file on disk and a row block of it can still be read alone; a tensor larger
+  than ``BLOCK_BYTES`` (an embedding of 128k×4096) gets one shard per row block of about
+  ``BLOCK_BYTES`` and is copied block by block, so extraction never holds it whole;
 - group attributes: ``model`` (key), ``id``, ``revision``, ``format`` and the model's JSON
   configs (``config``, ``adapter_config``).
 """
@@ -24,6 +26,7 @@ import zarr
 
 FORMAT = 1  # version of the store layout; bump it when the layout changes
 CHUNK_BYTES = 4 << 20
+BLOCK_BYTES = 64 << 20  # a tensor larger than this is copied (and sharded) in row blocks
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -35,8 +38,10 @@ def check_tensor_name(name: str, model: str = "?") -> str:
     return name
 
 
-def _layout(shape: tuple[int, ...], itemsize: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    """Chunks and shards for a tensor: row blocks of about CHUNK_BYTES in one shard."""
+def _layout(shape: tuple[int, ...], itemsize: int, block_bytes: int = BLOCK_BYTES
+            ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """Chunks and shards for a tensor: row blocks of about CHUNK_BYTES in one shard, or in
+    shards of about ``block_bytes`` for a tensor larger than that."""
     if len(shape) == 0:
         return (), None
     row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else itemsize
@@ -45,26 +50,45 @@ def _layout(shape: tuple[int, ...], itemsize: int) -> tuple[tuple[int, ...], tup
         return tuple(max(1, s) for s in shape), None
     rows = max(1, CHUNK_BYTES // max(1, row_bytes))
     chunks = (rows,) + tuple(shape[1:])
-    shard_rows = math.ceil(shape[0] / rows) * rows
+    if total <= block_bytes:
+        shard_rows = math.ceil(shape[0] / rows) * rows
+    else:
+        shard_rows = max(1, block_bytes // (rows * row_bytes)) * rows
     return chunks, (shard_rows,) + tuple(shape[1:])
 
 
-def write_tensor(group: zarr.Group, name: str, tensor: torch.Tensor, model: str = "?") -> None:
-    """Write one tensor into an open group, keeping its dtype (bf16 as uint16 bits)."""
-    check_tensor_name(name, model)
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU tensor as numpy, bfloat16 as its uint16 bits."""
     tensor = tensor.detach().cpu().contiguous()
-    attrs: dict[str, Any] = {}
     if tensor.dtype == torch.bfloat16:
-        data = tensor.view(torch.uint16).numpy()
-        attrs["dtype"] = "bfloat16"
-    elif tensor.dtype in (torch.float32, torch.float16, torch.float64):
-        data = tensor.numpy()
+        return tensor.view(torch.uint16).numpy()
+    return tensor.numpy()
+
+
+def write_tensor(group: zarr.Group, name: str, tensor, model: str = "?",
+                 block_bytes: int = BLOCK_BYTES) -> None:
+    """Write one tensor into an open group, keeping its dtype (bf16 as uint16 bits).
+
+    ``tensor`` is a torch tensor or a lazy reader (``layers.RowReader``: ``get_shape()``,
+    ``torch_dtype``, ``[a:b]``); a reader larger than ``block_bytes`` is read and written one
+    shard-sized row block at a time, so memory stays at one block."""
+    check_tensor_name(name, model)
+    data = _numpy(tensor) if isinstance(tensor, torch.Tensor) else None
+    if data is not None:
+        shape, bf16, dtype = data.shape, tensor.dtype == torch.bfloat16, data.dtype
     else:
-        data = tensor.numpy()
-    chunks, shards = _layout(tuple(data.shape), data.dtype.itemsize)
-    arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto",
+        shape, bf16 = tuple(tensor.get_shape()), tensor.torch_dtype == torch.bfloat16
+        dtype = _numpy(torch.empty(0, dtype=tensor.torch_dtype)).dtype
+    attrs: dict[str, Any] = {"dtype": "bfloat16"} if bf16 else {}
+    chunks, shards = _layout(shape, dtype.itemsize, block_bytes)
+    arr = group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or "auto",
                              shards=shards, compressors=None, attributes=attrs, fill_value=0)
-    arr[...] = data
+    if data is not None or shards is None or shards[0] >= shape[0]:
+        arr[...] = data if data is not None else _numpy(tensor[...])
+        return
+    for start in range(0, shape[0], shards[0]):  # one whole shard per write: no read-modify-write
+        stop = min(shape[0], start + shards[0])
+        arr[start:stop] = _numpy(tensor[start:stop])
 
 
 def source_dtype(arr: zarr.Array) -> str:
@@ -112,12 +136,14 @@ class ModelStore:
         return int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
 
 
-def write_store(path: str | os.PathLike, tensors, attrs: dict[str, Any], model: str = "?") -> None:
-    """Write a whole store at ``path`` from an iterable of (name, tensor) pairs.
+def write_store(path: str | os.PathLike, tensors, attrs: dict[str, Any], model: str = "?",
+                block_bytes: int = BLOCK_BYTES) -> None:
+    """Write a whole store at ``path`` from an iterable of (name, tensor or lazy slice) pairs.
 
-    ``tensors`` may be a generator, so only one tensor is in memory at a time.
+    ``tensors`` may be a generator of lazy slices, so at most one tensor (or one block of a
+    tensor larger than ``block_bytes``) is in memory at a time.
     """
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     for name, tensor in tensors:
-        write_tensor(group, name, tensor, model)
+        write_tensor(group, name, tensor, model, block_bytes)
     group.attrs.update({**attrs, "weightspace_store_format": FORMAT})
