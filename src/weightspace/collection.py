@@ -56,7 +56,7 @@ def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> pd.DataFrame:
     from . import zoo
 
     rev = _sha40({k: v for k, v in spec.items()})
-    fmt = "lora" if spec["kind"] == "lora" else "full"
+    fmt = "lora" if spec["kind"] in zoo.ADAPTER_KINDS else "full"
     rows = [{"key": key, "id": f"zoo/{name}/{key}", "source": "zoo", "revision": rev,
              "format": fmt, "task": task["label"], "path": f"{zoo_dir}/{key}", "note": ""}
             for key, task in zip(zoo.model_keys(spec), zoo.zoo_tasks(spec))]

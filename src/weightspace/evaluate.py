@@ -12,7 +12,11 @@ For every model (basis and held-out), every k of the sweep and every method of
   bytes of the original models, in the source dtype (``compression``).
 
 An adapter is evaluated in the model it adapts: W_base + s·B̂·Â (factors view) or
-W_base + ΔŴ (delta view).
+W_base + ΔŴ (delta view), with the tensors it replaces outright (PEFT ``modules_to_save``, e.g.
+a classifier head) taken from the adapter as they are.
+
+Evaluators: ``zoo`` (below), ``none``, and the transformers ones in
+:mod:`weightspace.hf_evaluate` (text-classification, image-classification, causal-lm).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 class ZooEvaluator:
     """Accuracy of a zoo MLP (or base + adapter) on its task's held-out digits."""
 
-    def __init__(self, data_seed: int = 0, base_folder: str | None = None):
+    def __init__(self, data_seed: int = 0, base_folder: str | None = None, evaluation=None):
         self.data = zoo.load_digits(data_seed)
         self.base = None
         if base_folder:
@@ -74,17 +78,31 @@ class NoEvaluator:
         return {"accuracy": float("nan")}
 
 
-EVALUATORS = {"zoo": ZooEvaluator, "none": NoEvaluator}
+EVALUATORS = {"zoo": ZooEvaluator, "none": NoEvaluator,
+              "text-classification": "TextClassificationEvaluator",
+              "image-classification": "ImageClassificationEvaluator",
+              "causal-lm": "CausalLMEvaluator"}  # names: in hf_evaluate (imports transformers)
 
 
 def make_evaluator(name: str, **kwargs):
+    """The collection's evaluator; kwargs: data_seed, base_folder, evaluation (its config)."""
     if name not in EVALUATORS:
         raise ValueError(f"unknown evaluator {name!r}; available: {sorted(EVALUATORS)}")
-    return EVALUATORS[name](**kwargs)
+    cls = EVALUATORS[name]
+    if isinstance(cls, str):
+        from . import hf_evaluate
+
+        cls = getattr(hf_evaluate, cls)
+    return cls(**kwargs)
 
 
 def _module_weight_name(module: str) -> str:
     return module.removeprefix(zoo.PEFT_PREFIX) + ".weight"
+
+
+def _base_name(adapter_tensor: str) -> str:
+    """The base model's name of a tensor an adapter replaces (PEFT modules_to_save)."""
+    return adapter_tensor.removeprefix(zoo.PEFT_PREFIX).replace(".modules_to_save.default.", ".")
 
 
 def effective_weights(view: str, store: ModelStore, mats: dict[str, torch.Tensor],
@@ -95,6 +113,10 @@ def effective_weights(view: str, store: ModelStore, mats: dict[str, torch.Tensor
         shapes = {n: store.shape(n) for n in mats}
         return {**kept, **{n: M.reshape(shapes[n]) for n, M in mats.items()}}
     out = {k: v.double() for k, v in base.items()}
+    for n, t in kept.items():  # tensors the adapter replaces outright (a classifier head)
+        if _base_name(n) not in out:
+            raise ValueError(f"model {store.key}: adapter tensor {n} has no counterpart in the base")
+        out[_base_name(n)] = t
     cfg = store.attrs.get("adapter_config") or {}
     if view == "factors":
         for module, (a, b) in layers.lora_pairs(store.names()).items():

@@ -48,14 +48,18 @@ def delta_lora(mean_factors: tuple[torch.Tensor, torch.Tensor], C: torch.Tensor,
 
 
 def write_peft_adapter(out_dir: str | os.PathLike, modules: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                       base_model: str, dtype=torch.float32, extra_config: dict | None = None) -> int:
+                       base_model: str, dtype=torch.float32, extra_config: dict | None = None,
+                       kept: dict[str, torch.Tensor] | None = None) -> int:
     """Write a PEFT LoRA adapter folder with B A added to each module at scale exactly 1.
 
-    ``modules`` maps PEFT module names (``base_model.model.…`` or bare) to (B: m×r_i, A: r_i×n).
-    Returns the adapter's rank r (the largest r_i; smaller ones are zero-padded).
+    ``modules`` maps PEFT module names (``base_model.model.…`` or bare) to (B: m×r_i, A: r_i×n);
+    ``target_modules`` lists their full paths, so PEFT adapts exactly these modules. ``kept``:
+    tensors the adapter carries as they are (e.g. its ``modules_to_save`` head), by their names
+    in the original adapter file. Returns the adapter's rank r (the largest r_i; smaller ones
+    are zero-padded).
     """
     r = max(1, max(B.shape[1] for B, _ in modules.values()))
-    tensors, targets = {}, set()
+    tensors, targets = dict(kept or {}), set()
     for name, (B, A) in modules.items():
         name = name if name.startswith(PEFT_PREFIX) else PEFT_PREFIX + name
         pad = r - B.shape[1]
@@ -63,7 +67,7 @@ def write_peft_adapter(out_dir: str | os.PathLike, modules: dict[str, tuple[torc
         A = torch.cat([A, A.new_zeros(pad, A.shape[1])], dim=0)
         tensors[f"{name}.lora_A.weight"] = A.to(dtype).contiguous()
         tensors[f"{name}.lora_B.weight"] = B.to(dtype).contiguous()
-        targets.add(name.rsplit(".", 1)[-1])
+        targets.add(name.removeprefix(PEFT_PREFIX))
     config = {"peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model, "r": r,
               "lora_alpha": r, "lora_dropout": 0.0, "target_modules": sorted(targets), "bias": "none",
               "use_rslora": False, "fan_in_fan_out": False, "inference_mode": True, **(extra_config or {})}
@@ -170,8 +174,10 @@ def export_models(store_paths: list[str], subspaces: dict, coeff_path: str, view
             if view == "delta":
                 mods = {n: delta_lora(mean_factors[n], C, subspaces[n].U_row, subspaces[n].U_col)
                         for n, C in mats.items()}
+                carried = {key: cfg[key] for key in ("task_type", "modules_to_save") if cfg.get(key)}
                 rank = write_peft_adapter(folder, mods, cfg.get("base_model_name_or_path", ""),
-                                          extra_config={"weightspace": {"k": k, "view": view}})
+                                          extra_config={**carried, "weightspace": {"k": k, "view": view}},
+                                          kept={n: st.read(n) for n in layers.kept_tensors(st, view)})
             else:
                 from .project import reconstruct
 

@@ -11,6 +11,8 @@ treats them like Hub downloads:
 - ``lora``: one frozen base MLP trained on plain digits, and LoRA adapters (PEFT layout:
   ``adapter_model.safetensors`` + ``adapter_config.json``) each trained for an input
   transformation the base cannot handle: ``rotate`` (±15–45°) or ``shift`` (1–2 pixels).
+- ``text-lora``: the realism zoo, real PEFT LoRA adapters on the real all-MiniLM-L6-v2 for
+  real text tasks (:mod:`weightspace.textzoo`).
 
 All models of a collection train together as one batched computation; training is
 deterministic given the seeds.
@@ -99,10 +101,14 @@ def make_task(name: str, rng: np.random.Generator) -> dict:
             dx = 2.0
         return {"kind": "transform", "family": name, "angle": 0.0, "shift": [dx, dy],
                 "label": f"shift{dx:+.0f}{dy:+.0f}"}
+    if name in TEXT_TASKS:
+        return {"kind": "text", "family": name, "label": name}
     raise ValueError(f"unknown zoo task family {name!r}")
 
 
-DEFAULT_TASKS = {"mlp": ["permutation", "partition"], "lora": ["rotate", "shift"]}
+TEXT_TASKS = ("rt-sentiment", "debate-party", "debate-moderator")  # see textzoo
+DEFAULT_TASKS = {"mlp": ["permutation", "partition"], "lora": ["rotate", "shift"], "text-lora": list(TEXT_TASKS)}
+ADAPTER_KINDS = ("lora", "text-lora")
 
 
 def normalize_spec(spec: dict) -> dict:
@@ -246,6 +252,10 @@ def build_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, log=pr
 
     ``out_dir/{key}/`` for every model; a LoRA zoo also writes ``out_dir/base/``.
     """
+    if spec["kind"] == "text-lora":
+        from .textzoo import build_text_zoo
+
+        return build_text_zoo(spec, out_dir, data_seed, log=log)
     data = load_digits(data_seed)
     tasks, keys = zoo_tasks(spec), model_keys(spec)
     with atomic_path(out_dir) as tmp:

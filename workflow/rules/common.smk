@@ -35,6 +35,12 @@ def zoo_spec(c):
     return _zoo.normalize_spec(config["collections"][c]["zoo"])
 
 
+def text_zoo(c):
+    """A realism zoo (PEFT LoRAs on the real MiniLM): it trains with 2 threads."""
+    spec = config["collections"][c]
+    return spec["source"] == "zoo" and spec["zoo"]["kind"] == "text-lora"
+
+
 def _resolve(c):
     spec = config["collections"][c]
     if spec["source"] == "zoo":
@@ -152,10 +158,20 @@ def model_path(c, key):
 
 
 def base_folder(c):
-    """The frozen base of a LoRA zoo (the evaluator needs it)."""
+    """The frozen base of an adapter collection (the evaluator needs it): the zoo's, or the
+    one its evaluation section names."""
     if collection_format(c) == "lora" and config["collections"][c]["source"] == "zoo":
         return f"results/{c}/zoo/base"
-    return None
+    return config["collections"][c]["evaluation"].get("base")
+
+
+def evaluation(c):
+    """The evaluator's settings, with a text zoo's own evaluation examples as the default data."""
+    spec = config["collections"][c]
+    out = dict(spec["evaluation"])
+    if text_zoo(c):
+        out.setdefault("data", f"results/{c}/zoo/eval.parquet")
+    return out
 
 
 def all_outputs():

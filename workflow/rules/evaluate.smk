@@ -8,7 +8,7 @@ rule evaluate:
         screen="results/{c}/screen.tsv",
         subspace=lambda w: subspace_groups(w.c, w.view),
         coefficients="results/{c}/project/{view}/coefficients.zarr",
-        zoo=lambda w: [f"results/{w.c}/zoo"] if base_folder(w.c) else [],
+        zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
     output:
         metrics="results/{c}/evaluate/{view}/metrics.parquet",
         compression="results/{c}/evaluate/{view}/compression.csv",
@@ -17,9 +17,10 @@ rule evaluate:
         splits=lambda w: splits(w.c),
         evaluator=lambda w: config["collections"][w.c]["evaluator"],
         base=lambda w: base_folder(w.c),
+        evaluation=lambda w: evaluation(w.c),
         data_seed=config["data_seed"],
         seed=config["evaluate"]["seed"],
-        code=code_version("evaluate", "project", "hosvd", "layers", "zoo", "store"),
+        code=code_version("evaluate", "hf_evaluate", "project", "hosvd", "layers", "zoo", "store"),
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=2000,

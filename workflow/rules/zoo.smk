@@ -8,10 +8,10 @@ rule zoo:
     params:
         spec=lambda w: zoo_spec(w.c),
         data_seed=config["data_seed"],
-        code=code_version("zoo", "io"),
-    threads: 1
+        code=lambda w: code_version("zoo", "io", *(["textzoo"] if text_zoo(w.c) else [])),
+    threads: lambda w: 2 if text_zoo(w.c) else 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda w: 4000 if text_zoo(w.c) else 2000,
         runtime=30,
     log:
         "logs/{c}/zoo.log",

