@@ -25,6 +25,7 @@ include: "workflow/rules/project.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/align.smk"
 
 
 report: "workflow/report/workflow.rst"

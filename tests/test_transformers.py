@@ -282,7 +282,7 @@ def test_minilm_realism_collection_small(minilm_run):
     root = minilm_run
     zoo_dir = root / "results/minilm/zoo"
     cfg = json.loads((zoo_dir / "model-000" / "adapter_config.json").read_text())
-    assert cfg["peft_type"] == "LORA" and cfg["modules_to_save"] == ["classifier"]
+    assert cfg["peft_type"] == "LORA" and "classifier" in cfg["modules_to_save"]
     m = pd.read_parquet(root / "results/minilm/evaluate/delta/metrics.parquet")
     assert set(m.method) >= {"original", "base_only", "projected", "mean", "random", "svd"}
     data = pd.read_parquet(zoo_dir / "eval.parquet")

@@ -42,6 +42,8 @@ ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 class ZooEvaluator:
     """Accuracy of a zoo MLP (or base + adapter) on its task's held-out digits."""
 
+    metric = "accuracy"
+
     def __init__(self, data_seed: int = 0, base_folder: str | None = None, evaluation=None):
         self.data = zoo.load_digits(data_seed)
         self.base = None
@@ -62,11 +64,21 @@ class ZooEvaluator:
             logits = zoo.mlp_forward(weights, x.double(), len(sizes) - 1)
         return {"accuracy": float((logits.argmax(1) == y).double().mean())}
 
+    def features(self, config: dict, weights: dict[str, torch.Tensor], n: int) -> list[torch.Tensor]:
+        """Each hidden layer's activations and the logits on the first ``n`` plain held-out
+        digits (the same probe inputs for every model, whatever its task)."""
+        sizes = config.get("layer_sizes") or self.base_config["layer_sizes"]
+        hidden: list[torch.Tensor] = []
+        with torch.no_grad():
+            logits = zoo.mlp_forward(weights, self.data.x_test[:n].double(), len(sizes) - 1, hidden)
+        return hidden + [logits]
+
 
 class NoEvaluator:
     """For collections without a task evaluator yet: reconstruction errors and memory only."""
 
     scores = False
+    metric = None
 
     def __init__(self, **_):
         pass
@@ -159,13 +171,14 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
             rows.append({"model": st.key, "split": splits.get(st.key, "?"), "method": method,
                          "k": k, "rel_error": (err2 / norm2) ** 0.5 if norm2 > 0 else float("nan"),
                          "rel_error_centered": (err2 / cnorm2) ** 0.5 if cnorm2 > 0 else float("nan"),
-                         **score})
+                         "metric": evaluator.metric, **score})
 
         record("original", np.nan, W)
         if base is not None:
             score = evaluator.score(cfg, {k: v.double() for k, v in base.items()})
             rows.append({"model": st.key, "split": splits.get(st.key, "?"), "method": "base_only",
-                         "k": np.nan, "rel_error": 1.0, "rel_error_centered": float("nan"), **score})
+                         "k": np.nan, "rel_error": 1.0, "rel_error_centered": float("nan"),
+                         "metric": evaluator.metric, **score})
         for k in ks:
             for method in METHODS:
                 mats = {}

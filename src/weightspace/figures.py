@@ -10,8 +10,10 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.lines  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -112,13 +114,19 @@ def has_accuracy(metrics: pd.DataFrame) -> bool:
     return "accuracy" in metrics and metrics["accuracy"].notna().any()
 
 
+def metric_name(metrics: pd.DataFrame) -> str:
+    """What the ``accuracy`` column measures (the evaluator's ``metric``: ROUGE-L for causal-lm)."""
+    return str(metrics["metric"].dropna().iloc[0]) if "metric" in metrics and metrics["metric"].notna().any() \
+        else "accuracy"
+
+
 def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
     """Columns = split (basis, held-out); rows = task accuracy and centred relative error,
     against k for every method; the original models (and the bare base) as horizontal lines.
     Without a task evaluator only the error row is drawn, and the title says so."""
     sns.set_theme(style="whitegrid", context="paper")
     splits = [s for s in ["basis", "heldout"] if s in set(metrics["split"])]
-    rows = [("accuracy", "task accuracy")] if has_accuracy(metrics) else []
+    rows = [("accuracy", f"task {metric_name(metrics)}")] if has_accuracy(metrics) else []
     rows.append(("rel_error_centered", "‖Ŵ − W‖ / ‖W − μ‖"))
     fig, axes = plt.subplots(len(rows), len(splits), figsize=(5.5 * len(splits), 3.8 * len(rows) + 0.3),
                              squeeze=False, sharex=True)
@@ -151,7 +159,7 @@ def compression_figure(metrics: pd.DataFrame, compression: pd.DataFrame, title: 
     """Mean task accuracy (or, without a task evaluator, mean centred relative error) against
     stored bytes relative to the originals, per method and split."""
     sns.set_theme(style="whitegrid", context="paper")
-    y, ylabel = (("accuracy", "mean task accuracy") if has_accuracy(metrics)
+    y, ylabel = (("accuracy", f"mean task {metric_name(metrics)}") if has_accuracy(metrics)
                  else ("rel_error_centered", "mean ‖Ŵ − W‖ / ‖W − μ‖ (no task evaluator)"))
     acc = (metrics[metrics["method"].isin(METHOD_ORDER)]
            .groupby(["method", "k", "split"], as_index=False)[y].mean())
@@ -161,7 +169,7 @@ def compression_figure(metrics: pd.DataFrame, compression: pd.DataFrame, title: 
                  palette=PALETTE, style="split", markers=True, sort=True, ax=ax)
     if y == "accuracy":
         orig = metrics[metrics["method"] == "original"]["accuracy"].mean()
-        ax.axhline(orig, color="black", ls="--", label=f"original (bytes 1.0, acc {orig:.3f})")
+        ax.axhline(orig, color="black", ls="--", label=f"original (bytes 1.0, {orig:.3f})")
         ax.set_ylim(0, 1.02)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
@@ -186,3 +194,93 @@ def summary_table(metrics: pd.DataFrame, compression: pd.DataFrame, k: int) -> p
     out = out.merge(comp[["method", "compression"]], on="method", how="left")
     out.insert(2, "k", [k if m in METHOD_ORDER else None for m in out["method"]])
     return out
+
+
+# ----------------------------------------------------------------------------- alignment
+def alignment_heatmap(table: pd.DataFrame, keys: list[str], tasks: dict, metric: str, k: int,
+                      title: str, path: str) -> None:
+    """Model × model alignment (one metric), originals beside their projections at k, models
+    ordered by task."""
+    from .representations import matrix
+
+    order = sorted(keys, key=lambda m: (str(tasks.get(m, "")), m))
+    sns.set_theme(style="white", context="paper")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    for ax, variant in zip(axes, ["original", "projected"]):
+        M = matrix(table, metric, variant, keys).loc[order, order]
+        off = M.values[~np.eye(len(order), dtype=bool)]
+        sns.heatmap(M, ax=ax, cmap="viridis", vmin=0, vmax=1, square=True,
+                    cbar_kws={"label": metric.replace("_", " ")},
+                    xticklabels=[f"{m} ({tasks.get(m, '')})" for m in order],
+                    yticklabels=[f"{m} ({tasks.get(m, '')})" for m in order])
+        ax.tick_params(labelsize=5)
+        name = "original models" if variant == "original" else f"projected at k={k}"
+        null = table[(table.variant == "null") & (table.metric == metric)].score.mean()
+        ax.set_title(f"{name}: mean off-diagonal {off.mean():.3f} (shuffled-probe null {null:.3f})")
+    fig.suptitle(f"{title}: representation alignment ({metric.replace('_', ' ')})")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def alignment_vs_weights(table: pd.DataFrame, weights: pd.DataFrame, tasks: dict, title: str,
+                         path: str) -> None:
+    """Per metric: weight cosine (x) against alignment of the original models (y), one point
+    per basis pair, coloured same task / different task; Spearman's ρ in the panel title."""
+    d = table[table.variant == "original"].merge(weights, on=["model_a", "model_b"])
+    d["pair"] = np.where(d.model_a.map(tasks) == d.model_b.map(tasks), "same task", "different task")
+    metrics = list(dict.fromkeys(d.metric))
+    sns.set_theme(style="whitegrid", context="paper")
+    cols = min(4, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        m = d[d.metric == metric]
+        sns.scatterplot(data=m, x="weight_cosine", y="score", hue="pair", hue_order=["same task", "different task"],
+                        s=12, alpha=0.7, ax=ax, legend=False)
+        rho = m["weight_cosine"].corr(m["score"], method="spearman")
+        null = table[(table.variant == "null") & (table.metric == metric)].score.mean()
+        ax.axhline(null, color="black", ls=":", lw=1, label="shuffled-probe null")
+        ax.set_title(f"{metric.replace('_', ' ')}: Spearman ρ = {rho:.2f} (n={len(m)})", fontsize=8)
+        ax.set_xlabel("weight cosine (centred, basis pairs)")
+        ax.set_ylabel("alignment")
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    handles = [matplotlib.lines.Line2D([], [], ls="", marker="o", color=c, label=l)
+               for c, l in zip(sns.color_palette()[:2], ["same task", "different task"])]
+    handles.append(matplotlib.lines.Line2D([], [], color="black", ls=":", label="shuffled-probe null (mean)"))
+    fig.legend(handles=handles, loc="lower right", fontsize=8, frameon=True)
+    fig.suptitle(f"{title}: weight-space similarity vs representation alignment", y=1.0)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def alignment_projection(table: pd.DataFrame, k: int, title: str, path: str) -> None:
+    """Left: pair alignment, projected (y) vs original (x), per metric, with y = x. Right:
+    alignment of each model with its own projection, per metric."""
+    o = table[table.variant == "original"].rename(columns={"score": "original"})
+    p = table[table.variant == "projected"].rename(columns={"score": "projected"})
+    d = o.merge(p[["model_a", "model_b", "metric", "projected"]], on=["model_a", "model_b", "metric"])
+    selfs = table[table.variant == "original~projected"]
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.2, 1]})
+    sns.scatterplot(data=d, x="original", y="projected", hue="metric", s=10, alpha=0.6, ax=a1)
+    a1.plot([0, 1], [0, 1], color="black", ls="--", lw=0.8, label="y = x")
+    a1.set_xlim(-0.05, 1.02)
+    a1.set_ylim(-0.05, 1.02)
+    a1.set_xlabel("alignment of the original pair")
+    a1.set_ylabel(f"alignment of the projected pair (k={k})")
+    a1.legend(fontsize=7, loc="lower right")
+    a1.set_title("model pairs")
+    sns.boxplot(data=selfs, x="metric", y="score", ax=a2, color="#1f77b4")
+    a2.set_ylim(-0.05, 1.02)
+    a2.set_xlabel("")
+    a2.set_ylabel(f"alignment of a model with its projection (k={k})")
+    a2.tick_params(axis="x", rotation=30, labelsize=7)
+    nulls = table[table.variant == "null"].groupby("metric").score.mean()
+    a2.scatter(range(len(nulls)), [nulls.get(m, np.nan) for m in dict.fromkeys(selfs.metric)], marker="_",
+               s=400, color="black", label="shuffled-probe null (mean)", zorder=3)
+    a2.legend(fontsize=7, loc="lower left")
+    a2.set_title(f"each model vs itself projected (n={selfs.model_a.nunique()})")
+    fig.suptitle(f"{title}: alignment after projection onto the shared subspace")
+    fig.tight_layout()
+    _save(fig, path)

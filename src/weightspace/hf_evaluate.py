@@ -23,7 +23,7 @@ Each evaluator's section in the collection config (``evaluation:``):
   ``target_loss`` = mean_i (1/|t_i|) Σ_{j ∈ t_i} −log p(x_j | x_<j), the per-item mean token
   loss over the target tokens only (right padding, so positions are those of an unpadded
   item; generation uses left padding). ``accuracy`` is ``rouge_l`` (the column the figures
-  plot; the metric is named in the table).
+  plot; the ``metric`` column and the figure labels say "ROUGE-L F1").
 
 All evaluators run batched (``batch_size``) in float32 under ``torch.no_grad()``.
 """
@@ -130,6 +130,30 @@ class _TransformersEvaluator:
             self._skeletons["base"] = (model.eval(), names)
         return self._base
 
+    def hidden_states(self, model, batch: dict) -> list[torch.Tensor]:
+        """Per layer (embeddings first), one n×d representation per input: the mean over
+        the attended tokens, or the first (CLS) token for image models."""
+        out = model(**batch, output_hidden_states=True).hidden_states
+        mask = batch.get("attention_mask")
+        if mask is None:
+            return [h[:, 0] for h in out]
+        m = mask.unsqueeze(-1).to(out[0].dtype)
+        return [(h * m).sum(1) / m.sum(1) for h in out]
+
+    def features(self, config: dict, weights: dict[str, torch.Tensor], n: int) -> list[torch.Tensor]:
+        """Representations of the first ``n`` probe inputs (all of the evaluation data's
+        inputs, every task's) at every layer: mean-pooled hidden states for text, CLS for
+        images."""
+        model = self.model(config, weights)
+        inputs = self.probe_inputs(n)
+        count = len(next(iter(inputs.values())))
+        layers: list[list[torch.Tensor]] = []
+        with torch.no_grad():
+            for i in range(0, count, self.batch_size):
+                hs = self.hidden_states(model, {k: v[i:i + self.batch_size] for k, v in inputs.items()})
+                layers = [a + [h] for a, h in zip(layers, hs)] if layers else [[h] for h in hs]
+        return [torch.cat(h).double() for h in layers]
+
     def model(self, config: dict, weights: dict[str, torch.Tensor]):
         """The skeleton for ``config`` with ``weights`` (checkpoint names) loaded (float32, eval)."""
         from transformers import AutoConfig
@@ -154,6 +178,7 @@ class TextClassificationEvaluator(_TransformersEvaluator):
 
     auto_class = "AutoModelForSequenceClassification"
     scores = True
+    metric = "accuracy"
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -173,6 +198,11 @@ class TextClassificationEvaluator(_TransformersEvaluator):
             self._encoded[task] = (enc, torch.tensor(rows.label.to_numpy()))
         return self._encoded[task]
 
+    def probe_inputs(self, n: int) -> dict:
+        text = list(self.data.text.astype(str))[:n]
+        return dict(self.tokenizer(text, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
     def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         enc, y = self._inputs(config)
         model = self.model(config, weights)
@@ -189,6 +219,7 @@ class ImageClassificationEvaluator(_TransformersEvaluator):
 
     auto_class = "AutoModelForImageClassification"
     scores = True
+    metric = "accuracy"
     SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
     def __init__(self, **kw):
@@ -208,6 +239,9 @@ class ImageClassificationEvaluator(_TransformersEvaluator):
         images = [Image.open(f).convert("RGB") for f, _ in files]
         self.pixels = processor(images=images, return_tensors="pt")["pixel_values"]
         self.names = [c for _, c in files]
+
+    def probe_inputs(self, n: int) -> dict:
+        return {"pixel_values": self.pixels[:n]}
 
     def _labels(self, config: dict) -> torch.Tensor:
         label2id = config.get("label2id") or {}
@@ -233,6 +267,7 @@ class CausalLMEvaluator(_TransformersEvaluator):
 
     auto_class = "AutoModelForCausalLM"
     scores = True
+    metric = "ROUGE-L F1"
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -243,6 +278,11 @@ class CausalLMEvaluator(_TransformersEvaluator):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_new_tokens = int(self.ev.get("max_new_tokens", 16))
+
+    def probe_inputs(self, n: int) -> dict:
+        self.tokenizer.padding_side = "right"
+        text = [p + " " + t for p, t in zip(self.data.prompt.astype(str), self.data.target.astype(str))][:n]
+        return dict(self.tokenizer(text, padding=True, return_tensors="pt"))
 
     def target_loss(self, model, prompts: list[str], targets: list[str]) -> list[float]:
         """Per item: mean −log p over the target's tokens (right-padded batches)."""

@@ -129,13 +129,17 @@ def model_keys(spec: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- models
-def mlp_forward(weights: dict[str, torch.Tensor], x: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """Logits of the MLP ``fc1 … fcL`` (ReLU between layers) with the given weights."""
+def mlp_forward(weights: dict[str, torch.Tensor], x: torch.Tensor, n_layers: int,
+                hidden: list | None = None) -> torch.Tensor:
+    """Logits of the MLP ``fc1 … fcL`` (ReLU between layers) with the given weights; each
+    hidden layer's activations (after ReLU) are appended to ``hidden`` if given."""
     h = x
     for i in range(1, n_layers + 1):
         h = F.linear(h, weights[f"fc{i}.weight"].to(h.dtype), weights[f"fc{i}.bias"].to(h.dtype))
         if i < n_layers:
             h = F.relu(h)
+            if hidden is not None:
+                hidden.append(h)
     return h
 
 

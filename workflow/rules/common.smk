@@ -184,6 +184,8 @@ def all_outputs():
                 f"results/{c}/figures/{v}/compression.png",
             ]
             out += [f"results/{c}/export/{v}/k{k}" for k in config["export"]["ks"]]
+            if config["align"]["enabled"] and config["collections"][c]["evaluator"] != "none":
+                out.append(f"results/{c}/figures/{v}/alignment_vs_weights.png")
     return out
 
 

@@ -1,0 +1,178 @@
+r"""Representation alignment between models (the Platonic Representation Hypothesis).
+
+Every metric compares two feature matrices X (n×d₁) and Y (n×d₂) of the same n probe inputs,
+row i of both being the representation of input i. Features are prepared by ``prepare``:
+optionally clamped at a quantile of their absolute values (outliers), then each row
+l2-normalised, as in Huh et al. (2024). Definitions follow their metrics.py:
+
+- ``mutual_knn``: mean over i of |N_X(i) ∩ N_Y(i)| / k, N(i) the k nearest neighbours of i by
+  inner product (self excluded). 1 for identical neighbourhoods, ≈ k/(n−1) by chance.
+- ``cycle_knn``: fraction of i such that i is among the k neighbours in X of one of its k
+  neighbours in Y (X → Y → X cycle). Not symmetric.
+- ``cka``: HSIC(K, L) / √(HSIC(K, K) HSIC(L, L)), HSIC(K, L) = tr(K H L H) (biased), H = I − 11ᵀ/n,
+  K = X Xᵀ (linear) or exp(−‖xᵢ − xⱼ‖² / (2σ² m²)) (rbf, m the median pairwise distance).
+- ``unbiased_cka``: the same with the unbiased HSIC of Song et al. (2012).
+- ``cknna``: CKA restricted to mutual neighbour pairs: K and L masked to the pairs (i, j) with
+  j among the k nearest of i in both, unbiased HSIC (Huh et al.'s CKNNA). The mask is not a
+  symmetric matrix, so swapping X and Y changes the score slightly (≲1e-3 relative).
+- ``svcca``: mean canonical correlation between the top ``cca_dim`` principal directions of X
+  and of Y (Raghu et al., 2017).
+
+Invariances (tested): linear CKA, unbiased CKA and SVCCA are invariant to orthogonal
+transforms and isotropic scaling of either side; mutual_knn, cycle_knn and CKNNA to any
+per-sample positive scaling (they see l2-normalised rows) and to orthogonal transforms.
+"""
+
+from __future__ import annotations
+
+import torch
+
+METRICS = ("mutual_knn", "cycle_knn", "cka", "cka_rbf", "unbiased_cka", "cknna", "svcca")
+
+
+def prepare(feats: torch.Tensor, clamp_quantile: float | None = None) -> torch.Tensor:
+    """Clamp |values| at their ``clamp_quantile`` quantile (if given), then l2-normalise rows."""
+    x = feats.double()
+    if clamp_quantile is not None:
+        q = torch.quantile(x.abs().flatten()[: 1 << 24], clamp_quantile)
+        x = x.clamp(-q, q)
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+# Every metric is pair(side(X), side(Y)): ``side`` holds what depends on one model only (its
+# neighbours, its kernel), so comparing N models computes it N times, not N² times.
+def knn(X: torch.Tensor, k: int) -> torch.Tensor:
+    """n×k indices of each row's k nearest rows by inner product, itself excluded."""
+    S = X @ X.T
+    S.fill_diagonal_(float("-inf"))
+    return S.topk(k, dim=1).indices
+
+
+def knn_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """mutual_knn from neighbour lists: mean_i |N_X(i) ∩ N_Y(i)| / k."""
+    return float((a.unsqueeze(2) == b.unsqueeze(1)).any(2).double().mean())
+
+
+def knn_cycle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """cycle_knn from neighbour lists: mean_i [i ∈ ∪_{j ∈ N_Y(i)} N_X(j)]."""
+    return float((a[b] == torch.arange(len(a)).view(-1, 1, 1)).flatten(1).any(1).double().mean())
+
+
+def center(K: torch.Tensor) -> torch.Tensor:
+    """H K H, H = I − 11ᵀ/n."""
+    return K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean()
+
+
+def hsic_biased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """tr(K H L H) = Σ (H K H) ⊙ L."""
+    return (center(K) * L).sum()
+
+
+def hsic_unbiased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """Song et al. (2012): with K̃, L̃ the kernels with zero diagonals,
+    [tr(K̃ L̃) + 1ᵀK̃1 · 1ᵀL̃1 / ((n−1)(n−2)) − 2/(n−2) · 1ᵀK̃L̃1] / (n(n−3));
+    1ᵀK̃L̃1 = (1ᵀK̃)(L̃1), so the cost is O(n²)."""
+    n = K.shape[0]
+    Kt, Lt = K.clone().fill_diagonal_(0), L.clone().fill_diagonal_(0)
+    return ((Kt * Lt.T).sum() + Kt.sum() * Lt.sum() / ((n - 1) * (n - 2))
+            - 2 * (Kt.sum(0) @ Lt.sum(1)) / (n - 2)) / (n * (n - 3))
+
+
+def rbf_kernel(X: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """exp(−‖xᵢ − xⱼ‖² / (2 (σ m)²)), m the median pairwise distance."""
+    D2 = torch.cdist(X, X).pow(2)
+    med = D2[~torch.eye(len(X), dtype=torch.bool)].median().sqrt()
+    return torch.exp(-D2 / (2 * (sigma * med) ** 2))
+
+
+def kernel_alignment(K: torch.Tensor, L: torch.Tensor, hsic=hsic_biased) -> float:
+    """CKA of two kernels: HSIC(K, L) / √(HSIC(K, K) HSIC(L, L))."""
+    return float(hsic(K, L) / (hsic(K, K) * hsic(L, L)).sqrt())
+
+
+def knn_mask(K: torch.Tensor, k: int) -> torch.Tensor:
+    """M_ij = 1 if j is among the k largest K_ij of row i (j ≠ i)."""
+    top = K.clone().fill_diagonal_(float("-inf")).topk(k, dim=1).indices
+    return torch.zeros_like(K).scatter_(1, top, 1.0)
+
+
+def masked_alignment(K: torch.Tensor, Mk: torch.Tensor, L: torch.Tensor, Ml: torch.Tensor) -> float:
+    """CKNNA from kernels and their k-NN masks: sim(K, L) / √(sim(K, K) sim(L, L)),
+    sim(A, B) = unbiased HSIC(M ⊙ A, M ⊙ B), M the mutual mask of the two sides."""
+    def sim(A, Ma, B, Mb):
+        M = Ma * Mb
+        return hsic_unbiased(M * A, M * B)
+    return float(sim(K, Mk, L, Ml) / ((sim(K, Mk, K, Mk) * sim(L, Ml, L, Ml)).sqrt() + 1e-12))
+
+
+def principal_basis(X: torch.Tensor, dim: int) -> torch.Tensor:
+    """An orthonormal basis (n×d) of the top ``dim`` principal components' scores of X."""
+    U, s, _ = torch.linalg.svd(X - X.mean(0), full_matrices=False)
+    return U[:, :min(dim, int((s > s[0] * 1e-10).sum()))]
+
+
+def mean_canonical_correlation(Qa: torch.Tensor, Qb: torch.Tensor) -> float:
+    """Canonical correlations of two orthonormal bases = singular values of Qaᵀ Qb; their mean."""
+    return float(torch.linalg.svdvals(Qa.T @ Qb).clamp(max=1).mean())
+
+
+def sides(metric: str, X: torch.Tensor, topk: int = 10, cca_dim: int = 10):
+    """What one metric needs of one feature matrix."""
+    if metric in ("mutual_knn", "cycle_knn"):
+        return knn(X, topk)
+    if metric in ("cka", "unbiased_cka"):
+        return X @ X.T
+    if metric == "cka_rbf":
+        return rbf_kernel(X)
+    if metric == "cknna":
+        K = X @ X.T
+        return K, knn_mask(K, topk)
+    if metric == "svcca":
+        return principal_basis(X, cca_dim)
+    raise ValueError(f"unknown alignment metric {metric!r}; available: {list(METRICS)}")
+
+
+PAIR = {"mutual_knn": knn_overlap, "cycle_knn": knn_cycle, "cka": kernel_alignment,
+        "cka_rbf": kernel_alignment, "unbiased_cka": lambda K, L: kernel_alignment(K, L, hsic_unbiased),
+        "cknna": lambda a, b: masked_alignment(*a, *b), "svcca": mean_canonical_correlation}
+
+
+def score(metric: str, X: torch.Tensor, Y: torch.Tensor, topk: int = 10, cca_dim: int = 10) -> float:
+    """One metric by name on prepared features: PAIR[metric](sides(X), sides(Y))."""
+    return PAIR[metric](sides(metric, X, topk, cca_dim), sides(metric, Y, topk, cca_dim))
+
+
+# The metrics as functions of two feature matrices (the definitions in the module docstring).
+def mutual_knn(X: torch.Tensor, Y: torch.Tensor, k: int = 10) -> float:
+    """mean_i |N_X(i) ∩ N_Y(i)| / k."""
+    return knn_overlap(knn(X, k), knn(Y, k))
+
+
+def cycle_knn(X: torch.Tensor, Y: torch.Tensor, k: int = 10) -> float:
+    """mean_i [i ∈ ∪_{j ∈ N_Y(i)} N_X(j)]."""
+    return knn_cycle(knn(X, k), knn(Y, k))
+
+
+def cka(X: torch.Tensor, Y: torch.Tensor, kernel: str = "linear", sigma: float = 1.0) -> float:
+    """HSIC(K, L)/√(HSIC(K, K) HSIC(L, L)), biased HSIC; linear or rbf kernel."""
+    if kernel == "linear":
+        return kernel_alignment(X @ X.T, Y @ Y.T)
+    if kernel == "rbf":
+        return kernel_alignment(rbf_kernel(X, sigma), rbf_kernel(Y, sigma))
+    raise ValueError(f"unknown CKA kernel {kernel!r}")
+
+
+def unbiased_cka(X: torch.Tensor, Y: torch.Tensor) -> float:
+    """Linear CKA with the unbiased HSIC estimator."""
+    return kernel_alignment(X @ X.T, Y @ Y.T, hsic_unbiased)
+
+
+def cknna(X: torch.Tensor, Y: torch.Tensor, k: int = 10) -> float:
+    """CKA over mutual k-NN pairs (Huh et al.)."""
+    K, L = X @ X.T, Y @ Y.T
+    return masked_alignment(K, knn_mask(K, k), L, knn_mask(L, k))
+
+
+def svcca(X: torch.Tensor, Y: torch.Tensor, cca_dim: int = 10) -> float:
+    """Mean canonical correlation of the top ``cca_dim`` principal directions of X and of Y."""
+    return mean_canonical_correlation(principal_basis(X, cca_dim), principal_basis(Y, cca_dim))

@@ -1,0 +1,145 @@
+r"""The align stage: representations of a probe set, and their alignment across models.
+
+For every model of a collection, original and projected at k (Ŵ = μ + U_row C U_colᵀ, the
+same reconstruction the evaluator scores), the collection's evaluator computes the
+representations of one probe set at every layer (``features``: hidden activations of a zoo
+MLP on held-out digits; mean-pooled hidden states of a text model; CLS states of an image
+model). They are cached in ``features.zarr``: ``{variant}/{model}/{layer}`` arrays, n×d float32.
+
+Alignment (``alignment_table``) is measured for every pair of models within each variant, and
+between each model and its own projection (variant ``original~projected``), with every metric
+of :mod:`weightspace.align` on the prepared features. Its baseline (variant ``null``) is the
+same comparison after shuffling one model's probe inputs (pairs among the first
+``NULL_MODELS`` models, best layer pair included, so the null carries the same selection bias). The layer pair is the one maximising the
+metric over all layer pairs (Huh et al.), or fixed (``layers: last`` or a layer index).
+
+Weight-space similarity of a pair (``weight_similarity``) is the cosine of the centred
+model-mode Gram summed over the view's targets, G_ij = Σ_t ⟨W_i,t − μ_t, W_j,t − μ_t⟩ and
+cos_ij = G_ij / √(G_ii G_jj), from the subspace stage (basis models only).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+from tqdm import tqdm
+
+from . import align, layers
+from .evaluate import effective_weights, model_config
+from .io import atomic_path
+from .project import core_size, reconstruct
+from .store import ModelStore
+
+VARIANTS = ("original", "projected")
+NULL_MODELS = 10  # the permuted-probe null: pairs among the first NULL_MODELS models
+
+
+def model_weights(st: ModelStore, subspaces: dict, C: dict, view: str, k: int | None, base):
+    """The effective weights of a model: original (k None) or projected at k."""
+    tmap = {t.name: t for t in layers.targets(st, view)}
+    mats = {}
+    for name, sub in subspaces.items():
+        if k is None:
+            w = layers.read_target(st, tmap[name])
+            mats[name] = (w.dense() if isinstance(w, layers.LowRank) else w).double()
+        else:
+            kr, kc = core_size(k, sub.U_row, sub.U_col)
+            mats[name] = reconstruct(C[name][:kr, :kc], sub.mean, sub.U_row, sub.U_col)
+    return effective_weights(view, st, mats, base)
+
+
+def extract_features(store_paths: list[str], subspaces: dict, coeff_path: str, view: str, k: int,
+                     evaluator, n: int, out_path: str) -> None:
+    """Write every model's probe representations (original and projected at k) to Zarr."""
+    coeffs = zarr.open_group(coeff_path, mode="r")
+    index = {key: i for i, key in enumerate(coeffs.attrs["models"])}
+    base = evaluator.base_weights() if view in ("factors", "delta") else None
+    with atomic_path(out_path) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        keys, n_layers = [], None
+        for path in tqdm(store_paths, desc="features", mininterval=5):
+            st = ModelStore(path)
+            keys.append(st.key)
+            C = {name: torch.from_numpy(np.asarray(coeffs[name][index[st.key]])).double() for name in subspaces}
+            for variant, kk in (("original", None), ("projected", k)):
+                feats = evaluator.features(model_config(st), model_weights(st, subspaces, C, view, kk, base), n)
+                n_layers = len(feats)
+                g = root.require_group(f"{variant}/{st.key}")
+                for i, f in enumerate(feats):
+                    data = f.float().numpy()
+                    g.create_array(f"layer-{i:02d}", data=data, chunks=data.shape, compressors=None)
+        root.attrs.update({"models": keys, "n_layers": n_layers, "k": k, "view": view})
+
+
+def load_features(path: str) -> tuple[dict, list[str]]:
+    """{variant: {model: [layer tensors, float64]}} and the model keys."""
+    root = zarr.open_group(str(path), mode="r")
+    keys, L = list(root.attrs["models"]), int(root.attrs["n_layers"])
+    out = {v: {m: [torch.from_numpy(np.asarray(root[f"{v}/{m}/layer-{i:02d}"][...])).double() for i in range(L)]
+               for m in keys} for v in VARIANTS}
+    return out, keys
+
+
+def _layer_pairs(n_layers: int, layers_spec):
+    if layers_spec == "best":
+        return list(itertools.product(range(n_layers), repeat=2))
+    i = n_layers - 1 if layers_spec == "last" else int(layers_spec)
+    if not -n_layers <= i < n_layers:
+        raise ValueError(f"align.layers {layers_spec!r}: the models have {n_layers} layers")
+    return [(i % n_layers, i % n_layers)]
+
+
+def best_pair_scores(A: list, B: list, metric: str, pairs) -> tuple[float, int, int]:
+    """(score, layer_a, layer_b) maximising ``metric`` over the layer pairs; A and B hold each
+    layer's ``align.sides`` of the metric."""
+    return max(((align.PAIR[metric](A[i], B[j]), i, j) for i, j in pairs), key=lambda t: t[0])
+
+
+def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk: int = 10,
+                    cca_dim: int = 10, layers_spec="best", clamp_quantile: float | None = None
+                    ) -> pd.DataFrame:
+    """Long table: variant, model_a, model_b, metric, score, layer_a, layer_b. Each model's
+    per-layer ``sides`` are computed once per metric, then every pair compares them."""
+    pairs = _layer_pairs(len(features["original"][keys[0]]), layers_spec)
+    jobs = [(v, a, b) for v in VARIANTS for a, b in itertools.combinations(keys, 2)]
+    jobs += [("original~projected", m, m) for m in keys]
+    null_keys = keys[:NULL_MODELS]
+    jobs += [("null", a, b) for a, b in itertools.combinations(null_keys, 2)]
+    n = len(features["original"][keys[0]][0])
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for metric in metrics:
+        side = {(v, m): [align.sides(metric, align.prepare(f, clamp_quantile), topk, cca_dim) for f in fs]
+                for v, d in features.items() for m, fs in d.items()}
+        side.update({("null", m): [align.sides(metric, align.prepare(f[perm], clamp_quantile), topk, cca_dim)
+                                   for f in features["original"][m]] for m in null_keys})
+        first = {"projected": "projected", "null": "original"}
+        second = {"original": "original", "null": "null"}
+        for variant, a, b in tqdm(jobs, desc=f"align {metric}", mininterval=5):
+            s, i, j = best_pair_scores(side[first.get(variant, "original"), a],
+                                       side[second.get(variant, "projected"), b], metric, pairs)
+            rows.append({"variant": variant, "model_a": a, "model_b": b, "metric": metric,
+                         "score": s, "layer_a": i, "layer_b": j})
+    return pd.DataFrame(rows)
+
+
+def matrix(table: pd.DataFrame, metric: str, variant: str, keys: list[str]) -> pd.DataFrame:
+    """The symmetric model × model matrix of one metric (1 on the diagonal)."""
+    d = table[(table.metric == metric) & (table.variant == variant)]
+    M = pd.DataFrame(np.eye(len(keys)), index=keys, columns=keys)
+    for r in d.itertuples():
+        M.loc[r.model_a, r.model_b] = M.loc[r.model_b, r.model_a] = r.score
+    return M
+
+
+def weight_similarity(subspaces: dict, models: list[str]) -> pd.DataFrame:
+    """Pairs of basis models with the cosine of their centred weights (module docstring)."""
+    G = sum(torch.from_numpy(s.array("gram_model")).double() for s in subspaces.values())
+    d = G.diagonal().clamp(min=1e-300).sqrt()
+    cos = G / d[:, None] / d[None, :]
+    return pd.DataFrame([{"model_a": a, "model_b": b, "weight_cosine": float(cos[i, j])}
+                         for (i, a), (j, b) in itertools.combinations(enumerate(models), 2)])

@@ -1,0 +1,142 @@
+"""Alignment metrics on hand-checked cases, closed forms and stated invariances."""
+
+import numpy as np
+import pytest
+import torch
+
+from weightspace import align
+
+ALL = list(align.METRICS)
+
+
+def feats(n=120, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64)
+
+
+def orth(d, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0]
+
+
+@pytest.mark.parametrize("metric", ALL)
+def test_identical_features_score_one(metric):
+    X = align.prepare(feats())
+    assert align.score(metric, X, X) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("metric", ["mutual_knn", "cycle_knn", "cka", "unbiased_cka", "cknna", "svcca"])
+def test_permuted_samples_score_near_chance(metric):
+    """Pairing each input with another input's representation destroys alignment."""
+    X = align.prepare(feats(n=300, d=32))
+    P = X[torch.randperm(300, generator=torch.Generator().manual_seed(5))]
+    s = align.score(metric, X, P)
+    chance = {"mutual_knn": 10 / 299, "cycle_knn": 1 - (1 - 10 / 299) ** 10}.get(metric, 0.0)
+    assert abs(s - chance) < {"cka": 0.15, "svcca": 0.3}.get(metric, 0.06), (metric, s, chance)
+
+
+def test_mutual_knn_hand_checked():
+    """1-D points 0,1,2,10,11,12 on the unit circle (angles): the neighbourhoods of X and of a
+    Y that swaps the two clusters' inner order are compared by hand."""
+    angles = torch.tensor([0.0, 0.1, 0.2, 1.0, 1.1, 1.2], dtype=torch.float64)
+    X = torch.stack([angles.cos(), angles.sin()], 1)
+    # k = 1: neighbours in X: 0→1, 1→{0 or 2: tie broken to the larger cos}, ... use distinct gaps
+    angles_y = torch.tensor([0.0, 0.3, 0.1, 1.0, 1.1, 1.2], dtype=torch.float64)
+    Y = torch.stack([angles_y.cos(), angles_y.sin()], 1)
+    # k=2: N_X = {0:{1,2},1:{0,2},2:{1,0},3:{4,5},4:{3,5},5:{4,3}}; in Y item 1 sits at 0.3:
+    # N_Y = {0:{2,1},1:{2,0},2:{0,1},3:{4,5},4:{3,5},5:{4,3}} → identical sets → 1.0
+    assert align.mutual_knn(X, Y, k=2) == pytest.approx(1.0)
+    # k=1: N_X(0)=1, N_X(1)=0 or 2 (0.1 each: tie), N_X(2)=1; N_Y(0)=2, N_Y(1)=2, N_Y(2)=0
+    a = align.knn(X, 1).flatten().tolist()
+    b = align.knn(Y, 1).flatten().tolist()
+    expected = np.mean([x == y for x, y in zip(a, b)])
+    assert align.mutual_knn(X, Y, k=1) == pytest.approx(expected)
+    assert b[:3] == [2, 2, 0]
+
+
+def test_linear_cka_closed_form():
+    """Linear CKA of centred X, Y = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) (Kornblith et al., 2019)."""
+    X, Y = feats(seed=0), feats(d=8, seed=3) + 0.5 * feats(seed=0)[:, :8]
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    ref = (torch.linalg.norm(Yc.T @ Xc) ** 2 / (torch.linalg.norm(Xc.T @ Xc) * torch.linalg.norm(Yc.T @ Yc)))
+    assert align.cka(X, Y) == pytest.approx(float(ref), rel=1e-10)
+
+
+def test_unbiased_hsic_matches_its_definition():
+    """The unbiased HSIC against a direct sum over distinct index quadruples' formula
+    (Song et al. 2012, eq. 5) written with explicit loops on a tiny case."""
+    X, Y = feats(n=7, d=3, seed=1), feats(n=7, d=2, seed=2)
+    K, L = X @ X.T, Y @ Y.T
+    n = 7
+    Kt, Lt = K.clone().fill_diagonal_(0), L.clone().fill_diagonal_(0)
+    t1 = sum(Kt[i, j] * Lt[j, i] for i in range(n) for j in range(n))
+    t2 = Kt.sum() * Lt.sum() / ((n - 1) * (n - 2))
+    t3 = 2 / (n - 2) * sum(Kt[i, j] * Lt[j, l] for i in range(n) for j in range(n) for l in range(n))
+    ref = (t1 + t2 - t3) / (n * (n - 3))
+    assert float(align.hsic_unbiased(K, L)) == pytest.approx(float(ref), rel=1e-10)
+
+
+@pytest.mark.parametrize("metric", ["cka", "unbiased_cka", "svcca"])
+def test_rotation_and_scale_invariance_of_cka_and_svcca(metric):
+    X, Y = feats(seed=0), feats(seed=0)[:, :8] + 0.3 * feats(d=8, seed=4)
+    s = align.score(metric, X, Y)
+    assert align.score(metric, X @ orth(16) * 3.0, Y) == pytest.approx(s, rel=1e-9)
+    assert align.score(metric, X, Y @ orth(8, 2) * 0.1) == pytest.approx(s, rel=1e-9)
+
+
+@pytest.mark.parametrize("metric", ["mutual_knn", "cycle_knn", "cknna"])
+def test_knn_metrics_invariant_to_per_sample_scaling_and_rotation(metric):
+    X, Y = feats(seed=0), feats(seed=0) + 0.8 * feats(seed=6)
+    s = align.score(metric, align.prepare(X), align.prepare(Y))
+    scale = torch.rand(X.shape[0], 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 5 + 0.1
+    assert align.score(metric, align.prepare(X * scale), align.prepare(Y)) == pytest.approx(s, abs=1e-12)
+    assert align.score(metric, align.prepare(X @ orth(16)), align.prepare(Y)) == pytest.approx(s, abs=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["mutual_knn", "cka", "cka_rbf", "unbiased_cka", "cknna", "svcca"])
+def test_symmetric(metric):
+    """Exactly symmetric, except CKNNA: its k-NN mask is not a symmetric matrix, so the
+    unbiased HSIC's tr(K̃L̃) and 1ᵀK̃L̃1 terms differ slightly when the sides swap."""
+    X, Y = align.prepare(feats(seed=0)), align.prepare(feats(seed=0) + feats(seed=8))
+    tol = 1e-3 if metric == "cknna" else 1e-9
+    assert align.score(metric, X, Y) == pytest.approx(align.score(metric, Y, X), rel=tol)
+
+
+def test_more_shared_structure_scores_higher():
+    """Monotone in the shared signal: Y = X + noise·t aligns less as t grows, for every metric."""
+    X = feats(n=200, d=16, seed=0)
+    noise = feats(n=200, d=16, seed=9)
+    for metric in ALL:
+        s = [align.score(metric, align.prepare(X), align.prepare(X + t * noise)) for t in (0.1, 1.0, 5.0)]
+        assert s[0] > s[1] > s[2], (metric, s)
+
+
+def test_clamp_limits_outliers():
+    X = feats()
+    X[0, 0] = 1e6
+    P = align.prepare(X, clamp_quantile=0.99)
+    assert torch.allclose(P.norm(dim=1), torch.ones(len(X), dtype=torch.float64))
+    assert P[0, 0] < 0.9  # the outlier no longer dominates its row
+
+
+def test_alignment_table_finds_the_best_layer_pair_and_the_projection_pairs():
+    """Model b's layer 0 is model a's layer 1 (rotated): the best pair is (1, 0) with score 1
+    for the rotation-invariant metrics; every pair and every model-vs-projection appears."""
+    from weightspace.representations import alignment_table, matrix
+
+    X0, X1, Z = feats(seed=0), feats(seed=1), feats(seed=2)
+    f = {"a": [X0, X1], "b": [X1 @ orth(16), Z], "c": [Z, X0]}
+    features = {"original": f, "projected": {m: [x + 0.01 * feats(seed=3) for x in v] for m, v in f.items()}}
+    t = alignment_table(features, ["a", "b", "c"], metrics=["mutual_knn", "cka", "svcca"])
+    ab = t[(t.variant == "original") & (t.model_a == "a") & (t.model_b == "b")].set_index("metric")
+    assert (ab.score > 1 - 1e-9).all() and (ab.layer_a == 1).all() and (ab.layer_b == 0).all()
+    assert len(t) == 3 * (3 + 3 + 3 + 3)  # metrics × (original, projected, null pairs + self)
+    null = t[t.variant == "null"].groupby("metric").score.mean()
+    assert null["mutual_knn"] < 0.2 and null["cka"] < 0.3  # a shuffled probe: near chance
+    selfs = t[t.variant == "original~projected"]
+    assert sorted(selfs.model_a) == sorted(selfs.model_b) == ["a", "a", "a", "b", "b", "b", "c", "c", "c"]
+    assert (selfs.score > 0.9).all()
+    M = matrix(t, "cka", "original", ["a", "b", "c"])
+    assert np.allclose(M.values, M.values.T) and M.loc["a", "b"] == pytest.approx(1.0)
+    pairs = [align.cka(align.prepare(x), align.prepare(y)) for x in f["b"] for y in f["c"]]
+    assert M.loc["b", "c"] == pytest.approx(max(pairs), rel=1e-12)  # the maximum over layer pairs

@@ -1,0 +1,78 @@
+# align: representations of a probe set for every model (original, and projected at align.k),
+# their alignment across models with every metric, beside the models' weight-space similarity.
+
+
+def align_k():
+    return config["align"].get("k") or config["report"]["k"]
+
+
+rule align_features:
+    input:
+        stores=lambda w: stores(w.c),
+        screen="results/{c}/screen.tsv",
+        subspace=lambda w: subspace_groups(w.c, w.view),
+        coefficients="results/{c}/project/{view}/coefficients.zarr",
+        zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
+    output:
+        directory("results/{c}/align/{view}/features.zarr"),
+    params:
+        k=align_k(),
+        n=config["align"]["probe_size"],
+        evaluator=lambda w: config["collections"][w.c]["evaluator"],
+        base=lambda w: base_folder(w.c),
+        evaluation=lambda w: evaluation(w.c),
+        data_seed=config["data_seed"],
+        code=code_version("representations", "evaluate", "hf_evaluate", "project", "layers", "zoo"),
+    threads: config["align"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/{c}/align/{view}/features.log",
+    conda:
+        ENV
+    script:
+        "../scripts/align_features.py"
+
+
+rule align:
+    input:
+        features="results/{c}/align/{view}/features.zarr",
+        subspace=lambda w: subspace_groups(w.c, w.view),
+        table="results/{c}/collection.tsv",
+    output:
+        table="results/{c}/align/{view}/alignment.parquet",
+        matrices=directory("results/{c}/align/{view}/matrices"),
+        heatmap=report(
+            "results/{c}/figures/{view}/alignment_heatmap.png",
+            caption="../report/alignment_heatmap.rst",
+            category="Alignment",
+            subcategory="{c} [{view}]",
+        ),
+        weights=report(
+            "results/{c}/figures/{view}/alignment_vs_weights.png",
+            caption="../report/alignment_vs_weights.rst",
+            category="Alignment",
+            subcategory="{c} [{view}]",
+        ),
+        projection=report(
+            "results/{c}/figures/{view}/alignment_projection.png",
+            caption="../report/alignment_projection.rst",
+            category="Alignment",
+            subcategory="{c} [{view}]",
+        ),
+    params:
+        settings=config["align"],
+        k=align_k(),
+        title=lambda w: f"{w.c} [{w.view}]",
+        code=code_version("align", "representations", "figures"),
+    threads: config["align"]["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    log:
+        "logs/{c}/align/{view}/align.log",
+    conda:
+        ENV
+    script:
+        "../scripts/align.py"

@@ -1,0 +1,27 @@
+"""Alignment of every model pair with every metric; matrices, heatmap, weights-vs-alignment."""
+from pathlib import Path
+
+from weightspace import figures
+from weightspace.collection import read_table
+from weightspace.io import write_table
+from weightspace.representations import alignment_table, load_features, matrix, weight_similarity
+from weightspace.runtime import script
+from weightspace.subspace import load_subspaces
+
+with script(snakemake) as log:  # noqa: F821
+    inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+    s = p.settings
+    features, keys = load_features(inp.features)
+    table = alignment_table(features, keys, s["metrics"], s["topk"], s["cca_dim"], s["layers"],
+                            s.get("clamp_quantile"))
+    write_table(table, out.table)
+    Path(out.matrices).mkdir(parents=True, exist_ok=True)
+    for metric in s["metrics"]:
+        for variant in ("original", "projected"):
+            write_table(matrix(table, metric, variant, keys).reset_index(names="model"),
+                        f"{out.matrices}/{metric}_{variant}.parquet")
+    subspaces, basis = load_subspaces(list(inp.subspace))
+    tasks = read_table(inp.table).set_index("key")["task"].to_dict()
+    figures.alignment_heatmap(table, keys, tasks, s["metrics"][0], p.k, p.title, out.heatmap)
+    figures.alignment_vs_weights(table, weight_similarity(subspaces, basis), tasks, p.title, out.weights)
+    figures.alignment_projection(table, p.k, p.title, out.projection)

@@ -1,0 +1,16 @@
+"""Probe-set representations of every model, original and projected at k."""
+from weightspace.collection import accepted_stores
+from weightspace.evaluate import make_evaluator
+from weightspace.representations import extract_features
+from weightspace.runtime import script
+from weightspace.subspace import load_subspaces
+
+with script(snakemake) as log:  # noqa: F821
+    inp, p, view = snakemake.input, snakemake.params, snakemake.wildcards.view  # noqa: F821
+    evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base, evaluation=p.evaluation)
+    if not hasattr(evaluator, "features"):
+        raise ValueError(f"evaluator {p.evaluator!r} has no representations: set align.enabled: false "
+                         "or give the collection an evaluator")
+    subspaces, _ = load_subspaces(list(inp.subspace))
+    extract_features(accepted_stores(list(inp.stores), inp.screen), subspaces, inp.coefficients, view,
+                     p.k, evaluator, p.n, snakemake.output[0])  # noqa: F821
