@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 SMK   := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup run report test lint clean
+.PHONY: setup run realism report test lint clean
 
 # torch is installed first and pinned (constraints.txt): an open range in a fresh venv would
 # pull the newest torch with several GB of CUDA packages.
@@ -28,6 +28,13 @@ run: setup
 	cp results/digits-mlp-shared/figures/full/accuracy.png docs/figures/accuracy_mlp_shared.png
 	cp results/summary.csv docs/summary.csv
 	$(PY) docs/readme_table.py
+
+# The realism collection (real PEFT LoRAs on the real MiniLM, real text; ~7 minutes on 2 cores).
+realism: setup
+	$(SMK) --workflow-profile profiles/default --configfile config/collections/minilm-lora.yaml --cores $(CORES)
+	mkdir -p docs/figures
+	for f in accuracy alignment_vs_weights alignment_heatmap; do \
+	  cp results/minilm-lora/figures/delta/$$f.png docs/figures/minilm_$$f.png; done
 
 report: setup
 	$(SMK) --report results/report.html

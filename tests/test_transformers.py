@@ -24,6 +24,15 @@ pytestmark = pytest.mark.e2e
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def local_config(name, path, evaluator, heldout, evaluation, **extra):
+    """A one-collection config of local model folders, small k sweep, alignment on 12 inputs."""
+    return {"collections": {name: {"source": "local", "path": str(path), "evaluator": evaluator,
+                                   "evaluation": evaluation, "split": {"heldout": [heldout]}, **extra}},
+            "subspace": {"max_k": 8, "layer_groups": 1, "rotation_null": False},
+            "project": {"ks": [1, 4]}, "export": {"ks": [4]}, "report": {"k": 4},
+            "align": {"probe_size": 12, "topk": 3}}
+
+
 # ----------------------------------------------------------------------------- tiny ViT
 def _vit_collection(root: Path, n: int = 6):
     """n 'fine-tunes' of one tiny random ViT: the shared init plus a shared low-rank update
@@ -58,16 +67,29 @@ def _vit_collection(root: Path, n: int = 6):
 def vit_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("vit")
     _vit_collection(root)
-    write_config(root, {
-        "collections": {"vit": {"source": "local", "path": str(root / "models"),
-                                "evaluator": "image-classification",
-                                "evaluation": {"data": str(root / "images"), "processor": str(root / "processor"),
-                                               "batch_size": 5},
-                                "split": {"heldout": ["vit-5"]}}},
-        "subspace": {"max_k": 8, "layer_groups": 1, "rotation_null": False},
-        "project": {"ks": [1, 4]}, "export": {"ks": [4]}, "report": {"k": 4}})
+    write_config(root, local_config("vit", root / "models", "image-classification", "vit-5",
+                                    {"data": str(root / "images"), "processor": str(root / "processor"),
+                                     "batch_size": 5}))
     snakemake(root)
     return root
+
+
+def test_vit_alignment_uses_the_models_cls_states(vit_run):
+    """The align stage on transformers: CLS hidden states of every layer, as from_pretrained's."""
+    import zarr
+    from transformers import ViTForImageClassification
+
+    feats = zarr.open_group(str(vit_run / "results/vit/align/full/features.zarr"), mode="r")
+    assert feats.attrs["n_layers"] == 3  # embeddings + 2 layers
+    px, _ = _images(vit_run)
+    model = ViTForImageClassification.from_pretrained(vit_run / "models" / "vit-2").eval()
+    with torch.no_grad():
+        hs = model(pixel_values=px, output_hidden_states=True).hidden_states
+    for i, h in enumerate(hs):
+        torch.testing.assert_close(torch.from_numpy(feats[f"original/vit-2/layer-{i:02d}"][...]), h[:, 0],
+                                   rtol=1e-4, atol=1e-5)
+    t = pd.read_parquet(vit_run / "results/vit/align/full/alignment.parquet")
+    assert len(t[(t.variant == "original") & (t.metric == "mutual_knn")]) == 6 * 5 // 2
 
 
 def _images(root):
@@ -206,14 +228,9 @@ def test_causal_lm_counts_every_item_whatever_the_batch(llama):
 
 @pytest.fixture(scope="module")
 def llama_run(llama):
-    write_config(llama, {
-        "collections": {"llama-lora": {"source": "local", "path": str(llama / "adapters"),
-                                       "views": ["delta"], "evaluator": "causal-lm",
-                                       "evaluation": {"base": str(llama / "base"), "data": str(llama / "eval.jsonl"),
-                                                      "batch_size": 2, "max_new_tokens": 4},
-                                       "split": {"heldout": ["lora-5"]}}},
-        "subspace": {"max_k": 8, "layer_groups": 1, "rotation_null": False},
-        "project": {"ks": [1, 4]}, "export": {"ks": [4]}, "report": {"k": 4}})
+    write_config(llama, local_config("llama-lora", llama / "adapters", "causal-lm", "lora-5",
+                                     {"base": str(llama / "base"), "data": str(llama / "eval.jsonl"),
+                                      "batch_size": 2, "max_new_tokens": 4}, views=["delta"]))
     snakemake(llama)
     return llama
 
@@ -261,6 +278,7 @@ SMALL_MINILM = {
         "views": ["delta"], "split": {"heldout": ["model-003"]}}},
     "subspace": {"max_k": 8, "layer_groups": 1},
     "project": {"ks": [1, 2]}, "export": {"ks": [2]}, "report": {"k": 2},
+    "align": {"probe_size": 48, "topk": 5},
 }
 
 

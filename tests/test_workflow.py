@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 import pytest
 import yaml
 
@@ -102,6 +103,36 @@ def test_outputs_exist_and_are_sane(finished):
     assert (res / "figures" / "overview_spectra.png").stat().st_size > 10_000
     summary = pd.read_csv(res / "summary.csv")
     assert {"tiny-shared", "tiny-lora"} == set(summary["collection"])
+
+
+def test_alignment_stage(finished):
+    """The align stage on the zoo: every pair and metric, features that are the models' own
+    activations, the null near chance, matrices and figures."""
+    import zarr
+
+    from weightspace import zoo
+    from weightspace.align import METRICS
+
+    res = finished / "results" / "tiny-shared"
+    t = pd.read_parquet(res / "align" / "full" / "alignment.parquet")
+    assert set(t["metric"]) == set(METRICS)
+    assert set(t["variant"]) == {"original", "projected", "original~projected", "null"}
+    assert (t[t.variant == "original"].groupby("metric").size() == 12 * 11 // 2).all()
+    means = t.groupby(["variant", "metric"])["score"].mean()
+    for metric in ("mutual_knn", "cka", "cknna"):
+        assert means["original", metric] > means["null", metric] + 0.2
+    assert means["null", "mutual_knn"] < 0.1  # chance is about k/n = 10/499
+    # cached features: model-000's first hidden layer equals its own activations
+    feats = zarr.open_group(str(res / "align" / "full" / "features.zarr"), mode="r")
+    from safetensors.torch import load_file
+    w = load_file(res / "zoo" / "model-000" / "model.safetensors")
+    x = zoo.load_digits(0).x_test[:500]
+    h = torch.relu(x @ w["fc1.weight"].T + w["fc1.bias"])
+    assert torch.allclose(torch.from_numpy(feats["original/model-000/layer-00"][...]), h, atol=1e-5)
+    M = pd.read_parquet(res / "align" / "full" / "matrices" / "mutual_knn_original.parquet").set_index("model")
+    assert M.shape == (12, 12) and (M.values.diagonal() == 1).all()
+    for png in ["alignment_heatmap", "alignment_vs_weights", "alignment_projection"]:
+        assert (res / "figures" / "full" / f"{png}.png").stat().st_size > 10_000
 
 
 def test_lora_collection_both_views(finished):

@@ -130,6 +130,22 @@ class _TransformersEvaluator:
             self._skeletons["base"] = (model.eval(), names)
         return self._base
 
+    def _text_data(self) -> None:
+        """The examples table and the tokenizer (``tokenizer``, default: the base folder)."""
+        from transformers import AutoTokenizer
+
+        self.data = read_examples(self.ev["data"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.ev.get("tokenizer") or self.base_folder))
+
+    def accuracy(self, model, inputs: dict, y: torch.Tensor) -> dict[str, float]:
+        """mean_i [argmax logits_i = y_i] over batches of ``batch_size``; every item counted."""
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(y), self.batch_size):
+                logits = model(**{k: v[i:i + self.batch_size] for k, v in inputs.items()}).logits
+                correct += int((logits.argmax(-1) == y[i:i + self.batch_size]).sum())
+        return {"accuracy": correct / len(y), "n_examples": len(y)}
+
     def hidden_states(self, model, batch: dict) -> list[torch.Tensor]:
         """Per layer (embeddings first), one n×d representation per input: the mean over
         the attended tokens, or the first (CLS) token for image models."""
@@ -182,10 +198,7 @@ class TextClassificationEvaluator(_TransformersEvaluator):
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        from transformers import AutoTokenizer
-
-        self.data = read_examples(self.ev["data"])
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.ev.get("tokenizer") or self.base_folder))
+        self._text_data()
         self.max_length = int(self.ev.get("max_length", 64))
         self._encoded: dict = {}
 
@@ -205,13 +218,7 @@ class TextClassificationEvaluator(_TransformersEvaluator):
 
     def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         enc, y = self._inputs(config)
-        model = self.model(config, weights)
-        correct = 0
-        with torch.no_grad():
-            for i in range(0, len(y), self.batch_size):
-                logits = model(**{k: v[i:i + self.batch_size] for k, v in enc.items()}).logits
-                correct += int((logits.argmax(-1) == y[i:i + self.batch_size]).sum())
-        return {"accuracy": correct / len(y), "n_examples": len(y)}
+        return self.accuracy(self.model(config, weights), dict(enc), y)
 
 
 class ImageClassificationEvaluator(_TransformersEvaluator):
@@ -252,14 +259,7 @@ class ImageClassificationEvaluator(_TransformersEvaluator):
         return torch.tensor([self.classes.index(c) for c in self.names])
 
     def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
-        y = self._labels(config)
-        model = self.model(config, weights)
-        correct = 0
-        with torch.no_grad():
-            for i in range(0, len(y), self.batch_size):
-                logits = model(pixel_values=self.pixels[i:i + self.batch_size]).logits
-                correct += int((logits.argmax(-1) == y[i:i + self.batch_size]).sum())
-        return {"accuracy": correct / len(y), "n_examples": len(y)}
+        return self.accuracy(self.model(config, weights), {"pixel_values": self.pixels}, self._labels(config))
 
 
 class CausalLMEvaluator(_TransformersEvaluator):
@@ -271,10 +271,7 @@ class CausalLMEvaluator(_TransformersEvaluator):
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        from transformers import AutoTokenizer
-
-        self.data = read_examples(self.ev["data"])
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.ev.get("tokenizer") or self.base_folder))
+        self._text_data()
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_new_tokens = int(self.ev.get("max_new_tokens", 16))

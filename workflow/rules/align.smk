@@ -2,10 +2,6 @@
 # their alignment across models with every metric, beside the models' weight-space similarity.
 
 
-def align_k():
-    return config["align"].get("k") or config["report"]["k"]
-
-
 rule align_features:
     input:
         stores=lambda w: stores(w.c),

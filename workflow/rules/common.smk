@@ -165,6 +165,11 @@ def base_folder(c):
     return config["collections"][c]["evaluation"].get("base")
 
 
+def align_k():
+    """k of the projected models the align stage compares (default: the report's k)."""
+    return config["align"].get("k") or config["report"]["k"]
+
+
 def evaluation(c):
     """The evaluator's settings, with a text zoo's own evaluation examples as the default data."""
     spec = config["collections"][c]
