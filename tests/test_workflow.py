@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

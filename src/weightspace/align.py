@@ -90,19 +90,31 @@ def kernel_alignment(K: torch.Tensor, L: torch.Tensor, hsic=hsic_biased) -> floa
     return float(hsic(K, L) / (hsic(K, K) * hsic(L, L)).sqrt())
 
 
+def unit_kernel(K: torch.Tensor, hsic=hsic_biased) -> torch.Tensor:
+    """K / √HSIC(K, K), centred first for the biased HSIC (tr(KHLH) = Σ HKH ⊙ HLH): both
+    HSICs are bilinear, so CKA(K, L) = HSIC(unit K, unit L), one product per pair."""
+    if hsic is hsic_biased:
+        K = center(K)
+    return K / hsic(K, K).sqrt()
+
+
 def knn_mask(K: torch.Tensor, k: int) -> torch.Tensor:
     """M_ij = 1 if j is among the k largest K_ij of row i (j ≠ i)."""
     top = K.clone().fill_diagonal_(float("-inf")).topk(k, dim=1).indices
     return torch.zeros_like(K).scatter_(1, top, 1.0)
 
 
+def masked_hsic(K: torch.Tensor, Mk: torch.Tensor, L: torch.Tensor, Ml: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC(M ⊙ K, M ⊙ L), M = Mk ⊙ Ml the mutual k-NN mask of the two sides."""
+    M = Mk * Ml
+    return hsic_unbiased(M * K, M * L)
+
+
 def masked_alignment(K: torch.Tensor, Mk: torch.Tensor, L: torch.Tensor, Ml: torch.Tensor) -> float:
     """CKNNA from kernels and their k-NN masks: sim(K, L) / √(sim(K, K) sim(L, L)),
-    sim(A, B) = unbiased HSIC(M ⊙ A, M ⊙ B), M the mutual mask of the two sides."""
-    def sim(A, Ma, B, Mb):
-        M = Ma * Mb
-        return hsic_unbiased(M * A, M * B)
-    return float(sim(K, Mk, L, Ml) / ((sim(K, Mk, K, Mk) * sim(L, Ml, L, Ml)).sqrt() + 1e-12))
+    sim = ``masked_hsic``."""
+    return float(masked_hsic(K, Mk, L, Ml)
+                 / ((masked_hsic(K, Mk, K, Mk) * masked_hsic(L, Ml, L, Ml)).sqrt() + 1e-12))
 
 
 def principal_basis(X: torch.Tensor, dim: int) -> torch.Tensor:
@@ -117,24 +129,29 @@ def mean_canonical_correlation(Qa: torch.Tensor, Qb: torch.Tensor) -> float:
 
 
 def sides(metric: str, X: torch.Tensor, topk: int = 10, cca_dim: int = 10):
-    """What one metric needs of one feature matrix."""
+    """What one metric needs of one feature matrix (normalised by its own self-similarity)."""
     if metric in ("mutual_knn", "cycle_knn"):
         return knn(X, topk)
-    if metric in ("cka", "unbiased_cka"):
-        return X @ X.T
+    if metric == "cka":
+        return unit_kernel(X @ X.T)
+    if metric == "unbiased_cka":
+        return unit_kernel(X @ X.T, hsic_unbiased)
     if metric == "cka_rbf":
-        return rbf_kernel(X)
+        return unit_kernel(rbf_kernel(X))
     if metric == "cknna":
         K = X @ X.T
-        return K, knn_mask(K, topk)
+        M = knn_mask(K, topk)
+        return K, M, masked_hsic(K, M, K, M).sqrt() + 1e-12
     if metric == "svcca":
         return principal_basis(X, cca_dim)
     raise ValueError(f"unknown alignment metric {metric!r}; available: {list(METRICS)}")
 
 
-PAIR = {"mutual_knn": knn_overlap, "cycle_knn": knn_cycle, "cka": kernel_alignment,
-        "cka_rbf": kernel_alignment, "unbiased_cka": lambda K, L: kernel_alignment(K, L, hsic_unbiased),
-        "cknna": lambda a, b: masked_alignment(*a, *b), "svcca": mean_canonical_correlation}
+PAIR = {"mutual_knn": knn_overlap, "cycle_knn": knn_cycle,
+        "cka": lambda A, B: float((A * B).sum()), "cka_rbf": lambda A, B: float((A * B).sum()),
+        "unbiased_cka": lambda A, B: float(hsic_unbiased(A, B)),
+        "cknna": lambda a, b: float(masked_hsic(a[0], a[1], b[0], b[1]) / (a[2] * b[2])),
+        "svcca": mean_canonical_correlation}
 
 
 def score(metric: str, X: torch.Tensor, Y: torch.Tensor, topk: int = 10, cca_dim: int = 10) -> float:
