@@ -37,7 +37,7 @@ def test_ready_config_dry_runs_offline(name, tmp_path):
                "--directory", str(tmp_path), "--configfile", str(ROOT / "config" / "collections" / f"{name}.yaml"),
                "--cores", "2"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = job_counts(proc.stdout)
     assert counts["fetch"] == len(repos) and counts["extract"] == len(repos), counts
     assert counts["subspace"] == subspace_jobs, counts

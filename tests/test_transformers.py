@@ -3,7 +3,6 @@ image-classification), tiny random LLaMA + PEFT LoRA adapters (causal-lm), and t
 collection in small form (real MiniLM + real text, text-classification)."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from weightspace.export import load_from_bundle  # noqa: E402
 from weightspace.hf_evaluate import CausalLMEvaluator, load_weights  # noqa: E402
 
 pytestmark = pytest.mark.e2e
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def local_config(name, path, evaluator, heldout, evaluation, **extra):

@@ -176,7 +176,7 @@ def export_models(store_paths: list[str], subspaces: dict, coeff_path: str, view
                         for n, C in mats.items()}
                 carried = {key: cfg[key] for key in ("task_type", "modules_to_save") if cfg.get(key)}
                 rank = write_peft_adapter(folder, mods, cfg.get("base_model_name_or_path", ""),
-                                          extra_config={**carried, "weightspace": {"k": k, "view": view}},
+                                          extra_config=carried,
                                           kept={n: st.read(n) for n in layers.kept_tensors(st, view)})
             else:
                 from .project import reconstruct
