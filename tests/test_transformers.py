@@ -320,3 +320,34 @@ def test_minilm_realism_collection_small(minilm_run):
         exported = PeftModel.from_pretrained(base, root / "results/minilm/export/delta/k2/models" / key).eval()
         row = m[(m.model == key) & (m.method == "projected") & (m.k == 2)]
         assert row.accuracy.item() == pytest.approx(accuracy(exported, task))
+
+
+# ----------------------------------------------------------------------------- datasets splits
+def test_datasets_splits_score_like_the_files(vit_run, llama):
+    """A datasets split given in the config (a save_to_disk folder with an Image and a
+    ClassLabel column under other names; the json builder over the same jsonl) scores exactly
+    like the image folder and the file."""
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    from weightspace.hf_evaluate import ImageClassificationEvaluator
+
+    files = sorted((vit_run / "images").rglob("*.png"))
+    ds = datasets.Dataset.from_dict(
+        {"img": [Image.open(f) for f in files], "y": [0 if f.parent.name == "zero" else 1 for f in files]},
+        features=datasets.Features({"img": datasets.Image(), "y": datasets.ClassLabel(names=["zero", "one"])}))
+    datasets.DatasetDict({"test": ds}).save_to_disk(str(vit_run / "ds"))
+    cfg = json.loads((vit_run / "models" / "vit-3" / "config.json").read_text())
+    weights = load_file(vit_run / "models" / "vit-3" / "model.safetensors")
+    common = {"processor": str(vit_run / "processor"), "batch_size": 4}
+    by_folder = ImageClassificationEvaluator(evaluation={"data": str(vit_run / "images"), **common})
+    by_split = ImageClassificationEvaluator(evaluation={
+        "data": {"dataset": str(vit_run / "ds"), "split": "test", "columns": {"image": "img", "label": "y"}}, **common})
+    a, b = by_folder.score(cfg, weights), by_split.score(cfg, weights)
+    assert a == b and a["n_examples"] == 12
+
+    spec = {"dataset": "json", "data_files": str(llama / "eval.jsonl"), "split": "train"}
+    from_file, from_split = _evaluator(llama, 2), CausalLMEvaluator(
+        base_folder=str(llama / "base"), evaluation={"data": spec, "batch_size": 2, "max_new_tokens": 4})
+    base = from_file.base_weights()
+    assert from_file.score({"peft_type": "LORA"}, base) == from_split.score({"peft_type": "LORA"}, base)

@@ -40,9 +40,27 @@ import torch
 from .layers import read_json
 
 
-def read_examples(path: str | Path) -> pd.DataFrame:
-    """A table of evaluation examples: .csv, .parquet or .jsonl."""
-    path = Path(path)
+def load_split(spec: dict):
+    """A ``datasets`` split: ``{dataset, split, name?, data_files?}``; ``dataset`` is a Hub id,
+    a builder (``json``, ``parquet``, ``imagefolder`` with ``data_files``) or a folder written
+    by ``save_to_disk``."""
+    import datasets
+
+    path = Path(spec["dataset"])
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        ds = datasets.load_from_disk(str(path))
+        return ds[spec["split"]] if isinstance(ds, datasets.DatasetDict) else ds
+    return datasets.load_dataset(spec["dataset"], spec.get("name"), data_files=spec.get("data_files"),
+                                 split=spec["split"])
+
+
+def read_examples(data) -> pd.DataFrame:
+    """A table of evaluation examples: a .csv, .parquet or .jsonl path, or a ``datasets`` split
+    (``load_split``) whose columns ``columns: {ours: theirs}`` renames."""
+    if isinstance(data, dict):
+        df = load_split(data).to_pandas()
+        return df.rename(columns={theirs: ours for ours, theirs in data.get("columns", {}).items()})
+    path = Path(data)
     if not path.exists():
         raise FileNotFoundError(f"evaluation data {path} does not exist")
     if path.suffix == ".parquet":
@@ -222,7 +240,9 @@ class TextClassificationEvaluator(_TransformersEvaluator):
 
 
 class ImageClassificationEvaluator(_TransformersEvaluator):
-    """Accuracy of an image-classification model (ViT and kin) on an image folder."""
+    """Accuracy of an image-classification model (ViT and kin) on an image folder or a
+    ``datasets`` split (``{dataset, split, columns: {image: …, label: …}}``: a ClassLabel
+    label column maps through its names)."""
 
     auto_class = "AutoModelForImageClassification"
     scores = True
@@ -234,18 +254,32 @@ class ImageClassificationEvaluator(_TransformersEvaluator):
         from PIL import Image
         from transformers import AutoImageProcessor
 
-        root = Path(self.ev["data"])
-        if not root.is_dir():
-            raise FileNotFoundError(f"image folder {root} does not exist")
-        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        files = [(f, c) for c in self.classes for f in sorted((root / c).iterdir())
-                 if f.suffix.lower() in self.SUFFIXES]
-        if not files:
-            raise ValueError(f"image folder {root} has no images in class folders")
+        if isinstance(self.ev["data"], dict):
+            images, self.names, self.classes = self._split(self.ev["data"])
+        else:
+            root = Path(self.ev["data"])
+            if not root.is_dir():
+                raise FileNotFoundError(f"image folder {root} does not exist")
+            self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+            files = [(f, c) for c in self.classes for f in sorted((root / c).iterdir())
+                     if f.suffix.lower() in self.SUFFIXES]
+            if not files:
+                raise ValueError(f"image folder {root} has no images in class folders")
+            images, self.names = [Image.open(f) for f, _ in files], [c for _, c in files]
         processor = AutoImageProcessor.from_pretrained(str(self.ev.get("processor") or self.base_folder))
-        images = [Image.open(f).convert("RGB") for f, _ in files]
-        self.pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-        self.names = [c for _, c in files]
+        self.pixels = processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+
+    @staticmethod
+    def _split(spec: dict):
+        """(images, class name per image, class names) of a datasets split."""
+        ds = load_split(spec)
+        cols = spec.get("columns", {})
+        image, label = cols.get("image", "image"), cols.get("label", "label")
+        feature = ds.features[label]
+        names = getattr(feature, "names", None)
+        labels = ds[label]
+        per_item = [names[y] for y in labels] if names else [str(y) for y in labels]
+        return list(ds[image]), per_item, list(names) if names else sorted(set(per_item))
 
     def probe_inputs(self, n: int) -> dict:
         return {"pixel_values": self.pixels[:n]}
