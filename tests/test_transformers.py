@@ -351,3 +351,27 @@ def test_datasets_splits_score_like_the_files(vit_run, llama):
         base_folder=str(llama / "base"), evaluation={"data": spec, "batch_size": 2, "max_new_tokens": 4})
     base = from_file.base_weights()
     assert from_file.score({"peft_type": "LORA"}, base) == from_split.score({"peft_type": "LORA"}, base)
+
+
+def test_probe_set_and_pooling(llama):
+    """align.probe's texts, pooled at the last attended token, are the model's own hidden
+    states there (right padding, batches of 2 of different lengths); mean pooling averages
+    over the attended tokens only."""
+    from transformers import LlamaForCausalLM
+
+    texts = ["the cat sat", "a dog ran to the park and", "moon"]
+    pd.DataFrame({"text": texts}).to_csv(llama / "probe.csv", index=False)
+    ev = CausalLMEvaluator(base_folder=str(llama / "base"),
+                           evaluation={"data": str(llama / "probe.csv"), "batch_size": 2})
+    base = ev.base_weights()
+    last = ev.features({"peft_type": "LORA"}, base, 10, pooling="last")
+    mean = ev.features({"peft_type": "LORA"}, base, 10, pooling="mean")
+    model = LlamaForCausalLM.from_pretrained(llama / "base").eval()
+    assert len(last) == model.config.num_hidden_layers + 1 and last[0].shape == (3, 32)
+    for i, t in enumerate(texts):
+        ids = ev.tokenizer(t, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            hs = model(input_ids=ids, output_hidden_states=True).hidden_states
+        for layer, h in enumerate(hs):
+            torch.testing.assert_close(last[layer][i], h[0, -1].double(), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(mean[layer][i], h[0].mean(0).double(), rtol=1e-4, atol=1e-5)

@@ -64,9 +64,10 @@ class ZooEvaluator:
             logits = zoo.mlp_forward(weights, x.double(), len(sizes) - 1)
         return {"accuracy": float((logits.argmax(1) == y).double().mean())}
 
-    def features(self, config: dict, weights: dict[str, torch.Tensor], n: int) -> list[torch.Tensor]:
+    def features(self, config: dict, weights: dict[str, torch.Tensor], n: int,
+                 pooling: str = "auto") -> list[torch.Tensor]:
         """Each hidden layer's activations and the logits on the first ``n`` plain held-out
-        digits (the same probe inputs for every model, whatever its task)."""
+        digits (the same probe inputs for every model, whatever its task; no pooling)."""
         sizes = config.get("layer_sizes") or self.base_config["layer_sizes"]
         hidden: list[torch.Tensor] = []
         with torch.no_grad():

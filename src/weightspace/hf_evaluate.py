@@ -164,27 +164,43 @@ class _TransformersEvaluator:
                 correct += int((logits.argmax(-1) == y[i:i + self.batch_size]).sum())
         return {"accuracy": correct / len(y), "n_examples": len(y)}
 
-    def hidden_states(self, model, batch: dict) -> list[torch.Tensor]:
-        """Per layer (embeddings first), one n×d representation per input: the mean over
-        the attended tokens, or the first (CLS) token for image models."""
+    def hidden_states(self, model, batch: dict, pooling: str = "auto") -> list[torch.Tensor]:
+        """Per layer (embeddings first), one n×d representation per input: ``mean`` over the
+        attended tokens (all tokens without a mask), ``cls`` (the first token), ``last`` (the
+        last attended token, for causal LMs); ``auto`` = mean for text, cls for images."""
         out = model(**batch, output_hidden_states=True).hidden_states
         mask = batch.get("attention_mask")
-        if mask is None:
+        if pooling == "auto":
+            pooling = "cls" if mask is None else "mean"
+        if pooling == "cls":
             return [h[:, 0] for h in out]
+        if mask is None:
+            mask = torch.ones(out[0].shape[:2], dtype=torch.long)
+        if pooling == "last":
+            last = mask.sum(1) - 1  # right padding: the last attended position
+            return [h[torch.arange(len(h)), last] for h in out]
+        if pooling != "mean":
+            raise ValueError(f"unknown pooling {pooling!r}: expected auto, mean, cls or last")
         m = mask.unsqueeze(-1).to(out[0].dtype)
         return [(h * m).sum(1) / m.sum(1) for h in out]
 
-    def features(self, config: dict, weights: dict[str, torch.Tensor], n: int) -> list[torch.Tensor]:
-        """Representations of the first ``n`` probe inputs (all of the evaluation data's
-        inputs, every task's) at every layer: mean-pooled hidden states for text, CLS for
-        images."""
+    def probe_texts(self, n: int) -> list[str]:
+        """The first ``n`` probe texts: the data's ``text`` column, else prompt + target."""
+        if "text" in self.data:
+            return list(self.data.text.astype(str))[:n]
+        return [p + " " + t for p, t in zip(self.data.prompt.astype(str), self.data.target.astype(str))][:n]
+
+    def features(self, config: dict, weights: dict[str, torch.Tensor], n: int,
+                 pooling: str = "auto") -> list[torch.Tensor]:
+        """Representations of the first ``n`` probe inputs (the evaluation data's inputs, every
+        task's, or ``align.probe``) at every layer, pooled (``hidden_states``)."""
         model = self.model(config, weights)
         inputs = self.probe_inputs(n)
         count = len(next(iter(inputs.values())))
         layers: list[list[torch.Tensor]] = []
         with torch.no_grad():
             for i in range(0, count, self.batch_size):
-                hs = self.hidden_states(model, {k: v[i:i + self.batch_size] for k, v in inputs.items()})
+                hs = self.hidden_states(model, {k: v[i:i + self.batch_size] for k, v in inputs.items()}, pooling)
                 layers = [a + [h] for a, h in zip(layers, hs)] if layers else [[h] for h in hs]
         return [torch.cat(h).double() for h in layers]
 
@@ -230,9 +246,8 @@ class TextClassificationEvaluator(_TransformersEvaluator):
         return self._encoded[task]
 
     def probe_inputs(self, n: int) -> dict:
-        text = list(self.data.text.astype(str))[:n]
-        return dict(self.tokenizer(text, padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt"))
+        return dict(self.tokenizer(self.probe_texts(n), padding=True, truncation=True,
+                                   max_length=self.max_length, return_tensors="pt"))
 
     def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         enc, y = self._inputs(config)
@@ -312,8 +327,7 @@ class CausalLMEvaluator(_TransformersEvaluator):
 
     def probe_inputs(self, n: int) -> dict:
         self.tokenizer.padding_side = "right"
-        text = [p + " " + t for p, t in zip(self.data.prompt.astype(str), self.data.target.astype(str))][:n]
-        return dict(self.tokenizer(text, padding=True, return_tensors="pt"))
+        return dict(self.tokenizer(self.probe_texts(n), padding=True, return_tensors="pt"))
 
     def target_loss(self, model, prompts: list[str], targets: list[str]) -> list[float]:
         """Per item: mean −log p over the target's tokens (right-padded batches)."""

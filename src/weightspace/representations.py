@@ -53,7 +53,7 @@ def model_weights(st: ModelStore, subspaces: dict, C: dict, view: str, k: int | 
 
 
 def extract_features(store_paths: list[str], subspaces: dict, coeff_path: str, view: str, k: int,
-                     evaluator, n: int, out_path: str) -> None:
+                     evaluator, n: int, out_path: str, pooling: str = "auto") -> None:
     """Write every model's probe representations (original and projected at k) to Zarr."""
     coeffs = zarr.open_group(coeff_path, mode="r")
     index = {key: i for i, key in enumerate(coeffs.attrs["models"])}
@@ -66,7 +66,8 @@ def extract_features(store_paths: list[str], subspaces: dict, coeff_path: str, v
             keys.append(st.key)
             C = {name: torch.from_numpy(np.asarray(coeffs[name][index[st.key]])).double() for name in subspaces}
             for variant, kk in (("original", None), ("projected", k)):
-                feats = evaluator.features(model_config(st), model_weights(st, subspaces, C, view, kk, base), n)
+                feats = evaluator.features(model_config(st), model_weights(st, subspaces, C, view, kk, base),
+                                           n, pooling)
                 n_layers = len(feats)
                 g = root.require_group(f"{variant}/{st.key}")
                 for i, f in enumerate(feats):

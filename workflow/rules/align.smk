@@ -14,6 +14,8 @@ rule align_features:
     params:
         k=align_k(),
         n=config["align"]["probe_size"],
+        probe=config["align"].get("probe"),
+        pooling=config["align"]["pooling"],
         evaluator=lambda w: config["collections"][w.c]["evaluator"],
         base=lambda w: base_folder(w.c),
         evaluation=lambda w: evaluation(w.c),

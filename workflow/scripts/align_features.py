@@ -7,10 +7,11 @@ from weightspace.subspace import load_subspaces
 
 with script(snakemake) as log:  # noqa: F821
     inp, p, view = snakemake.input, snakemake.params, snakemake.wildcards.view  # noqa: F821
-    evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base, evaluation=p.evaluation)
+    evaluation = {**p.evaluation, **({"data": p.probe} if p.probe else {})}  # align.probe: own probe set
+    evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base, evaluation=evaluation)
     if not hasattr(evaluator, "features"):
         raise ValueError(f"evaluator {p.evaluator!r} has no representations: set align.enabled: false "
                          "or give the collection an evaluator")
     subspaces, _ = load_subspaces(list(inp.subspace))
     extract_features(accepted_stores(list(inp.stores), inp.screen), subspaces, inp.coefficients, view,
-                     p.k, evaluator, p.n, snakemake.output[0])  # noqa: F821
+                     p.k, evaluator, p.n, snakemake.output[0], pooling=p.pooling)  # noqa: F821
