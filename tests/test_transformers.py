@@ -375,3 +375,21 @@ def test_probe_set_and_pooling(llama):
         for layer, h in enumerate(hs):
             torch.testing.assert_close(last[layer][i], h[0, -1].double(), rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(mean[layer][i], h[0].mean(0).double(), rtol=1e-4, atol=1e-5)
+
+
+def test_load_weights_copies_only_changed_tensors():
+    """With ``loaded``, a tensor that is the very object loaded last time is not copied again
+    (the skeleton keeps what it has); a new object is copied; a missing key is still an error."""
+    lin = torch.nn.Linear(3, 2)
+    names = {"weight": "weight", "bias": "bias"}
+    w, b = torch.ones(2, 3), torch.zeros(2)
+    loaded = {}
+    load_weights(lin, {"weight": w, "bias": b}, names, loaded)
+    with torch.no_grad():
+        lin.weight.fill_(7.0)  # a marker: survives only if "weight" is skipped next time
+    load_weights(lin, {"weight": w, "bias": b}, names, loaded)
+    assert (lin.weight == 7.0).all()
+    load_weights(lin, {"weight": w.clone(), "bias": b}, names, loaded)
+    assert (lin.weight == 1.0).all()
+    with pytest.raises(ValueError, match="missing"):
+        load_weights(lin, {"weight": w}, names, loaded)

@@ -32,8 +32,9 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from . import layers, zoo
-from .project import (METHODS, baseline, core_size, per_model_numbers, reconstruct, shared_numbers,
-                      svd_rank, truncated_svd)
+from .hosvd import dense
+from .project import (METHODS, baseline, per_model_numbers, projection, shared_numbers, svd_rank,
+                      truncated_svd)
 from .store import ModelStore
 
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
@@ -120,12 +121,14 @@ def _base_name(adapter_tensor: str) -> str:
 
 def effective_weights(view: str, store: ModelStore, mats: dict[str, torch.Tensor],
                       base: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """The weights a forward pass uses, given the view's (reconstructed) target matrices."""
+    """The weights a forward pass uses, given the view's (reconstructed) target matrices. An
+    adapter's unchanged base tensors are the base's own objects (not copies), so an evaluator
+    can tell which tensors changed by identity."""
     kept = {n: store.read(n).double() for n in layers.kept_tensors(store, view)}
     if view == "full":
         shapes = {n: store.shape(n) for n in mats}
         return {**kept, **{n: M.reshape(shapes[n]) for n, M in mats.items()}}
-    out = {k: v.double() for k, v in base.items()}
+    out = dict(base)
     for n, t in kept.items():  # tensors the adapter replaces outright (a classifier head)
         if _base_name(n) not in out:
             raise ValueError(f"model {store.key}: adapter tensor {n} has no counterpart in the base")
@@ -159,7 +162,7 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
         st = ModelStore(path)
         cfg, tmap = model_config(st), {t.name: t for t in layers.targets(st, view)}
         W = {n: layers.read_target(st, tmap[n], device=device) for n in names}
-        W = {n: (w.dense() if isinstance(w, layers.LowRank) else w) for n, w in W.items()}
+        W = {n: dense(w) for n, w in W.items()}
         norm2 = sum(float((w ** 2).sum()) for w in W.values())
         cnorm2 = sum(float(((W[n] - subspaces[n].mean) ** 2).sum()) for n in names)
         C = {n: torch.from_numpy(np.asarray(coeffs[n][index[st.key]])).to(device, torch.float64) for n in names}
@@ -176,7 +179,7 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
 
         record("original", np.nan, W)
         if base is not None:
-            score = evaluator.score(cfg, {k: v.double() for k, v in base.items()})
+            score = evaluator.score(cfg, base)
             rows.append({"model": st.key, "split": splits.get(st.key, "?"), "method": "base_only",
                          "k": np.nan, "rel_error": 1.0, "rel_error_centered": float("nan"),
                          "metric": evaluator.metric, **score})
@@ -186,8 +189,7 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
                 for n in names:
                     sub = subspaces[n]
                     if method == "projected":
-                        kr, kc = core_size(k, sub.U_row, sub.U_col)
-                        mats[n] = reconstruct(C[n][:kr, :kc], sub.mean, sub.U_row, sub.U_col)
+                        mats[n] = projection(C[n], sub, k)
                     elif method == "svd":
                         r = svd_rank(k, *sub.shape)
                         mats[n] = sub.mean + truncated_svd(W[n] - sub.mean, r, svds[n])

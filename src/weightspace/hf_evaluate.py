@@ -31,6 +31,7 @@ All evaluators run batched (``batch_size``) in float32 under ``torch.no_grad()``
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -104,32 +105,41 @@ def checkpoint_names(model) -> dict[str, str]:
     return out
 
 
-def load_weights(model, weights: dict[str, torch.Tensor], names: dict[str, str] | None = None) -> None:
+def load_weights(model, weights: dict[str, torch.Tensor], names: dict[str, str] | None = None,
+                 loaded: dict | None = None) -> None:
     """Load a full state dict in checkpoint names into ``model`` (``names``: see
     ``checkpoint_names``); a missing key is allowed only where the model ties it to a present
-    one (e.g. lm_head to the embeddings)."""
+    one (e.g. lm_head to the embeddings). ``loaded`` ({model name: weak reference to the tensor
+    last copied in}, kept by the caller across calls) skips a tensor that is the very object
+    already loaded: an adapter's base tensors are copied once, then only what the adapter
+    changes (weak references: nothing is kept alive, and a freed tensor is copied again)."""
     names = checkpoint_names(model) if names is None else names
     own = model.state_dict()
     renamed = {names.get(k, k): v for k, v in weights.items()}
-    result = model.load_state_dict(renamed, strict=False)
     present = {own[k].data_ptr() for k in renamed if k in own}
-    untied = [k for k in result.missing_keys if own[k].data_ptr() not in present]
-    if untied or result.unexpected_keys:
-        raise ValueError(f"weights do not fit the model: missing {untied[:5]}, "
-                         f"unexpected {result.unexpected_keys[:5]}")
+    untied = [k for k in own if k not in renamed and own[k].data_ptr() not in present]
+    unexpected = [k for k in renamed if k not in own]
+    if untied or unexpected:
+        raise ValueError(f"weights do not fit the model: missing {untied[:5]}, unexpected {unexpected[:5]}")
+    loaded = {} if loaded is None else loaded
+    changed = {k: v for k, v in renamed.items() if k not in loaded or loaded[k]() is not v}
+    model.load_state_dict(changed, strict=False)
+    loaded.update({k: weakref.ref(v) for k, v in changed.items()})
 
 
 class _TransformersEvaluator:
     """Shared machinery: the skeleton per architecture, the base weights, batching."""
 
     auto_class = ""
+    scores = True
+    metric = "accuracy"
 
     def __init__(self, data_seed: int = 0, base_folder: str | None = None,
                  evaluation: dict | None = None):
         self.ev = dict(evaluation or {})
         self.base_folder = self.ev.get("base") or base_folder
         self.batch_size = int(self.ev.get("batch_size", 32))
-        self._skeletons: dict[str, tuple[torch.nn.Module, dict[str, str]]] = {}
+        self._skeletons: dict[str, tuple[torch.nn.Module, dict[str, str], dict]] = {}
         self._base = None
 
     def _auto(self):
@@ -145,7 +155,7 @@ class _TransformersEvaluator:
             names = checkpoint_names(model)
             own = model.state_dict()
             self._base = {ck: own[mk].detach().clone() for ck, mk in names.items()}
-            self._skeletons["base"] = (model.eval(), names)
+            self._skeletons["base"] = (model.eval(), names, {})
         return self._base
 
     def _text_data(self) -> None:
@@ -217,9 +227,9 @@ class _TransformersEvaluator:
             if key not in self._skeletons:
                 hf_cfg = AutoConfig.for_model(**cfg)
                 model = self._auto().from_config(hf_cfg).float().eval()
-                self._skeletons[key] = (model, checkpoint_names(model))
-        model, names = self._skeletons[key]
-        load_weights(model, weights, names)
+                self._skeletons[key] = (model, checkpoint_names(model), {})
+        model, names, loaded = self._skeletons[key]
+        load_weights(model, weights, names, loaded)
         return model
 
 
@@ -227,8 +237,6 @@ class TextClassificationEvaluator(_TransformersEvaluator):
     """Accuracy of a sequence-classification model (or base + adapter) on labelled text."""
 
     auto_class = "AutoModelForSequenceClassification"
-    scores = True
-    metric = "accuracy"
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -260,8 +268,6 @@ class ImageClassificationEvaluator(_TransformersEvaluator):
     label column maps through its names)."""
 
     auto_class = "AutoModelForImageClassification"
-    scores = True
-    metric = "accuracy"
     SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
     def __init__(self, **kw):
@@ -315,7 +321,6 @@ class CausalLMEvaluator(_TransformersEvaluator):
     """ROUGE-L of greedy generations and target loss of a causal LM (base + adapter)."""
 
     auto_class = "AutoModelForCausalLM"
-    scores = True
     metric = "ROUGE-L F1"
 
     def __init__(self, **kw):

@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the manifest step needs none
     import torch
@@ -86,7 +86,7 @@ def model_format(folder: str | os.PathLike) -> str:
 class RowReader:
     """Lazy access to one tensor of a safetensors file: ``get_shape()``, ``get_dtype()`` and
     ``reader[a:b]`` (rows a..b) or ``reader[...]`` (all), like safetensors' ``get_slice``, but
-    reading with ``pread`` into a fresh buffer instead of mapping the file: copying a tensor
+    reading (seek + readinto) into a fresh buffer instead of mapping the file: copying a tensor
     block by block then holds one block in memory, not the mapped pages of the whole file."""
 
     _TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .hosvd import random_orthonormal
+from .hosvd import dense, random_orthonormal
 
 METHODS = ("projected", "mean", "random", "svd")
 
@@ -43,6 +43,13 @@ def reconstruct(C: torch.Tensor, mean: torch.Tensor, U_row: torch.Tensor, U_col:
 def core_size(k: int, U_row: torch.Tensor, U_col: torch.Tensor) -> tuple[int, int]:
     """(k_r, k_c): the core block used at k, limited by the stored directions per mode."""
     return min(k, U_row.shape[1]), min(k, U_col.shape[1])
+
+
+def projection(C: torch.Tensor, sub, k: int) -> torch.Tensor:
+    """Ŵ at k from a model's stored k_max×k_max coefficients: μ + U_row C_k U_colᵀ with C_k the
+    leading ``core_size`` block (``sub``: mean, U_row, U_col)."""
+    kr, kc = core_size(k, sub.U_row, sub.U_col)
+    return reconstruct(C[:kr, :kc], sub.mean, sub.U_row, sub.U_col)
 
 
 def svd_rank(k: int, m: int, n: int) -> int:
@@ -119,7 +126,7 @@ def project_models(store_paths: list[str], subspaces: dict, view: str, out_path:
                 raise ValueError(f"model {st.key}: target {name} missing or of another shape "
                                  f"than the subspace {sub.shape}")
             W = layers.read_target(st, tmap[name], device=device)
-            X = (W.dense() if isinstance(W, layers.LowRank) else W) - sub.mean
+            X = dense(W) - sub.mean
             C = sub.U_row.T @ X @ sub.U_col
             coeffs[name].append(C.float().cpu())
             total = float((X * X).sum())

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from . import align, layers
 from .evaluate import effective_weights, model_config
 from .io import atomic_path
-from .project import core_size, reconstruct
+from .hosvd import dense
+from .project import projection
 from .store import ModelStore
 
 VARIANTS = ("original", "projected")
@@ -43,12 +44,8 @@ def model_weights(st: ModelStore, subspaces: dict, C: dict, view: str, k: int | 
     tmap = {t.name: t for t in layers.targets(st, view)}
     mats = {}
     for name, sub in subspaces.items():
-        if k is None:
-            w = layers.read_target(st, tmap[name])
-            mats[name] = (w.dense() if isinstance(w, layers.LowRank) else w).double()
-        else:
-            kr, kc = core_size(k, sub.U_row, sub.U_col)
-            mats[name] = reconstruct(C[name][:kr, :kc], sub.mean, sub.U_row, sub.U_col)
+        mats[name] = (dense(layers.read_target(st, tmap[name])) if k is None
+                      else projection(C[name], sub, k))
     return effective_weights(view, st, mats, base)
 
 

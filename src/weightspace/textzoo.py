@@ -26,7 +26,6 @@ adapter folder per model (``adapter_config.json`` carries ``weightspace_task``),
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import zlib
 from pathlib import Path
@@ -40,7 +39,7 @@ from .io import atomic_path
 
 POOL = 4  # a task's training pool: POOL × train_examples examples, encoded once
 from .zoo import TEXT_TASKS as TASKS
-from .zoo import model_keys, zoo_tasks
+from .zoo import _write_folder, model_keys, zoo_tasks
 
 
 def minilm_folder() -> Path:
@@ -185,7 +184,6 @@ def train_adapter(base_dir: Path, spec: dict, task: str, train: pd.DataFrame, se
 def build_text_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, log=print) -> None:
     """Train ``spec['count']`` adapters (tasks cycled) and write the collection (see the module
     docstring) under ``out_dir``, atomically."""
-    from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
@@ -202,14 +200,11 @@ def build_text_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, l
         for i, (key, task) in enumerate(zip(model_keys(spec), tasks)):
             state, cfg = train_adapter(tmp / "base", spec, task, splits[task][0], spec["seed"] * 1000 + i,
                                        tokenizer, cache)
-            folder = tmp / key
-            folder.mkdir()
-            save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
             config = cfg.to_dict()
             config.update({"base_model_name_or_path": "../base", "inference_mode": True,
                            "target_modules": sorted(config["target_modules"]),
                            "modules_to_save": sorted(set(config["modules_to_save"])),
                            "weightspace_task": {"label": task, "family": task}})
-            (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+            _write_folder(tmp / key, state, config, "adapter_model.safetensors", "adapter_config.json")
             log(f"adapter {key}: task {task}")
         log(f"trained {len(tasks)} MiniLM LoRA adapters in {out_dir}")
