@@ -112,6 +112,42 @@ def test_huge_tensor_extracted_in_row_blocks(tmp_path, monkeypatch, dtype):
     assert n_shards == -(-1000 // st.group["big.weight"].shards[0]) > 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_extract_copies_file_bytes_into_zarr_layout(tmp_path, monkeypatch, dtype):
+    """Extraction copies each tensor's bytes from the safetensors file into the chunk and shard
+    files without reading them into Python, and the files are byte for byte what Zarr itself
+    writes for the same data (shards with several inner chunks, a partial last shard whose
+    trailing chunks are empty, a single-chunk tensor, a 1-D and a 4-D tensor)."""
+    from weightspace import store as store_mod
+
+    monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8 << 10)
+    g = torch.Generator().manual_seed(0)
+    tensors = {"big.weight": torch.randn(1100, 40, generator=g).to(dtype),     # shards of 4 chunks
+               "conv.weight": torch.randn(300, 3, 3, 3, generator=g).to(dtype),  # 4-D, sharded
+               "small.weight": torch.randn(7, 5, generator=g).to(dtype),       # one chunk
+               "bias": torch.randn(13, generator=g).to(dtype)}
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"))
+    monkeypatch.setattr(layers.RowReader, "__getitem__", lambda *a: pytest.fail("bytes read into Python"))
+    write_store(tmp_path / "x.zarr", layers.iter_slices(folder), {"model": "x"}, block_bytes=32 << 10)
+    monkeypatch.undo()
+    monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8 << 10)
+    write_store(tmp_path / "z.zarr", tensors.items(), {"model": "x"}, block_bytes=32 << 10)  # Zarr writes
+    files = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("c/**/*") if p.is_file()}  # noqa: E731
+    ours, zarrs = files(tmp_path / "x.zarr"), files(tmp_path / "z.zarr")
+    st = ModelStore(tmp_path / "x.zarr")
+    arr = st.group["big.weight"]
+    assert arr.shards[0] == 4 * arr.chunks[0] and -(-1100 // arr.chunks[0]) % 4 != 0  # last shard partial
+    n_big = sum(1 for k in ours if k.parts[0] == "big.weight")
+    assert n_big == -(-1100 // arr.shards[0]) > 2 and st.group["conv.weight"].shards is not None
+    assert ours.keys() == zarrs.keys() and all(ours[k] == zarrs[k] for k in ours)
+    for name, t in tensors.items():
+        assert st.dtype(name) == str(dtype).removeprefix("torch.")
+        assert torch.equal(st.read(name), t)
+    assert torch.equal(st.read("big.weight", slice(990, 1100)), tensors["big.weight"][990:])
+
+
 @pytest.mark.parametrize("name", ["../x", "/abs", "a/b", ""])
 def test_unsafe_tensor_names_refused(name):
     with pytest.raises(ValueError, match="not a safe name"):

@@ -128,8 +128,10 @@ def test_large_mode_switches_to_sketch_and_says_so(tmp_path, caplog):
     with caplog.at_level("INFO", logger="weightspace"):
         run_group(paths, "full", 1, 0, str(tmp_path / "g.zarr"), max_k=3, center=True, gaussian_null=True,
                   rotation_null=True, seed=0, device="cpu", exact_max_dim=10, cache_path=str(tmp_path / "c.zarr"))
-    assert "randomized one-pass (Nyström) sketch of width 7 for the col mode" in caplog.text
+    assert ("w (5, 40): row mode exact 5×5 Gram; col mode two-pass Nyström sketch, width 7; "
+            "no rotation null for a sketched mode") in caplog.text
     subs, _ = load_subspaces([str(tmp_path / "g.zarr")])
+    assert subs["w"].attrs["methods"]["col"] == "two-pass Nyström sketch, width 7"
     assert subs["w"].U_col.shape == (40, 3) and len(subs["w"].array("eig_col")) == 7
     assert "null_rotation_col" not in subs["w"].keys() and "null_rotation_row" in subs["w"].keys()
     table = spectra_table([str(tmp_path / "g.zarr")])
@@ -142,6 +144,35 @@ def test_large_mode_switches_to_sketch_and_says_so(tmp_path, caplog):
                   gaussian_null=True, rotation_null=True, seed=0, device="cpu", exact_max_dim=10,
                   cache_path=str(tmp_path / "c.zarr"))
     assert "reusing the sums of 6 models, reading 1 new" in caplog.text
+
+
+def test_column_mode_sketched_when_cheaper_and_close_to_exact(tmp_path, caplog):
+    """Without the rotation null a wide column mode is sketched (two passes) automatically, and
+    its leading directions and eigenvalues agree with the exact Gram's; with the rotation null
+    asked for, the same mode stays exact."""
+    g = torch.Generator().manual_seed(3)
+    m, n, N, r = 12, 160, 9, 3
+    P, Q = torch.randn(m, r, generator=g), torch.randn(r, n, generator=g)
+    base = torch.randn(m, n, generator=g)
+    paths = []
+    for i in range(N):
+        W = base + P @ torch.diag(torch.randn(r, generator=g) * 3) @ Q + 0.01 * torch.randn(m, n, generator=g)
+        p = str(tmp_path / f"m{i}.zarr")
+        write_store(p, [("w", W)], {"model": f"m{i}"})
+        paths.append(p)
+    kw = dict(max_k=2, center=True, gaussian_null=False, seed=0, device="cpu")
+    with caplog.at_level("INFO", logger="weightspace"):
+        run_group(paths, "full", 1, 0, str(tmp_path / "fast.zarr"), rotation_null=False, **kw)
+        run_group(paths, "full", 1, 0, str(tmp_path / "exact.zarr"), rotation_null=True, **kw)
+    assert "col mode two-pass Nyström sketch, width 5" in caplog.text  # 160 ≥ 6·5
+    fast = load_subspaces([str(tmp_path / "fast.zarr")])[0]["w"]
+    exact = load_subspaces([str(tmp_path / "exact.zarr")])[0]["w"]
+    assert exact.attrs["methods"]["col"] == "exact 160×160 Gram" and len(exact.array("eig_col")) == n
+    assert len(fast.array("eig_col")) == 5
+    np.testing.assert_allclose(fast.array("eig_col")[:2], exact.array("eig_col")[:2], rtol=1e-6)
+    angles = torch.linalg.svdvals(fast.U_col.T @ exact.U_col)
+    assert float(angles.min()) > 1 - 1e-8
+    np.testing.assert_allclose(fast.U_row, exact.U_row, atol=1e-10)  # the row mode is exact in both
 
 
 def test_dense_target_does_not_keep_models_in_memory(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ import torch
 import zarr
 
 FORMAT = 1  # version of the store layout; bump it when the layout changes
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20  # the unit of a partial read: row blocks of the model-Gram pass align to it
 BLOCK_BYTES = 64 << 20  # a tensor larger than this is copied (and sharded) in row blocks
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
@@ -70,8 +70,9 @@ def write_tensor(group: zarr.Group, name: str, tensor, model: str = "?",
     """Write one tensor into an open group, keeping its dtype (bf16 as uint16 bits).
 
     ``tensor`` is a torch tensor or a lazy reader (``layers.RowReader``: ``get_shape()``,
-    ``torch_dtype``, ``[a:b]``); a reader larger than ``block_bytes`` is read and written one
-    shard-sized row block at a time, so memory stays at one block."""
+    ``torch_dtype``, ``[a:b]``). A reader's bytes go from the safetensors file straight into
+    the Zarr chunk files (``copy_from_file``: no Python buffer); where that does not apply it
+    is read and written one shard-sized row block at a time, so memory stays at one block."""
     check_tensor_name(name, model)
     data = _numpy(tensor) if isinstance(tensor, torch.Tensor) else None
     if data is not None:
@@ -83,12 +84,99 @@ def write_tensor(group: zarr.Group, name: str, tensor, model: str = "?",
     chunks, shards = _layout(shape, dtype.itemsize, block_bytes)
     arr = group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or "auto",
                              shards=shards, compressors=None, attributes=attrs, fill_value=0)
+    if data is None and hasattr(tensor, "path") and copy_from_file(arr, tensor.path, tensor.start, tensor.end):
+        return
     if data is not None or shards is None or shards[0] >= shape[0]:
         arr[...] = data if data is not None else _numpy(tensor[...])
         return
     for start in range(0, shape[0], shards[0]):  # one whole shard per write: no read-modify-write
         stop = min(shape[0], start + shards[0])
         arr[start:stop] = _numpy(tensor[start:stop])
+
+
+_U64_MAX = 2**64 - 1
+
+
+def copy_from_file(arr: zarr.Array, src: str | os.PathLike, start: int, end: int) -> bool:
+    """Fill a new array of a local store with bytes ``start..end`` of ``src`` (the tensor's
+    data in a safetensors file: C order, little endian, the layout Zarr's ``bytes`` codec
+    writes) by in-kernel copies (``os.copy_file_range``), without reading them into Python.
+
+    Applies to the layouts ``write_tensor`` makes: one uncompressed chunk, or shards of
+    uncompressed row-block chunks. A shard file is then its inner chunks in row order (the
+    last one zero-padded to a full chunk, as Zarr pads edge chunks) followed by the sharding
+    index (offset, length) per inner chunk as little-endian uint64 and its CRC32C, as the
+    sharding codec specifies; chunks past the array's end are marked empty (2⁶⁴−1).
+    Returns False (nothing written) where the layout or store is anything else.
+    """
+    from zarr.codecs import BytesCodec, Crc32cCodec, Endian, ShardingCodec
+    from zarr.storage import LocalStore
+
+    shape = tuple(arr.shape)
+    codecs = arr.metadata.codecs
+    if not isinstance(arr.store, LocalStore) or len(shape) == 0 or 0 in shape or len(codecs) != 1:
+        return False
+    itemsize = arr.dtype.itemsize
+    row_bytes = itemsize * math.prod(shape[1:])
+    if end - start != row_bytes * shape[0]:
+        raise ValueError(f"{src}: {end - start} data bytes for a tensor of shape {shape}")
+    root = os.path.join(str(arr.store.root), arr.path)
+    key = arr.metadata.encode_chunk_key
+    little = lambda c: isinstance(c, BytesCodec) and c.endian in (None, Endian.little)  # noqa: E731
+    if isinstance(codecs[0], BytesCodec):  # one chunk holding the whole tensor
+        if tuple(arr.chunks) != shape or not little(codecs[0]):
+            return False
+        _copy_range(src, start, end - start, _chunk_path(root, key((0,) * len(shape))))
+        return True
+    sh = codecs[0]
+    if not (isinstance(sh, ShardingCodec) and len(sh.codecs) == 1 and little(sh.codecs[0])
+            and tuple(type(c) for c in sh.index_codecs) == (BytesCodec, Crc32cCodec)
+            and sh.index_location.value == "end" and tuple(sh.chunk_shape[1:]) == shape[1:]):
+        return False
+    import google_crc32c
+
+    shard_rows, chunk_rows = arr.metadata.chunk_grid.chunk_shape[0], sh.chunk_shape[0]
+    per_shard, chunk_bytes = shard_rows // chunk_rows, chunk_rows * row_bytes
+    for s, r0 in enumerate(range(0, shape[0], shard_rows)):
+        rows = min(shard_rows, shape[0] - r0)
+        used = math.ceil(rows / chunk_rows)
+        path = _chunk_path(root, key((s,) + (0,) * (len(shape) - 1)))
+        _copy_range(src, start + r0 * row_bytes, rows * row_bytes, path)
+        index = np.full((per_shard, 2), _U64_MAX, dtype="<u8")
+        index[:used, 0] = np.arange(used, dtype=np.uint64) * chunk_bytes
+        index[:used, 1] = chunk_bytes
+        raw = index.tobytes()
+        with open(path, "ab") as f:
+            f.write(bytes(used * chunk_bytes - rows * row_bytes))  # pad the last inner chunk
+            f.write(raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes())
+    return True
+
+
+def _chunk_path(root: str, key: str) -> str:
+    path = os.path.join(root, *key.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return path
+
+
+def _copy_range(src: str | os.PathLike, offset: int, nbytes: int, dst: str) -> None:
+    """Copy ``nbytes`` of ``src`` from ``offset`` into a new file ``dst``, in the kernel where
+    the file system allows (copy_file_range), else in 8 MB pieces."""
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        left = nbytes
+        try:
+            while left:
+                n = os.copy_file_range(fi.fileno(), fo.fileno(), left, offset + nbytes - left)
+                if n == 0:
+                    raise EOFError(f"{src} ends before byte {offset + nbytes}")
+                left -= n
+        except OSError:  # no in-kernel copy between these file systems: plain reads and writes
+            fi.seek(offset + nbytes - left)
+            while left:
+                piece = fi.read(min(left, 8 << 20))
+                if not piece:
+                    raise EOFError(f"{src} ends before byte {offset + nbytes}")
+                fo.write(piece)
+                left -= len(piece)
 
 
 def source_dtype(arr: zarr.Array) -> str:
@@ -146,4 +234,4 @@ def write_store(path: str | os.PathLike, tensors, attrs: dict[str, Any], model: 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     for name, tensor in tensors:
         write_tensor(group, name, tensor, model, block_bytes)
-    group.attrs.update({**attrs, "weightspace_store_format": FORMAT})
+    group.update_attributes({**attrs, "weightspace_store_format": FORMAT})  # one metadata write

@@ -70,16 +70,47 @@ class Cached:
     null: hosvd.ModeSums | None = None  # unit-variance Gaussian draws, one per model
 
 
-def sketch_sizes(m: int, n: int, max_k: int, exact_max_dim: int) -> tuple[int, int]:
-    """Sketch width per mode: 0 (exact Gram) up to ``exact_max_dim``, else l = 2·k_max + 1."""
+SKETCH_GAIN = 6  # a mode at least this many sketch widths wide is cheaper sketched than exact
+
+
+def sketch_sizes(m: int, n: int, max_k: int, exact_max_dim: int, cheaper: bool = False) -> tuple[int, int]:
+    """Sketch width per mode: 0 (exact Gram) or l = 2·k_max + 1.
+
+    A mode larger than ``exact_max_dim`` is always sketched. With ``cheaper`` (no rotation
+    null asked for, which needs full Grams), a column mode with n ≥ SKETCH_GAIN·l is sketched
+    too: its two passes cost ~4·m·n·l multiply-adds per model against m·n² for the n×n Gram
+    (skinny products run at ~60% of a square one's speed, hence 6 rather than 4). The row
+    mode is exact up to ``exact_max_dim``: its sketch gets one pass only (see hosvd).
+    """
     l = 2 * max_k + 1
-    return tuple(l if d > exact_max_dim and l < d else 0 for d in (m, n))
+    row = l if m > exact_max_dim and l < m else 0
+    col = l if l < n and (n > exact_max_dim or (cheaper and n >= SKETCH_GAIN * l)) else 0
+    return row, col
+
+
+def aligned_block_rows(budget_rows: int, chunk_rows: int) -> int:
+    """Rows per block of the model-Gram pass: a whole number of stored chunks when the
+    budget allows, else an even split of one chunk (a block never straddles two chunks, so
+    each chunk is read ⌈chunk/budget⌉ times rather than once per overlapping block)."""
+    budget_rows, chunk_rows = max(1, budget_rows), max(1, chunk_rows)
+    if budget_rows >= chunk_rows:
+        return budget_rows // chunk_rows * chunk_rows
+    return -(-chunk_rows // -(-chunk_rows // budget_rows))
+
+
+def mode_methods(m: int, n: int, sk_row: int, sk_col: int, view: str) -> dict[str, str]:
+    """How each mode is computed, as written to the store and the log."""
+    refine = view != "delta"  # the factor Gram of the delta view has no row-block pass
+    return {"row": f"one-pass Nyström sketch, width {sk_row}" if sk_row else f"exact {m}×{m} Gram",
+            "col": (f"{'two' if refine else 'one'}-pass Nyström sketch, width {sk_col}" if sk_col
+                    else f"exact {n}×{n} Gram")}
 
 
 def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: int, center: bool,
                      gaussian_null: bool, rotation_null: bool, seed: int, device: str,
                      cached: Cached | None = None, exact_max_dim: int = 8192,
-                     precision: str = "float64") -> tuple[hosvd.Subspace, Cached]:
+                     precision: str = "float64", sketch_when_cheaper: bool = True
+                     ) -> tuple[hosvd.Subspace, Cached]:
     """The decomposition of one target over the given basis models (see hosvd).
 
     With ``cached`` sums of some of these models, only the others are read into the sums; the
@@ -87,11 +118,10 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     Returns the result and the updated cache (models in the order of the result).
     """
     m, n = target.shape
-    sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim)
-    if sk_row or sk_col:
-        log.info("%s %s: randomized one-pass (Nyström) sketch of width %s for the %s mode(s) "
-                 "larger than %d; the rotation null is skipped there", target.name, target.shape,
-                 sk_row or sk_col, "+".join(m for m, k in (("row", sk_row), ("col", sk_col)) if k), exact_max_dim)
+    sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim, cheaper=sketch_when_cheaper and not rotation_null)
+    methods = mode_methods(m, n, sk_row, sk_col, target.view)
+    log.info("%s %s: row mode %s; col mode %s%s", target.name, target.shape, methods["row"], methods["col"],
+             "; no rotation null for a sketched mode" if rotation_null and (sk_row or sk_col) else "")
     new_sums = lambda rot: hosvd.ModeSums(m, n, device=device, rotation_seed=rot, sketch_row=sk_row,  # noqa: E731
                                           sketch_col=sk_col, sketch_seed=seed,
                                           product_dtype=getattr(torch, precision))
@@ -137,12 +167,18 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     if target.view == "delta":
         K = hosvd.model_gram_lowrank(mats, known)
     else:
-        rows = max(1, BLOCK_BYTES // (8 * n * len(stores)))
+        chunk_rows = stores[0].group[target.sources[0]].chunks[0]
+        rows = aligned_block_rows(BLOCK_BYTES // (8 * n * len(stores)), chunk_rows)
+        refine = sums.refinement() if sums.sketch_col and center else None
 
         def read_rows(i, sl):  # a row block of the tensor is a row block of its matrix view
             return layers.as_matrix(stores[i].read(target.sources[0], sl))
-        K = hosvd.model_gram_dense(read_rows, len(stores), m, n, rows, device=device, known=known)
+        K = hosvd.model_gram_dense(read_rows, len(stores), m, n, rows, device=device, known=known,
+                                   on_block=refine.add_rows if refine else None)
+        if refine:
+            refine.finish()
     sub = hosvd.decompose(sums, K, max_k, center)
+    sub.methods = methods
     if null is not None:
         var = sub.total / (len(stores) * m * n)
         sub.nulls.update(hosvd.gaussian_null_spectra(null, var, center))
@@ -211,6 +247,7 @@ def write_group(path: str | os.PathLike, results: dict[str, tuple[layers.Target,
                             "sources": list(target.sources), "k_max": sub.k_max,
                             "total": sub.total, "total_uncentered": sub.total_uncentered,
                             "null_gaussian_total": getattr(sub, "null_gaussian_total", None),
+                            "methods": sub.methods,
                             "sketched": [int(sub.eig_row.shape[0] < target.shape[0]),
                                          int(sub.eig_col.shape[0] < target.shape[1])]})
             arrays = {"mean": sub.mean.float(), "U_row": sub.U_row, "U_col": sub.U_col,
@@ -226,7 +263,7 @@ def write_group(path: str | os.PathLike, results: dict[str, tuple[layers.Target,
 def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_path: str, *,
               max_k: int, center: bool, gaussian_null: bool, rotation_null: bool, seed: int,
               device: str, cache_path: str | None = None, exact_max_dim: int = 8192,
-              precision: str = "float64") -> None:
+              precision: str = "float64", sketch_when_cheaper: bool = True) -> None:
     """The subspace job: decompose every target of one layer group and write the store.
 
     With ``cache_path``, the additive sums of every target are kept there (float64) and reused
@@ -247,7 +284,7 @@ def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_
         sub, caches[target.name] = decompose_target(
             stores, target, max_k=max_k, center=center, gaussian_null=gaussian_null,
             rotation_null=rotation_null, seed=seed, device=device, cached=cached,
-            exact_max_dim=exact_max_dim, precision=precision)
+            exact_max_dim=exact_max_dim, precision=precision, sketch_when_cheaper=sketch_when_cheaper)
         ev = hosvd.explained_variance(sub.eig_row, sub.total)
         log.info("%s %s: row-mode explained variance at k=1,4,16: %s", target.name, target.shape,
                  [round(float(ev[min(k, len(ev)) - 1]), 3) for k in (1, 4, 16)])
@@ -320,23 +357,25 @@ def spectra_table(paths: list[str]) -> "pd.DataFrame":
 
 def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_models: int, *,
                        max_k: int, exact_max_dim: int = 8192, gaussian_null: bool = True,
-                       rotation_null: bool = True, base_mb: int = 500) -> int:
+                       rotation_null: bool = True, sketch_when_cheaper: bool = True,
+                       base_mb: int = 500) -> int:
     """Peak memory of one subspace job, from the shapes of its layer group (float64 bytes):
 
     per target (they are done one after the other, so the largest counts): the sums S (m·n),
     R and C (m², n², or m·l, n·l when sketched), the same again for the Gaussian null and the
     rotation null, the per-model products and eigendecomposition workspace (2·(m² + n²)), the
     prefetched matrices (3 models, source copy + float64), the model Gram and its centred copy
-    (2·N²); plus the row-block buffer (BLOCK_BYTES), 20% margin and the interpreter with torch.
+    (2·N²), a two-pass sketch's Q, Z and centred block (2·n·l); plus the row-block buffer
+    and the block read ahead (2·BLOCK_BYTES), 20% margin and the interpreter with torch.
     """
     store = ModelStore(store_path)
     worst = 0
     for t in group_targets(store, view, n_groups, group):
         m, n = t.shape
-        sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim)
+        sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim, sketch_when_cheaper and not rotation_null)
         grams = (m * sk_row if sk_row else m * m) + (n * sk_col if sk_col else n * n)
         copies = 1 + (1 if gaussian_null else 0) + (1 if rotation_null else 0)
         work = 2 * ((0 if sk_row else m * m) + (0 if sk_col else n * n))
-        numbers = copies * (m * n + grams) + work + 3 * 2 * m * n + 2 * n_models ** 2
+        numbers = copies * (m * n + grams) + work + 3 * 2 * m * n + 2 * n_models ** 2 + 2 * n * sk_col
         worst = max(worst, 8 * numbers)
-    return int(base_mb + 1.2 * (worst + BLOCK_BYTES) / 2**20)
+    return int(base_mb + 1.2 * (worst + 2 * BLOCK_BYTES) / 2**20)

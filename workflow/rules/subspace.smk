@@ -17,6 +17,7 @@ rule subspace:
         seed=config["subspace"]["seed"],
         device=config["subspace"]["device"],
         exact_max_dim=config["subspace"]["exact_max_dim"],
+        sketch_when_cheaper=config["subspace"]["sketch_when_cheaper"],
         precision=config["subspace"]["precision"],
         # not an output: Snakemake deletes outputs before a rerun, and these sums must survive it
         cache=lambda w: (

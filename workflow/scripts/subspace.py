@@ -10,4 +10,5 @@ with script(snakemake) as log:  # noqa: F821
               int(snakemake.wildcards.g), snakemake.output[0], max_k=p.max_k, center=p.center,  # noqa: F821
               gaussian_null=p.gaussian_null, rotation_null=p.rotation_null, seed=p.seed,
               device=pick_device(p.device), cache_path=p.cache,
-              exact_max_dim=p.exact_max_dim, precision=p.precision)
+              exact_max_dim=p.exact_max_dim, precision=p.precision,
+              sketch_when_cheaper=p.sketch_when_cheaper)
