@@ -119,6 +119,7 @@ import os, shutil
 files = sorted(glob.glob(sys.argv[1] + "/m*.safetensors"))
 for p in files:
     d = p[:-12] + "_folder"; os.makedirs(d, exist_ok=True); shutil.copy(p, d + "/model.safetensors")
+    shutil.rmtree(p[:-12] + "_x.zarr", ignore_errors=True)  # a first extraction, as in a run
 T0
 for p in files:
     extract_model(p[:-12] + "_folder", p[:-12] + "_x.zarr", "x", {})
@@ -142,6 +143,8 @@ extract_model(sys.argv[1], sys.argv[1] + ".zarr", "huge", {})
 
 COPY = """
 import sys, glob, shutil, os
+for p in sorted(glob.glob(sys.argv[1] + "/m*.safetensors")):
+    shutil.rmtree(p[:-12] + "_copy", ignore_errors=True)
 T0
 for p in sorted(glob.glob(sys.argv[1] + "/m*.safetensors")):
     d = p[:-12] + "_copy"; os.makedirs(d, exist_ok=True); shutil.copy(p, d + "/model.safetensors")

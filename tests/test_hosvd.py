@@ -136,8 +136,18 @@ def test_lowrank_grams_equal_dense():
 
 def test_model_gram_in_row_blocks_equals_full():
     Ws = stack(N=6, m=11, n=4)
-    K = hosvd.model_gram_dense(lambda i, rows: Ws[i][rows], 6, 11, 4, block_rows=3)
+    K = hosvd.model_gram_dense(lambda i, rows, out=None: Ws[i][rows], 6, 11, 4, block_rows=3)
     np.testing.assert_allclose(K, torch.einsum("imn,jmn->ij", Ws, Ws), atol=1e-12)
+
+
+def test_model_gram_blocks_of_mixed_source_dtypes():
+    """Models stored in different dtypes (bf16, fp16, float32, float64) share one read buffer
+    without losing a bit: the Gram equals the float64 one of the same values."""
+    Ws = stack(N=4, m=9, n=5)
+    src = [Ws[0].bfloat16(), Ws[1].half(), Ws[2].float(), Ws[3]]
+    exact = torch.stack([w.double() for w in src])
+    K = hosvd.model_gram_dense(lambda i, rows, out=None: src[i][rows], 4, 9, 5, block_rows=4)
+    np.testing.assert_allclose(K, torch.einsum("imn,jmn->ij", exact, exact), rtol=1e-13)
 
 
 def test_streaming_sums_merge_like_one_pass():
@@ -265,13 +275,15 @@ def test_two_pass_nystrom_meets_power_iteration_bound():
 def test_column_refinement_accumulates_centred_gram_times_q():
     """The second pass over row blocks gives Z = G_c Q exactly (G_c the centred column Gram),
     whatever the block size, and its spectrum then replaces the one-pass one."""
-    Ws = stack(N=7, m=10, n=30)
+    Ws = stack(N=7, m=10, n=30).float().double()  # blocks come in their source dtype (float32)
     sums = hosvd.ModeSums(10, 30, sketch_col=9, sketch_seed=2)
     for W in Ws:
         sums.add(W)
     ref = sums.refinement()
-    hosvd.model_gram_dense(lambda i, rows: Ws[i][rows], 7, 10, 30, block_rows=3, on_block=ref.add_rows)
+    K = hosvd.model_gram_dense(lambda i, rows, out=None: Ws[i][rows].float(), 7, 10, 30, block_rows=3,
+                               on_block=ref.add_rows, center=ref.mean)
     ref.finish()
+    np.testing.assert_allclose(K, torch.einsum("imn,jmn->ij", Ws, Ws), rtol=1e-12)  # the raw Gram, recovered
     X = Ws - Ws.mean(0)
     G = torch.einsum("imn,imk->nk", X, X)
     np.testing.assert_allclose(ref.Z, G @ ref.Q, atol=1e-10)

@@ -209,3 +209,16 @@ def test_conv_kernel_matrix_view(tmp_path, model_folder):
     full = {t.name: t.shape for t in layers.targets(st, "full")}
     assert full == {"conv.weight": (4, 18), "fc1.weight": (5, 3)}
     assert layers.kept_tensors(st, "full") == ["fc1.bias"]
+
+
+def test_read_into_buffer_is_in_place_and_equal(tmp_path):
+    """A row block read into a given float32 buffer fills it without a new array; a buffer of
+    another dtype (bf16 store) is ignored and the block read as usual."""
+    t = torch.randn(50, 7)
+    write_store(tmp_path / "s.zarr", [("w", t), ("b", t.bfloat16())], {"model": "s"})
+    st = ModelStore(tmp_path / "s.zarr")
+    buf = torch.zeros(100)
+    got = st.read("w", slice(10, 20), out=buf[:70])
+    assert got.data_ptr() == buf.data_ptr() and torch.equal(got, t[10:20]) and torch.all(buf[70:] == 0)
+    other = st.read("b", slice(10, 20), out=buf[:70])
+    assert other.data_ptr() != buf.data_ptr() and torch.equal(other, t[10:20].bfloat16())

@@ -42,7 +42,10 @@ product in row blocks (X_i X_iᵀ Q needs all of X_i at once), so a sketched row
 Precision: every sum and Gram is accumulated in float64. By default the per-model products
 are float64 too; ``product_dtype=float32`` computes them in float32 (about twice as fast on a
 CPU; each Gram entry then carries a relative error of about 2⁻²⁴·√n, which the tests bound
-against float64) before adding them to the float64 sums.
+against float64) before adding them to the float64 sums. That error is relative to the raw
+products W Wᵀ, so the centred Gram R − Nμμᵀ loses the digits that cancel: for models that
+differ little from their mean (fine-tunes of one checkpoint) keep float64. The second pass of a
+sketched column mode multiplies exactly centred blocks, so it has no such cancellation.
 
 Nulls (same shapes, same N):
 
@@ -275,10 +278,10 @@ class ColumnRefinement:
         self.Z = torch.zeros_like(self.Q)
         self._Qp = self.Q.to(self.product_dtype)
 
-    def add_rows(self, rows: slice, V: torch.Tensor) -> None:
-        """V: rows ``rows`` of N models (N × r × n, float64); centred in place."""
-        V -= self.mean[rows]
-        X = V.reshape(-1, V.shape[-1]).to(self.product_dtype)
+    def add_rows(self, rows: slice, X: torch.Tensor) -> None:
+        """X: rows ``rows`` of the N centred models (N × r × n, float64), e.g. the blocks of
+        ``model_gram_dense`` with ``center=mean``."""
+        X = X.reshape(-1, X.shape[-1]).to(self.product_dtype)
         self.Z += (X.T @ (X @ self._Qp)).to(ACC)
 
     def finish(self) -> None:
@@ -332,15 +335,20 @@ def model_gram_lowrank(mats: list[LowRank], known: torch.Tensor | None = None) -
 
 
 def model_gram_dense(read_rows, N: int, m: int, n: int, block_rows: int, device="cpu",
-                     known: torch.Tensor | None = None, on_block=None) -> torch.Tensor:
+                     known: torch.Tensor | None = None, on_block=None,
+                     center: torch.Tensor | None = None) -> torch.Tensor:
     """K_ij = ⟨W_i, W_j⟩ accumulated over row blocks: K += Σ_blocks V_b V_bᵀ.
 
-    ``read_rows(i, rows)`` returns rows ``rows`` of model i; V_b stacks the flattened row
+    ``read_rows(i, rows, out)`` returns rows ``rows`` of model i (filling ``out``, a flat
+    buffer, where it can: then no per-read allocation); V_b stacks the flattened row
     block of every model (N × block_rows·n), so memory is N·block_rows·n, not N·m·n. With
     ``known`` (the Gram of the first N0 models) only the columns of the new models are
     computed, K[:, N0:] += V_b V_b[N0:]ᵀ; the old models are still read for these cross terms.
     The next block is read in a background thread while this one is multiplied; ``on_block``
-    (rows, V_b as N × r × n) sees each block after K has (it may modify it).
+    (rows, V_b as N × r × n) sees each block after K has (it may modify it). With ``center``
+    (μ, m×n) the blocks are centred as they are copied in, X_b = W_b − μ_b, which is what
+    ``on_block`` then sees, and the raw Gram is recovered exactly:
+    ⟨W_i, W_j⟩_b = ⟨X_i, X_j⟩_b + a_i + a_j + ‖μ_b‖² with a_i = ⟨X_{i,b}, μ_b⟩.
     """
     from .stream import prefetched
 
@@ -348,16 +356,41 @@ def model_gram_dense(read_rows, N: int, m: int, n: int, block_rows: int, device=
     V = torch.empty(N, min(block_rows, m) * n, dtype=ACC, device=device)  # one buffer, reused
     blocks = [slice(r0, min(m, r0 + block_rows)) for r0 in range(0, m, block_rows)]
 
-    def load(rows):  # in the prefetch thread: the N models' rows, in their source dtype
-        return [read_rows(i, rows) for i in range(N)]
+    bufs: dict[int, torch.Tensor] = {}  # two read buffers, filled alternately (double buffering)
 
-    for rows, parts in zip(blocks, prefetched(blocks, load, depth=1)):
+    def load(item):  # in the prefetch thread: the N models' rows into one float32 buffer
+        k, rows = item  # (float64 if a model is: bf16/fp16 → float32 is exact, mixed dtypes too)
+        width = (rows.stop - rows.start) * n
+        buf = bufs.get(k % 2)
+        if buf is None:
+            bufs[k % 2] = buf = torch.empty(N, V.shape[1], dtype=torch.float32)
+        for i in range(N):
+            part = read_rows(i, rows, out=buf[i, :width]).reshape(-1)
+            if part.data_ptr() == buf[i].data_ptr():  # read straight into the buffer
+                continue
+            want = torch.float64 if part.dtype == torch.float64 else torch.float32
+            if want == torch.float64 and buf.dtype != want:
+                wider = torch.empty(N, V.shape[1], dtype=want)
+                if buf is not None and i:
+                    wider[:i, :width].copy_(buf[:i, :width])
+                bufs[k % 2] = buf = wider
+            buf[i, :width].copy_(part)
+        return buf[:, :width]
+
+    for rows, block in zip(blocks, prefetched(list(enumerate(blocks)), load, depth=1)):
         r = rows.stop - rows.start
         Vb = V[:, : r * n]
-        for i, part in enumerate(parts):
-            Vb[i].copy_(part.reshape(-1))
-        del parts
+        mu = None if center is None else center[rows].reshape(-1)
+        block = block.to(V.device)
+        if mu is None:
+            Vb.copy_(block)
+        else:
+            torch.sub(block, mu, out=Vb)
+        del block
         K[:, N0:].addmm_(Vb, Vb[N0:].T)
+        if mu is not None:
+            a = Vb @ mu
+            K[:, N0:] += a[:, None] + a[None, N0:] + torch.dot(mu, mu)
         if on_block is not None:
             on_block(rows, Vb.view(N, r, n))
     K[N0:, :N0] = K[:N0, N0:].T

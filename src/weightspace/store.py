@@ -213,9 +213,19 @@ class ModelStore:
     def dtype(self, name: str) -> str:
         return source_dtype(self.group[name])
 
-    def read(self, name: str, rows: slice | None = None) -> torch.Tensor:
-        """The tensor (or a row block of it) in its source dtype."""
+    def read(self, name: str, rows: slice | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor (or a row block of it) in its source dtype. ``out``: a contiguous CPU
+        tensor of the stored dtype and as many elements, filled in place (no new buffer) and
+        returned reshaped; otherwise ignored."""
         arr = self.group[name]
+        if out is not None and rows is not None and out.is_contiguous() and out.device.type == "cpu":
+            shape = (len(range(*rows.indices(arr.shape[0]))),) + tuple(arr.shape[1:])
+            view = out.numpy() if out.dtype != torch.bfloat16 else None
+            if view is not None and view.dtype == arr.dtype and view.size == math.prod(shape):
+                from zarr.core.buffer.cpu import NDBuffer
+
+                arr.get_basic_selection((rows,), out=NDBuffer.from_numpy_array(view.reshape(shape)))
+                return out.view(shape)
         data = arr[rows] if rows is not None else arr[...]
         return to_torch(np.asarray(data), source_dtype(arr))
 

@@ -171,10 +171,11 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
         rows = aligned_block_rows(BLOCK_BYTES // (8 * n * len(stores)), chunk_rows)
         refine = sums.refinement() if sums.sketch_col and center else None
 
-        def read_rows(i, sl):  # a row block of the tensor is a row block of its matrix view
-            return layers.as_matrix(stores[i].read(target.sources[0], sl))
+        def read_rows(i, sl, out=None):  # a row block of the tensor is a row block of its matrix view
+            return layers.as_matrix(stores[i].read(target.sources[0], sl, out=out))
         K = hosvd.model_gram_dense(read_rows, len(stores), m, n, rows, device=device, known=known,
-                                   on_block=refine.add_rows if refine else None)
+                                   on_block=refine.add_rows if refine else None,
+                                   center=refine.mean if refine else None)
         if refine:
             refine.finish()
     sub = hosvd.decompose(sums, K, max_k, center)
