@@ -173,6 +173,11 @@ def test_column_mode_sketched_when_cheaper_and_close_to_exact(tmp_path, caplog):
     angles = torch.linalg.svdvals(fast.U_col.T @ exact.U_col)
     assert float(angles.min()) > 1 - 1e-8
     np.testing.assert_allclose(fast.U_row, exact.U_row, atol=1e-10)  # the row mode is exact in both
+    # uncentred, there is no second pass, and the stored method says so
+    run_group(paths, "full", 1, 0, str(tmp_path / "raw.zarr"), rotation_null=False,
+              **{**kw, "center": False})
+    raw = load_subspaces([str(tmp_path / "raw.zarr")])[0]["w"]
+    assert raw.attrs["methods"]["col"] == "one-pass Nyström sketch, width 5"
 
 
 def test_dense_target_does_not_keep_models_in_memory(tmp_path, monkeypatch):

@@ -165,11 +165,10 @@ class ModeSums:
         """The fixed orthonormal test matrix of a sketched mode (from ``sketch_seed``; made
         once, then kept: it is the same for every model)."""
         d, l = (self.m, self.sketch_row) if mode == "row" else (self.n, self.sketch_col)
-        key = (mode, d, l, self.sketch_seed)
-        if key not in self._omegas:
+        if mode not in self._omegas:
             g = torch.Generator().manual_seed(self.sketch_seed * 2 + (mode == "col"))
-            self._omegas[key] = random_orthonormal(d, l, g, device=self.device)
-        return self._omegas[key]
+            self._omegas[mode] = random_orthonormal(d, l, g, device=self.device)
+        return self._omegas[mode]
 
     def add(self, W, model_seed: int | None = None) -> None:
         """Add one model's matrix (dense m×n tensor or LowRank): Σ W and Σ‖W‖² in float64, the
@@ -272,7 +271,6 @@ class ColumnRefinement:
     mean: torch.Tensor
     product_dtype: torch.dtype
     Z: torch.Tensor = field(init=False)
-    count: int = 0
 
     def __post_init__(self):
         self.Z = torch.zeros_like(self.Q)
@@ -371,8 +369,7 @@ def model_gram_dense(read_rows, N: int, m: int, n: int, block_rows: int, device=
             want = torch.float64 if part.dtype == torch.float64 else torch.float32
             if want == torch.float64 and buf.dtype != want:
                 wider = torch.empty(N, V.shape[1], dtype=want)
-                if buf is not None and i:
-                    wider[:i, :width].copy_(buf[:i, :width])
+                wider[:i, :width].copy_(buf[:i, :width])
                 bufs[k % 2] = buf = wider
             buf[i, :width].copy_(part)
         return buf[:, :width]

@@ -73,18 +73,20 @@ class Cached:
 SKETCH_GAIN = 6  # a mode at least this many sketch widths wide is cheaper sketched than exact
 
 
-def sketch_sizes(m: int, n: int, max_k: int, exact_max_dim: int, cheaper: bool = False) -> tuple[int, int]:
+def sketch_sizes(m: int, n: int, max_k: int, exact_max_dim: int, when_cheaper: bool = False,
+                 rotation_null: bool = True) -> tuple[int, int]:
     """Sketch width per mode: 0 (exact Gram) or l = 2·k_max + 1.
 
-    A mode larger than ``exact_max_dim`` is always sketched. With ``cheaper`` (no rotation
-    null asked for, which needs full Grams), a column mode with n ≥ SKETCH_GAIN·l is sketched
+    A mode larger than ``exact_max_dim`` is always sketched. With ``when_cheaper`` and no
+    rotation null (which needs full Grams), a column mode with n ≥ SKETCH_GAIN·l is sketched
     too: its two passes cost ~4·m·n·l multiply-adds per model against m·n² for the n×n Gram
     (skinny products run at ~60% of a square one's speed, hence 6 rather than 4). The row
     mode is exact up to ``exact_max_dim``: its sketch gets one pass only (see hosvd).
     """
     l = 2 * max_k + 1
+    cheaper = when_cheaper and not rotation_null and n >= SKETCH_GAIN * l
     row = l if m > exact_max_dim and l < m else 0
-    col = l if l < n and (n > exact_max_dim or (cheaper and n >= SKETCH_GAIN * l)) else 0
+    col = l if l < n and (n > exact_max_dim or cheaper) else 0
     return row, col
 
 
@@ -98,9 +100,9 @@ def aligned_block_rows(budget_rows: int, chunk_rows: int) -> int:
     return -(-chunk_rows // -(-chunk_rows // budget_rows))
 
 
-def mode_methods(m: int, n: int, sk_row: int, sk_col: int, view: str) -> dict[str, str]:
-    """How each mode is computed, as written to the store and the log."""
-    refine = view != "delta"  # the factor Gram of the delta view has no row-block pass
+def mode_methods(m: int, n: int, sk_row: int, sk_col: int, refine: bool) -> dict[str, str]:
+    """How each mode is computed, as written to the store and the log (``refine``: a sketched
+    column mode gets the second pass)."""
     return {"row": f"one-pass Nyström sketch, width {sk_row}" if sk_row else f"exact {m}×{m} Gram",
             "col": (f"{'two' if refine else 'one'}-pass Nyström sketch, width {sk_col}" if sk_col
                     else f"exact {n}×{n} Gram")}
@@ -118,8 +120,11 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     Returns the result and the updated cache (models in the order of the result).
     """
     m, n = target.shape
-    sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim, cheaper=sketch_when_cheaper and not rotation_null)
-    methods = mode_methods(m, n, sk_row, sk_col, target.view)
+    sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim, sketch_when_cheaper, rotation_null)
+    # the second pass refines a sketched column mode on centred blocks; the delta view's factor
+    # Gram has no row-block pass
+    refine_col = bool(sk_col) and center and target.view != "delta"
+    methods = mode_methods(m, n, sk_row, sk_col, refine_col)
     log.info("%s %s: row mode %s; col mode %s%s", target.name, target.shape, methods["row"], methods["col"],
              "; no rotation null for a sketched mode" if rotation_null and (sk_row or sk_col) else "")
     new_sums = lambda rot: hosvd.ModeSums(m, n, device=device, rotation_seed=rot, sketch_row=sk_row,  # noqa: E731
@@ -169,7 +174,7 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     else:
         chunk_rows = stores[0].group[target.sources[0]].chunks[0]
         rows = aligned_block_rows(BLOCK_BYTES // (8 * n * len(stores)), chunk_rows)
-        refine = sums.refinement() if sums.sketch_col and center else None
+        refine = sums.refinement() if refine_col else None
 
         def read_rows(i, sl, out=None):  # a row block of the tensor is a row block of its matrix view
             return layers.as_matrix(stores[i].read(target.sources[0], sl, out=out))
@@ -366,14 +371,14 @@ def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_
     R and C (m², n², or m·l, n·l when sketched), the same again for the Gaussian null and the
     rotation null, the per-model products and eigendecomposition workspace (2·(m² + n²)), the
     prefetched matrices (3 models, source copy + float64), the model Gram and its centred copy
-    (2·N²), a two-pass sketch's Q, Z and centred block (2·n·l); plus the row-block buffer
-    and the block read ahead (2·BLOCK_BYTES), 20% margin and the interpreter with torch.
+    (2·N²), a two-pass sketch's Q and Z (2·n·l); plus the row-block buffer and the two read
+    buffers (2·BLOCK_BYTES), 20% margin and the interpreter with torch.
     """
     store = ModelStore(store_path)
     worst = 0
     for t in group_targets(store, view, n_groups, group):
         m, n = t.shape
-        sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim, sketch_when_cheaper and not rotation_null)
+        sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim, sketch_when_cheaper, rotation_null)
         grams = (m * sk_row if sk_row else m * m) + (n * sk_col if sk_col else n * n)
         copies = 1 + (1 if gaussian_null else 0) + (1 if rotation_null else 0)
         work = 2 * ((0 if sk_row else m * m) + (0 if sk_col else n * n))
