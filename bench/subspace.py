@@ -68,7 +68,7 @@ STAGE = """
 import sys, glob, torch
 torch.set_num_threads(2)
 from weightspace.subspace import run_group, load_subspaces
-paths = sorted(glob.glob(sys.argv[1] + "/m*.zarr"))[: int(sys.argv[2])]
+paths = sorted(glob.glob(sys.argv[1] + "/m[0-9][0-9][0-9][0-9].zarr"))[: int(sys.argv[2])]
 precision, method = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else ("float64", "auto")
 T0
 run_group(paths, "full", 1, 0, sys.argv[3], max_k=64, center=True, gaussian_null=False,
@@ -82,7 +82,7 @@ from tensorly.decomposition import tucker
 torch.set_num_threads(2)
 tl.set_backend("pytorch")
 from weightspace.store import ModelStore
-paths = sorted(glob.glob(sys.argv[1] + "/m*.zarr"))[: int(sys.argv[2])]
+paths = sorted(glob.glob(sys.argv[1] + "/m[0-9][0-9][0-9][0-9].zarr"))[: int(sys.argv[2])]
 T0
 X = torch.stack([ModelStore(p).read("layer.weight").float() for p in paths])
 X -= X.mean(0)
@@ -93,7 +93,7 @@ np.save(sys.argv[3], factors[1].numpy())
 REFERENCE = """
 import sys, glob, numpy as np
 from weightspace.store import ModelStore
-paths = sorted(glob.glob(sys.argv[1] + "/m*.zarr"))[: int(sys.argv[2])]
+paths = sorted(glob.glob(sys.argv[1] + "/m[0-9][0-9][0-9][0-9].zarr"))[: int(sys.argv[2])]
 T0
 X = np.stack([np.asarray(ModelStore(p).group["layer.weight"][...], dtype=np.float64) for p in paths])
 X -= X.mean(0)
@@ -108,7 +108,7 @@ READ = """
 import sys, glob, numpy as np
 from weightspace.store import ModelStore
 T0
-for p in sorted(glob.glob(sys.argv[1] + "/m*.zarr"))[: int(sys.argv[2])]:
+for p in sorted(glob.glob(sys.argv[1] + "/m[0-9][0-9][0-9][0-9].zarr"))[: int(sys.argv[2])]:
     np.asarray(ModelStore(p).group["layer.weight"][...])
 """
 

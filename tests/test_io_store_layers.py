@@ -222,3 +222,58 @@ def test_read_into_buffer_is_in_place_and_equal(tmp_path):
     assert got.data_ptr() == buf.data_ptr() and torch.equal(got, t[10:20]) and torch.all(buf[70:] == 0)
     other = st.read("b", slice(10, 20), out=buf[:70])
     assert other.data_ptr() != buf.data_ptr() and torch.equal(other, t[10:20].bfloat16())
+
+
+@pytest.mark.parametrize("writer", ["copy", "zarr"])
+def test_row_blocks_read_from_files_equal_zarr(tmp_path, monkeypatch, writer):
+    """Row blocks read straight from the chunk and shard files (the model-Gram pass) are what
+    Zarr reads, for stores written by the in-kernel copy and by Zarr itself: blocks inside one
+    chunk, across chunks, across shards, the partial last shard, a single-chunk tensor; and
+    Zarr is not called for them."""
+    import zarr
+
+    from weightspace import store as store_mod
+
+    monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8 << 10)
+    g = torch.Generator().manual_seed(1)
+    tensors = {"big.weight": torch.randn(1100, 40, generator=g), "small.weight": torch.randn(7, 5, generator=g)}
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"))
+    items = layers.iter_slices(folder) if writer == "copy" else tensors.items()
+    write_store(tmp_path / "s.zarr", items, {"model": "s"}, block_bytes=32 << 10)
+    st = ModelStore(tmp_path / "s.zarr")
+    arr = st.array("big.weight")
+    assert arr.shards[0] < 1100 and arr.chunks[0] < arr.shards[0]
+    blocks = [("big.weight", slice(a, b)) for a, b in [(0, 3), (40, 90), (arr.chunks[0] - 5, arr.chunks[0] + 5),
+                                                       (arr.shards[0] - 7, 2 * arr.shards[0] + 3), (990, 1100), (0, 1100)]]
+    blocks += [("small.weight", slice(2, 6)), ("small.weight", slice(0, 7))]
+    monkeypatch.setattr(zarr.Array, "get_basic_selection", lambda *a, **k: pytest.fail("read through Zarr"))
+    for name, rows in blocks:
+        want = tensors[name][rows]
+        buf = torch.full((want.numel() + 3,), float("nan"))
+        got = st.read(name, rows, out=buf[:want.numel()])
+        assert got.data_ptr() == buf.data_ptr() and torch.equal(got, want), (name, rows)
+        assert torch.isnan(buf[want.numel():]).all()
+
+
+def test_row_blocks_fall_back_to_zarr_where_files_do_not_cover(tmp_path, monkeypatch):
+    """An all-zero chunk that Zarr did not write is read as zeros (by Zarr); a shard whose index
+    fails its checksum is never read from the file (Zarr's own read then refuses it)."""
+    from weightspace import store as store_mod
+
+    monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8 << 10)
+    t = torch.randn(200, 40)
+    t[:51] = 0  # the first inner chunk (51 rows of 40 float32) is all zeros: not written
+    write_store(tmp_path / "s.zarr", [("w", t)], {"model": "s"})
+    st = ModelStore(tmp_path / "s.zarr")
+    assert st.array("w").chunks[0] == 51
+    buf = torch.full((60 * 40,), float("nan"))
+    assert torch.equal(st.read("w", slice(40, 100), out=buf), t[40:100])
+    shard = tmp_path / "s.zarr" / "w" / "c" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 0xFF  # the index checksum
+    shard.write_bytes(bytes(raw))
+    st = ModelStore(tmp_path / "s.zarr")
+    with pytest.raises(Exception, match="(?i)checksum|crc"):
+        st.read("w", slice(100, 120), out=buf[:800])
