@@ -70,7 +70,7 @@ def test_large_tensor_is_sharded_in_row_blocks(tmp_path):
     arr = ModelStore(tmp_path / "s.zarr").group["w"]
     assert arr.chunks[0] < 600 and arr.shards is not None
     assert torch.equal(ModelStore(tmp_path / "s.zarr").read("w"), t)
-    assert len(list((tmp_path / "s.zarr" / "w").rglob("c/*"))) == 1  # one shard file
+    assert len(list((tmp_path / "s.zarr" / "w").glob("c.*"))) == 1  # one shard file
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -108,16 +108,19 @@ def test_huge_tensor_extracted_in_row_blocks(tmp_path, monkeypatch, dtype):
     big_bytes = big.numel() * big.element_size()
     assert max(reads) <= 256 << 10 < big_bytes      # the big tensor was never read whole
     assert sum(reads) == big_bytes + small.numel() * small.element_size() + 4
-    n_shards = len(list((tmp_path / "m.zarr" / "big.weight").rglob("c/*")))
+    n_shards = len(list((tmp_path / "m.zarr" / "big.weight").glob("c.*")))
     assert n_shards == -(-1000 // st.group["big.weight"].shards[0]) > 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_extract_copies_file_bytes_into_zarr_layout(tmp_path, monkeypatch, dtype):
     """Extraction copies each tensor's bytes from the safetensors file into the chunk and shard
-    files without reading them into Python, and the files are byte for byte what Zarr itself
+    files without reading them into Python, and every file of the store (chunks, shards,
+    metadata: also the zarr.json copied for a repeated shape) is byte for byte what Zarr itself
     writes for the same data (shards with several inner chunks, a partial last shard whose
     trailing chunks are empty, a single-chunk tensor, a 1-D and a 4-D tensor)."""
+    import zarr
+
     from weightspace import store as store_mod
 
     monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8 << 10)
@@ -125,21 +128,28 @@ def test_extract_copies_file_bytes_into_zarr_layout(tmp_path, monkeypatch, dtype
     tensors = {"big.weight": torch.randn(1100, 40, generator=g).to(dtype),     # shards of 4 chunks
                "conv.weight": torch.randn(300, 3, 3, 3, generator=g).to(dtype),  # 4-D, sharded
                "small.weight": torch.randn(7, 5, generator=g).to(dtype),       # one chunk
-               "bias": torch.randn(13, generator=g).to(dtype)}
+               "bias": torch.randn(13, generator=g).to(dtype),
+               "big2.weight": torch.randn(1100, 40, generator=g).to(dtype),  # shapes repeated
+               "bias2": torch.randn(13, generator=g).to(dtype)}
     folder = tmp_path / "m"
     folder.mkdir()
     save_file(tensors, str(folder / "model.safetensors"))
     monkeypatch.setattr(layers.RowReader, "__getitem__", lambda *a: pytest.fail("bytes read into Python"))
+    made = []
+    create = zarr.Group.create_array
+    monkeypatch.setattr(zarr.Group, "create_array", lambda self, name, **kw: made.append(name) or create(self, name, **kw))
     write_store(tmp_path / "x.zarr", layers.iter_slices(folder), {"model": "x"}, block_bytes=32 << 10)
+    assert sorted(made) == ["bias", "big.weight", "conv.weight", "small.weight"]  # repeats: metadata copied
     monkeypatch.undo()
     monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8 << 10)
     write_store(tmp_path / "z.zarr", tensors.items(), {"model": "x"}, block_bytes=32 << 10)  # Zarr writes
-    files = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("c/**/*") if p.is_file()}  # noqa: E731
+    files = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}  # noqa: E731
     ours, zarrs = files(tmp_path / "x.zarr"), files(tmp_path / "z.zarr")
+    assert {str(k) for k in ours if k.name == "zarr.json"} == {"zarr.json"} | {f"{n}/zarr.json" for n in tensors}
     st = ModelStore(tmp_path / "x.zarr")
     arr = st.group["big.weight"]
     assert arr.shards[0] == 4 * arr.chunks[0] and -(-1100 // arr.chunks[0]) % 4 != 0  # last shard partial
-    n_big = sum(1 for k in ours if k.parts[0] == "big.weight")
+    n_big = sum(1 for k in ours if k.parts[0] == "big.weight" and k.name.startswith("c."))
     assert n_big == -(-1100 // arr.shards[0]) > 2 and st.group["conv.weight"].shards is not None
     assert ours.keys() == zarrs.keys() and all(ours[k] == zarrs[k] for k in ours)
     for name, t in tensors.items():
@@ -270,7 +280,7 @@ def test_row_blocks_fall_back_to_zarr_where_files_do_not_cover(tmp_path, monkeyp
     assert st.array("w").chunks[0] == 51
     buf = torch.full((60 * 40,), float("nan"))
     assert torch.equal(st.read("w", slice(40, 100), out=buf), t[40:100])
-    shard = tmp_path / "s.zarr" / "w" / "c" / "0" / "0"
+    shard = tmp_path / "s.zarr" / "w" / "c.0.0"
     raw = bytearray(shard.read_bytes())
     raw[-1] ^= 0xFF  # the index checksum
     shard.write_bytes(bytes(raw))
