@@ -378,7 +378,8 @@ def write_store(path: str | os.PathLike, tensors, attrs: dict[str, Any], model: 
     """
     from .stream import prefetched
 
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group = zarr.open_group(str(path), mode="w", zarr_format=3,
+                            attributes={**attrs, "weightspace_store_format": FORMAT})  # one metadata write
     made: dict[tuple, tuple[bytes, PlainLayout]] = {}  # (shape, dtype) → zarr.json, layout
 
     def make(item):
@@ -408,4 +409,3 @@ def write_store(path: str | os.PathLike, tensors, attrs: dict[str, Any], model: 
     # tensor's bytes are copied (in the kernel, or by Zarr without the GIL)
     for arr, tensor, data, lay in prefetched(tensors, make, depth=4):
         fill_array(arr, tensor, data, lay)
-    group.update_attributes({**attrs, "weightspace_store_format": FORMAT})  # one metadata write
