@@ -274,10 +274,10 @@ def test_row_blocks_fall_back_to_zarr_where_files_do_not_cover(tmp_path, monkeyp
 
     monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8 << 10)
     t = torch.randn(200, 40)
-    t[:51] = 0  # the first inner chunk (51 rows of 40 float32) is all zeros: not written
+    t[:50] = 0  # the first inner chunk (50 rows of 40 float32) is all zeros: not written
     write_store(tmp_path / "s.zarr", [("w", t)], {"model": "s"})
     st = ModelStore(tmp_path / "s.zarr")
-    assert st.array("w").chunks[0] == 51
+    assert st.array("w").chunks[0] == 50
     buf = torch.full((60 * 40,), float("nan"))
     assert torch.equal(st.read("w", slice(40, 100), out=buf), t[40:100])
     shard = tmp_path / "s.zarr" / "w" / "c.0.0"
@@ -287,3 +287,20 @@ def test_row_blocks_fall_back_to_zarr_where_files_do_not_cover(tmp_path, monkeyp
     st = ModelStore(tmp_path / "s.zarr")
     with pytest.raises(Exception, match="(?i)checksum|crc"):
         st.read("w", slice(100, 120), out=buf[:800])
+
+
+@pytest.mark.parametrize("shape", [(768, 768), (3072, 768), (768, 3072), (1000, 7), (65536, 4096), (5, 300000)])
+def test_chunks_split_rows_evenly(shape):
+    """Chunks of about CHUNK_BYTES with the rows split evenly: the zero padding of the last
+    chunk (written to disk) is less than one row per chunk, and shards hold whole chunks."""
+    from weightspace.store import CHUNK_BYTES, _layout
+
+    row_bytes = 4 * shape[1]
+    chunks, shards = _layout(shape, 4)
+    rows, n_chunks = chunks[0], -(-shape[0] // chunks[0])
+    assert n_chunks == min(shape[0], -(-shape[0] * row_bytes // CHUNK_BYTES)) or shards is None
+    assert n_chunks * rows - shape[0] < n_chunks
+    assert rows * row_bytes <= CHUNK_BYTES + row_bytes or rows == 1
+    if shards is not None:
+        assert shards[0] % rows == 0
+    assert _layout((768, 768), 4)[0] == (256, 768)
