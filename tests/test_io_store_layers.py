@@ -115,7 +115,7 @@ def test_huge_tensor_extracted_in_row_blocks(tmp_path, monkeypatch, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_extract_copies_file_bytes_into_zarr_layout(tmp_path, monkeypatch, dtype):
     """Extraction copies each tensor's bytes from the safetensors file into the chunk and shard
-    files without reading them into Python, and every file of the store (chunks, shards,
+    files without making a tensor of them, and every file of the store (chunks, shards,
     metadata: also the zarr.json copied for a repeated shape) is byte for byte what Zarr itself
     writes for the same data (shards with several inner chunks, a partial last shard whose
     trailing chunks are empty, a single-chunk tensor, a 1-D and a 4-D tensor)."""
@@ -237,7 +237,7 @@ def test_read_into_buffer_is_in_place_and_equal(tmp_path):
 @pytest.mark.parametrize("writer", ["copy", "zarr"])
 def test_row_blocks_read_from_files_equal_zarr(tmp_path, monkeypatch, writer):
     """Row blocks read straight from the chunk and shard files (the model-Gram pass) are what
-    Zarr reads, for stores written by the in-kernel copy and by Zarr itself: blocks inside one
+    Zarr reads, for stores written by the file copy and by Zarr itself: blocks inside one
     chunk, across chunks, across shards, the partial last shard, a single-chunk tensor; and
     Zarr is not called for them."""
     import zarr

@@ -77,7 +77,7 @@ def write_tensor(group: zarr.Group, name: str, tensor, model: str = "?",
 
     ``tensor`` is a torch tensor or a lazy reader (``layers.RowReader``: ``get_shape()``,
     ``torch_dtype``, ``[a:b]``). A reader's bytes go from the safetensors file straight into
-    the Zarr chunk files (``copy_from_file``: no Python buffer); where that does not apply it
+    the Zarr chunk files (``copy_from_file``: no tensor is made); where that does not apply it
     is read and written one shard-sized row block at a time, so memory stays at one block."""
     fill_array(*create_array(group, name, tensor, model, block_bytes))
 
@@ -178,7 +178,7 @@ def plain_layout(arr: zarr.Array) -> PlainLayout | None:
 def copy_from_file(lay: PlainLayout, src: str | os.PathLike, start: int, end: int) -> None:
     """Fill a new array of a local store with bytes ``start..end`` of ``src`` (the tensor's
     data in a safetensors file: C order, little endian, the layout Zarr's ``bytes`` codec
-    writes) by in-kernel copies (``os.copy_file_range``), without reading them into Python.
+    writes), piece by piece through one reused buffer (``_copy_range``), never whole.
 
     Each shard file is its inner chunks in row order (the last one zero-padded to a full
     chunk, as Zarr pads edge chunks) followed by the index; chunks past the array's end are
@@ -276,29 +276,31 @@ def _chunk_path(root: str, key: str) -> str:
     return path
 
 
+_COPY_BUFFER: list[memoryview] = []  # one 8 MB buffer per process, made on first use
+
+
 def _copy_range(src: str | os.PathLike, offset: int, nbytes: int, dst: str, tail: bytes = b"") -> None:
-    """Copy ``nbytes`` of ``src`` from ``offset`` into a new file ``dst``, in the kernel where
-    the file system allows (copy_file_range), else in 8 MB pieces; then append ``tail``."""
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
-        left = nbytes
-        try:
-            while left:
-                n = os.copy_file_range(fi.fileno(), fo.fileno(), left, offset + nbytes - left)
-                if n == 0:
-                    raise EOFError(f"{src} ends before byte {offset + nbytes}")
-                left -= n
-        except OSError:  # no in-kernel copy between these file systems: plain reads and writes
-            fi.seek(offset + nbytes - left)
-            while left:
-                piece = fi.read(min(left, 8 << 20))
-                if not piece:
-                    raise EOFError(f"{src} ends before byte {offset + nbytes}")
-                fo.write(piece)
-                left -= len(piece)
-        fo.flush()
-        view = memoryview(tail)
-        while view:  # at the file's position, which the in-kernel copy has moved on
-            view = view[os.write(fo.fileno(), view):]
+    """Copy ``nbytes`` of ``src`` from ``offset`` into a new file ``dst`` through one reused
+    8 MB buffer, then append ``tail``. (Plain reads and writes: from the unaligned offsets of
+    tensors in a safetensors file they ran 1.5× faster here than ``os.copy_file_range`` or
+    ``sendfile``, which splice whole pages.)"""
+    if not _COPY_BUFFER:
+        _COPY_BUFFER.append(memoryview(bytearray(8 << 20)))
+    buf = _COPY_BUFFER[0]
+    with open(src, "rb", buffering=0) as fi, open(dst, "wb", buffering=0) as fo:
+        pos, end = offset, offset + nbytes
+        while pos < end:
+            got = os.preadv(fi.fileno(), [buf[:min(len(buf), end - pos)]], pos)
+            if got == 0:
+                raise EOFError(f"{src} ends before byte {end}")
+            _write_all(fo.fileno(), buf[:got])
+            pos += got
+        _write_all(fo.fileno(), memoryview(tail))
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def source_dtype(arr: zarr.Array) -> str:
@@ -408,6 +410,6 @@ def write_store(path: str | os.PathLike, tensors, attrs: dict[str, Any], model: 
         return arr, tensor, data, lay
 
     # the next arrays' metadata (Python, small files) is written in a thread while this
-    # tensor's bytes are copied (in the kernel, or by Zarr without the GIL)
+    # tensor's bytes are copied (file reads and writes release the GIL)
     for arr, tensor, data, lay in prefetched(tensors, make, depth=4):
         fill_array(arr, tensor, data, lay)
