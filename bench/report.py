@@ -13,7 +13,12 @@ HEADER = "# Benchmarks\n\nEach section is written by the script it names; rerun 
 
 
 def machine() -> str:
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    gpu = ""
+    if os.environ.get("WS_BENCH_DEVICE") == "cuda":
+        import torch
+
+        gpu = f", {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return (f"{platform.machine()}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}, "
             f"{time.strftime('%Y-%m-%d')}")
 
 

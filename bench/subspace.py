@@ -2,7 +2,10 @@
 
 Prints a markdown table and writes it, with the machine and the command, to BENCHMARKS.md.
 
-    .venv/bin/python bench/subspace.py [--quick]
+    .venv/bin/python bench/subspace.py [--quick] [--device cuda] [--vit500]
+
+With ``--device cuda`` the stage and tucker run on the GPU (its own section of BENCHMARKS.md);
+``--vit500`` adds item 6: the stage on 500 models of a ViT-B's three matrix shapes (10.6 GB).
 
 1. the subspace stage vs tensorly.tucker(init='svd', n_iter_max=0, pytorch backend) on the same
    stack: wall ratio, peak RSS ratio, largest principal angle between the two row subspaces;
@@ -25,6 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEVICE = os.environ.setdefault("WS_BENCH_DEVICE", "cpu")  # read by the child processes
+THREADS = 2  # the CPU figures: the 2-core machine; a GPU machine's run uses all its cores
 WORK = ROOT / "bench" / "work" / "subspace"
 
 
@@ -38,7 +43,7 @@ def child(code: str, *args) -> tuple[float, float, str]:
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=out, stderr=err,
-                                text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+                                text=True, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -65,29 +70,33 @@ for i in range(N):
 """
 
 STAGE = """
-import sys, glob, torch
-torch.set_num_threads(2)
+import sys, glob, os, torch
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 from weightspace.subspace import run_group, load_subspaces
 paths = sorted(glob.glob(sys.argv[1] + "/m[0-9][0-9][0-9][0-9].zarr"))[: int(sys.argv[2])]
 precision, method = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else ("float64", "auto")
+device = os.environ["WS_BENCH_DEVICE"]
 T0
 run_group(paths, "full", 1, 0, sys.argv[3], max_k=64, center=True, gaussian_null=False,
-          rotation_null=False, seed=0, device="cpu", precision=precision,
+          rotation_null=False, seed=0, device=device, precision=precision,
           sketch_when_cheaper=method == "auto")
+if device == "cuda":
+    torch.cuda.synchronize()
+    print("GPU_MB", torch.cuda.max_memory_allocated() / 2**20)
 """
 
 TUCKER = """
-import sys, glob, numpy as np, torch, tensorly as tl
+import sys, glob, os, numpy as np, torch, tensorly as tl
 from tensorly.decomposition import tucker
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 tl.set_backend("pytorch")
 from weightspace.store import ModelStore
 paths = sorted(glob.glob(sys.argv[1] + "/m[0-9][0-9][0-9][0-9].zarr"))[: int(sys.argv[2])]
 T0
-X = torch.stack([ModelStore(p).read("layer.weight").float() for p in paths])
+X = torch.stack([ModelStore(p).read("layer.weight").float() for p in paths]).to(os.environ["WS_BENCH_DEVICE"])
 X -= X.mean(0)
 core, factors = tucker(X, rank=[X.shape[0], 64, 64], init="svd", n_iter_max=0)
-np.save(sys.argv[3], factors[1].numpy())
+np.save(sys.argv[3], factors[1].cpu().numpy())
 """
 
 REFERENCE = """
@@ -105,13 +114,14 @@ np.save(sys.argv[3].replace(".npy", "_col.npy"), v[:, ::-1][:, :8])
 """
 
 GEMM = """
-import torch
-torch.set_num_threads(2)
-a = torch.randn(2048, 2048, dtype=torch.float64)
+import os, torch
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+a = torch.randn(2048, 2048, dtype=torch.float64, device=os.environ["WS_BENCH_DEVICE"])
 a @ a
 T0
 for _ in range(3):
-    a @ a
+    b = a @ a
+float(b[0, 0])  # waits for the device
 T0 = time.perf_counter() - (time.perf_counter() - T0) / 3  # one product's time
 """
 
@@ -120,7 +130,24 @@ import sys, glob, numpy as np
 from weightspace.store import ModelStore
 T0
 for p in sorted(glob.glob(sys.argv[1] + "/m[0-9][0-9][0-9][0-9].zarr"))[: int(sys.argv[2])]:
-    np.asarray(ModelStore(p).group["layer.weight"][...])
+    st = ModelStore(p)
+    for name in st.names():
+        np.asarray(st.group[name][...])
+"""
+
+VIT_STACK = """
+import sys, torch
+from weightspace.store import write_store
+root, N = sys.argv[1], int(sys.argv[2])
+T0
+shapes = {"attention.query.weight": (768, 768), "intermediate.dense.weight": (3072, 768),
+          "output.dense.weight": (768, 3072)}  # a ViT-B layer's three matrix shapes
+shared = torch.Generator().manual_seed(0)
+base = {k: torch.randn(s, generator=shared) * 0.02 for k, s in shapes.items()}
+for i in range(N):
+    g = torch.Generator().manual_seed(i + 1)
+    write_store(f"{root}/m{i:04d}.zarr", [(k, b + 0.002 * torch.randn(b.shape, generator=g)) for k, b in base.items()],
+                {"model": f"m{i:04d}"})
 """
 
 EXTRACT = """
@@ -218,14 +245,22 @@ def principal_angle_deg(a, b) -> float:
     return float(np.degrees(np.arccos(np.clip(s.min(), -1, 1))))
 
 
-def collection(name, N, m, n):
+def gpu_mb(stdout: str) -> float:
+    return float(next(line.split()[1] for line in stdout.splitlines() if line.startswith("GPU_MB")))
+
+
+def collection_with(code: str, name: str, *args) -> Path:
     d = WORK / name
     if not (d / "done").exists():
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
-        child(WRITE, d, N, m, n)
+        child(code, d, *args)
         (d / "done").write_text("")
     return d
+
+
+def collection(name, N, m, n):
+    return collection_with(WRITE, name, N, m, n)
 
 
 def dry_run_1000() -> float:
@@ -251,14 +286,19 @@ def dry_run_1000() -> float:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller shapes, for a smoke test")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--vit500", action="store_true", help="item 6: 500 models of a ViT-B's matrix shapes")
     a = ap.parse_args()
+    global DEVICE, THREADS
+    DEVICE = os.environ["WS_BENCH_DEVICE"] = a.device
+    THREADS = 2 if a.device == "cpu" else os.cpu_count()
     m, n, N = (192, 768, 40) if a.quick else (768, 3072, 100)
     sm, sn = (96, 384) if a.quick else (384, 1536)
     Ns = (20, 40, 80) if a.quick else (50, 200, 800)
     rows = []
     d = collection(f"main-{N}x{m}x{n}", N, m, n)
-    w_stage, rss_stage, _ = child(STAGE, d, N, d / "out.zarr")
-    w_stage32, rss_stage32, _ = child(STAGE, d, N, d / "out32.zarr", "float32", "auto")
+    w_stage, rss_stage, out64 = child(STAGE, d, N, d / "out.zarr")
+    w_stage32, rss_stage32, out32 = child(STAGE, d, N, d / "out32.zarr", "float32", "auto")
     w_exact, rss_exact, _ = child(STAGE, d, N, d / "exact.zarr", "float64", "exact")
     w_tucker, rss_tucker, _ = child(TUCKER, d, N, d / "tucker.npy")
     from weightspace.subspace import load_subspaces
@@ -282,6 +322,8 @@ def main():
                  f"peak RSS {rss_stage:.0f} / {rss_tucker:.0f} MB; largest principal angle (k=8) to a "
                  f"float64 SVD of each unfolding: stage {ang(U, V)}; tucker row "
                  f"{principal_angle_deg(T, R):.1e} deg", "≥10x faster, same subspace"))
+    if DEVICE == "cuda":
+        rows[-1] = (rows[-1][0], rows[-1][1] + f"; GPU peak {gpu_mb(out64):.0f} MB", rows[-1][2])
     rows.append((f"1b. the same with float32 products (precision: float32)",
                  f"{w_stage32:.1f} s / {w_tucker:.1f} s = {w_tucker / w_stage32:.1f}x faster; peak RSS "
                  f"{rss_stage32:.0f} MB; angle to the float64 SVD: {ang(U32, V32)}",
@@ -314,9 +356,9 @@ def main():
     floor = flops * gemm_s / 2048 ** 3
     rows.append((f"3. subspace stage vs plain read, N={N}, {m}x{n}",
                  f"{w_stage:.1f} s / {w_read:.1f} s = {w_stage / w_read:.1f}x (float32 products: "
-                 f"{w_stage32 / w_read:.1f}x); compute floor: its {flops:.1e} multiply-adds at this CPU's "
-                 f"float64 GEMM speed ({2048 ** 3 / gemm_s / 1e9:.0f} G/s, 2 threads) take {floor:.1f} s = "
-                 f"{floor / w_read:.1f}x the read", "≤1.5x"))
+                 f"{w_stage32 / w_read:.1f}x); compute floor: its {flops:.1e} multiply-adds at this "
+                 f"{DEVICE}'s float64 GEMM speed ({2048 ** 3 / gemm_s / 1e9:.0f} G/s, {THREADS} threads) take "
+                 f"{floor:.1f} s = {floor / w_read:.1f}x the read", "≤1.5x"))
     def best_pair(a, b, *args):  # alternating, five times each: the disk's write-back varies
         wa, wb = [], []  # from run to run by up to 5×, so the best of each (as timeit reports)
         for _ in range(5):
@@ -346,12 +388,24 @@ def main():
                  f"{w_huge:.1f} s, peak RSS {rss_huge:.0f} MB (the imports alone: {rss_imports:.0f} MB)",
                  "bounded by a few 64 MB blocks"))
     rows.append(("5. snakemake -n, 1000-model collection", f"{dry_run_1000():.1f} s", "≤15 s"))
+    if a.vit500:
+        N6 = 40 if a.quick else 500
+        d6 = collection_with(VIT_STACK, f"vit-stack-{N6}", N6)
+        w6, rss6, out6 = child(STAGE, d6, N6, d6 / "out.zarr")
+        w6_read = child(READ, d6, N6)[0]
+        gb = N6 * (768 * 768 + 2 * 3072 * 768) * 4 / 1e9
+        rows.append((f"6. the stage on {N6} models of a ViT-B layer's three matrices (768x768, 3072x768, "
+                     f"768x3072 float32: {gb:.1f} GB), max_k=64, on {DEVICE}",
+                     f"{w6:.1f} s, plain read {w6_read:.1f} s = {w6 / w6_read:.1f}x; peak RSS {rss6:.0f} MB"
+                     + (f", GPU peak {gpu_mb(out6):.0f} MB" if DEVICE == "cuda" else ""), "(on a GPU)"))
     table = ["| benchmark | measured | target |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     print("\n".join(table))
     if not a.quick:
         sys.path.insert(0, str(ROOT / "bench"))
         from report import write_section
-        write_section("Subspace and extract stages", ".venv/bin/python bench/subspace.py", "\n".join(table))
+        flags = "".join(f" --{f}" for f, on in (("device cuda", DEVICE == "cuda"), ("vit500", a.vit500)) if on)
+        title = "Subspace and extract stages" + (f" ({DEVICE})" if DEVICE != "cpu" else "")
+        write_section(title, ".venv/bin/python bench/subspace.py" + flags, "\n".join(table))
 
 
 if __name__ == "__main__":
