@@ -8,8 +8,9 @@ Layout of ``{model}.zarr`` (Zarr v3):
 - a 2-D tensor is chunked in row blocks of about ``CHUNK_BYTES`` inside a single shard, so a
   tensor is one file on disk and a row block of it can still be read alone (``RowFiles``
   reads it straight from the file, as the model-Gram pass does N²·m·n·8/budget times); a
-  tensor larger than ``BLOCK_BYTES`` (an embedding of 128k×4096) gets one shard per row block of about
-  ``BLOCK_BYTES`` and is copied block by block, so extraction never holds it whole;
+  tensor larger than ``BLOCK_BYTES`` (an embedding of 128k×4096) gets one shard per row
+  block of about ``BLOCK_BYTES``; extraction never holds a tensor whole;
+- chunk keys ``c.0.0``: chunk files beside the array's ``zarr.json``, no subfolders;
 - group attributes: ``model`` (key), ``id``, ``revision``, ``format`` and the model's JSON
   configs (``config``, ``adapter_config``).
 """
@@ -20,6 +21,7 @@ import dataclasses
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,7 +278,7 @@ def _chunk_path(root: str, key: str) -> str:
     return path
 
 
-_COPY_BUFFER: list[memoryview] = []  # one 8 MB buffer per process, made on first use
+_COPY_BUFFER = threading.local()  # one 8 MB buffer per thread, made on first use
 
 
 def _copy_range(src: str | os.PathLike, offset: int, nbytes: int, dst: str, tail: bytes = b"") -> None:
@@ -284,9 +286,9 @@ def _copy_range(src: str | os.PathLike, offset: int, nbytes: int, dst: str, tail
     8 MB buffer, then append ``tail``. (Plain reads and writes: from the unaligned offsets of
     tensors in a safetensors file they ran 1.5× faster here than ``os.copy_file_range`` or
     ``sendfile``, which splice whole pages.)"""
-    if not _COPY_BUFFER:
-        _COPY_BUFFER.append(memoryview(bytearray(8 << 20)))
-    buf = _COPY_BUFFER[0]
+    buf = getattr(_COPY_BUFFER, "view", None)
+    if buf is None:
+        buf = _COPY_BUFFER.view = memoryview(bytearray(8 << 20))
     with open(src, "rb", buffering=0) as fi, open(dst, "wb", buffering=0) as fo:
         pos, end = offset, offset + nbytes
         while pos < end:
