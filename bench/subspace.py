@@ -188,27 +188,20 @@ for k in range(int(sys.argv[2])):
 print(len(shapes), sum(torch.Size(s).numel() for s in shapes.values()))
 """
 
-EXTRACT_VIT = """
+VIT_STEP = """
 import sys, glob, os, shutil
 from weightspace.extract import extract_model
-folders = sorted(glob.glob(sys.argv[1] + "/v*[0-9]"))
+folders, extract = sorted(glob.glob(sys.argv[1] + "/v*[0-9]")), sys.argv[2] == "extract"
+out = lambda f: f + (".zarr" if extract else "_copy")
 for f in folders:
-    shutil.rmtree(f + ".zarr", ignore_errors=True)
-os.sync()
+    shutil.rmtree(out(f), ignore_errors=True)
+os.sync()  # no dirty pages of earlier steps slowing this one's writes
 T0
 for f in folders:
-    extract_model(f, f + ".zarr", os.path.basename(f), {})
-"""
-
-COPY_VIT = """
-import sys, glob, os, shutil
-folders = sorted(glob.glob(sys.argv[1] + "/v*[0-9]"))
-for f in folders:
-    shutil.rmtree(f + "_copy", ignore_errors=True)
-os.sync()
-T0
-for f in folders:
-    os.makedirs(f + "_copy"); shutil.copy(f + "/model.safetensors", f + "_copy/model.safetensors")
+    if extract:
+        extract_model(f, out(f), os.path.basename(f), {})
+    else:
+        os.makedirs(out(f)); shutil.copy(f + "/model.safetensors", out(f) + "/model.safetensors")
 """
 
 HUGE = """
@@ -359,11 +352,11 @@ def main():
                  f"{w_stage32 / w_read:.1f}x); compute floor: its {flops:.1e} multiply-adds at this "
                  f"{DEVICE}'s float64 GEMM speed ({2048 ** 3 / gemm_s / 1e9:.0f} G/s, {THREADS} threads) take "
                  f"{floor:.1f} s = {floor / w_read:.1f}x the read", "≤1.5x"))
-    def best_pair(a, b, *args):  # alternating, five times each: the disk's write-back varies
-        wa, wb = [], []  # from run to run by up to 5×, so the best of each (as timeit reports)
+    def best_pair(a, args_a, b, args_b):  # alternating, five times each: the disk's write-back
+        wa, wb = [], []  # varies from run to run by up to 5×, so the best of each (as timeit)
         for _ in range(5):
-            wa.append(child(a, *args)[0])
-            wb.append(child(b, *args)[0])
+            wa.append(child(a, *args_a)[0])
+            wb.append(child(b, *args_b)[0])
         return min(wa), min(wb), f"range {min(wa):.2f}–{max(wa):.2f} s / {min(wb):.2f}–{max(wb):.2f} s"
 
     n_vit = 2 if a.quick else 4
@@ -374,11 +367,11 @@ def main():
         info = child(VIT_B, dv, n_vit)[2].split()
         (dv / "done").write_text(f"{info[0]} {info[1]}")
     n_tensors, n_params = map(int, (dv / "done").read_text().split())
-    w_ex, w_cp, spread = best_pair(EXTRACT_VIT, COPY_VIT, dv)
+    w_ex, w_cp, spread = best_pair(VIT_STEP, (dv, "extract"), VIT_STEP, (dv, "copy"))
     rows.append((f"4. extract vs plain copy, {n_vit} ViT-B-shaped models ({n_tensors} tensors, "
                  f"{n_params * 4 / 2**20:.0f} MiB float32 each; best of 5, page cache warm, written "
                  "after a sync)", f"{w_ex:.2f} s / {w_cp:.2f} s = {w_ex / w_cp:.1f}x ({spread})", "≤2x"))
-    w_ex, w_cp, spread = best_pair(EXTRACT, COPY, d)
+    w_ex, w_cp, spread = best_pair(EXTRACT, (d,), COPY, (d,))
     rows.append((f"4b. the same, 20 single-tensor models {m}x{n}", f"{w_ex:.2f} s / {w_cp:.2f} s = "
                  f"{w_ex / w_cp:.1f}x ({spread})", "≤2x"))
     child(HUGE, d / "huge")
