@@ -304,3 +304,22 @@ def test_chunks_split_rows_evenly(shape):
     if shards is not None:
         assert shards[0] % rows == 0
     assert _layout((768, 768), 4)[0] == (256, 768)
+
+
+def test_row_blocks_of_stores_in_the_earlier_layout(tmp_path, monkeypatch):
+    """Stores extracted before chunk keys became ``c.0.0`` (Zarr's default ``c/0/0``, rows not
+    split evenly) are read straight from their files too, and equal Zarr's reads."""
+    import zarr
+
+    t = torch.randn(1100, 40)
+    g = zarr.open_group(str(tmp_path / "old.zarr"), mode="w", zarr_format=3)
+    g.create_array("w", shape=t.shape, dtype="float32", chunks=(51, 40), shards=(204, 40),
+                   compressors=None, fill_value=0)[...] = t.numpy()
+    g.create_array("v", shape=(7, 5), dtype="float32", chunks=(7, 5), compressors=None, fill_value=0)[...] = t[:7, :5].numpy()
+    assert (tmp_path / "old.zarr" / "w" / "c" / "0" / "0").is_file()
+    st = ModelStore(tmp_path / "old.zarr")
+    monkeypatch.setattr(zarr.Array, "get_basic_selection", lambda *a, **k: pytest.fail("read through Zarr"))
+    for rows in (slice(0, 3), slice(40, 260), slice(1000, 1100)):
+        buf = torch.empty(t[rows].numel())
+        assert torch.equal(st.read("w", rows, out=buf), t[rows])
+    assert torch.equal(st.read("v", slice(2, 6), out=torch.empty(20)), t[2:6, :5])
