@@ -123,6 +123,29 @@ def test_incremental_sums_equal_from_scratch(tmp_path, view, caplog):
     assert "no longer in the basis; starting afresh" in caplog.text
 
 
+def test_incremental_float32_sums_keep_their_shift(tmp_path, caplog):
+    """With float32 products the sums are of W − c (c the first model): the cache keeps c, so
+    models added later are shifted alike and the result equals a run from scratch; a cache
+    made at another precision is not reused."""
+    paths = make_stores(tmp_path, N=8)[0]
+    kw = dict(max_k=3, center=True, gaussian_null=True, rotation_null=False, seed=0, device="cpu")
+    cache = str(tmp_path / "cache.zarr")
+    run_group(paths[:5], "full", 1, 0, str(tmp_path / "old.zarr"), cache_path=cache, precision="float32", **kw)
+    with caplog.at_level("INFO", logger="weightspace"):
+        run_group(paths, "full", 1, 0, str(tmp_path / "inc.zarr"), cache_path=cache, precision="float32", **kw)
+    assert "reusing the sums of 5 models, reading 3 new" in caplog.text
+    run_group(paths, "full", 1, 0, str(tmp_path / "fresh.zarr"), precision="float64", **kw)
+    inc, _ = load_subspaces([str(tmp_path / "inc.zarr")])
+    fresh, _ = load_subspaces([str(tmp_path / "fresh.zarr")])
+    for name in fresh:
+        for arr in ("eig_row", "eig_col", "eig_row_uncentered", "eig_col_uncentered", "mean"):
+            np.testing.assert_allclose(inc[name].array(arr), fresh[name].array(arr), rtol=2e-5, atol=1e-9)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="weightspace"):
+        run_group(paths, "full", 1, 0, str(tmp_path / "f64.zarr"), cache_path=cache, precision="float64", **kw)
+    assert "reusing" not in caplog.text
+
+
 def test_large_mode_switches_to_sketch_and_says_so(tmp_path, caplog):
     paths, _ = make_stores(tmp_path, N=6, shapes={"w": (5, 40)})
     with caplog.at_level("INFO", logger="weightspace"):

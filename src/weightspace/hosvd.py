@@ -42,10 +42,14 @@ product in row blocks (X_i X_iᵀ Q needs all of X_i at once), so a sketched row
 Precision: every sum and Gram is accumulated in float64. By default the per-model products
 are float64 too; ``product_dtype=float32`` computes them in float32 (about twice as fast on a
 CPU; each Gram entry then carries a relative error of about 2⁻²⁴·√n, which the tests bound
-against float64) before adding them to the float64 sums. That error is relative to the raw
-products W Wᵀ, so the centred Gram R − Nμμᵀ loses the digits that cancel: for models that
-differ little from their mean (fine-tunes of one checkpoint) keep float64. The second pass of a
-sketched column mode multiplies exactly centred blocks, so it has no such cancellation.
+against float64) before adding them to the float64 sums. That error is relative to the
+products formed, so products of raw W_i would lose, in R − Nμμᵀ, every digit that cancels
+(fine-tunes of one checkpoint differ from their mean by ~10⁻³ of their size: a 0.7% error).
+With float32 products the sums are therefore taken of W_i − c, c the first model added (kept in
+float64): S' = Σ (W_i − c), R' = Σ (W_i − c)(W_i − c)ᵀ, C', Y'. The centred Grams are
+R' − N μ'μ'ᵀ with μ' = S'/N (nothing large cancels: W_i − c is of the size of X_i), the mean is
+c + μ', and the raw ones are R = R' + c S'ᵀ + S' cᵀ + N c cᵀ (likewise C and the sketches), formed
+once in float64. The second pass of a sketched column mode multiplies exactly centred blocks.
 
 Nulls (same shapes, same N):
 
@@ -144,6 +148,7 @@ class ModeSums:
     Y_row: torch.Tensor | None = field(init=False, default=None)
     Y_col: torch.Tensor | None = field(init=False, default=None)
     refined_col: tuple[torch.Tensor, torch.Tensor] | None = field(init=False, default=None)  # (Z, Q), not cached
+    shift: torch.Tensor | None = field(init=False, default=None)  # c: the sums are of W − c (see Precision)
     _omegas: dict = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -184,8 +189,16 @@ class ModeSums:
             Wp = D if pd == ACC else src.to(pd)  # from the source: no float64 round trip
         if tuple(D.shape) != (self.m, self.n):
             raise ValueError(f"shape {tuple(D.shape)} does not match {(self.m, self.n)}")
-        self.S += D
+        if (self.count == 0 and self.shift is None and pd != ACC and self.rotation_seed is None
+                and not isinstance(Wp, LowRank)):
+            self.shift = D.clone()  # float32 products of W − c: see Precision
         self.sq += float(torch.dot(D.reshape(-1), D.reshape(-1)))
+        if self.shift is not None:
+            if isinstance(Wp, LowRank):
+                raise ValueError("shifted sums take dense matrices only")
+            D = D - self.shift
+            Wp = D if pd == ACC else D.to(pd)
+        self.S += D
         Dp = dense(Wp)
         ms = self.count if model_seed is None else model_seed
         g = (torch.Generator().manual_seed((self.rotation_seed * 1_000_003 + ms) % (2**63))
@@ -227,33 +240,41 @@ class ModeSums:
         if mode == "col" and center and self.refined_col is not None:
             return nystrom(*self.refined_col)
         Om = self.omega(mode)
+        mu, N, c = self.S / self.count, self.count, self.shift
         if center:
-            mu = self.mean
-            sketch = sketch - self.count * ((mu @ (mu.T @ Om)) if mode == "row" else (mu.T @ (mu @ Om)))
+            sketch = sketch - N * ((mu @ (mu.T @ Om)) if mode == "row" else (mu.T @ (mu @ Om)))
+        elif c is not None:  # the raw sketch from the shifted one
+            S = self.S
+            sketch = sketch + ((c @ (S.T @ Om) + S @ (c.T @ Om) + N * (c @ (c.T @ Om))) if mode == "row"
+                               else (c.T @ (S @ Om) + S.T @ (c @ Om) + N * (c.T @ (c @ Om))))
         return nystrom(sketch, Om)
 
     @property
     def mean(self) -> torch.Tensor:
-        return self.S / self.count
+        mu = self.S / self.count
+        return mu if self.shift is None else mu + self.shift
 
     def refinement(self) -> "ColumnRefinement":
         """The second-pass accumulator of the sketched column mode: Q = orth(G_c Ω) from the
         centred one-pass sketch; feed it every model's row blocks, then ``finish``."""
         Om = self.omega("col")
-        mu = self.mean
+        mu = self.S / self.count  # the mean of what the sums hold (shifted or not)
         Y = self.Y_col - self.count * (mu.T @ (mu @ Om))
         Q = fix_signs(torch.linalg.qr(Y)[0])
-        return ColumnRefinement(self, Q, mu, self.product_dtype)
+        return ColumnRefinement(self, Q, self.mean, self.product_dtype)
 
     def gram(self, mode: str, center: bool = True) -> torch.Tensor:
         """G_row = R − N μμᵀ or G_col = C − N μᵀμ (centred), or the raw sum; exact modes only."""
         raw = self.R if mode == "row" else self.C
         if raw is None:
             raise ValueError(f"the {mode} mode is sketched: it has no Gram (use mode_spectrum)")
-        if not center:
+        N, c, S = self.count, self.shift, self.S
+        if center:
+            mu = S / N  # the mean of what the sums hold (shifted or not)
+            return raw - N * ((mu @ mu.T) if mode == "row" else (mu.T @ mu))
+        if c is None:
             return raw.clone()
-        mu = self.mean
-        return raw - self.count * ((mu @ mu.T) if mode == "row" else (mu.T @ mu))
+        return raw + ((c @ S.T + S @ c.T + N * (c @ c.T)) if mode == "row" else (c.T @ S + S.T @ c + N * (c.T @ c)))
 
     def grams(self, center: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(G_row, G_col), see ``gram``."""

@@ -130,8 +130,9 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     new_sums = lambda rot: hosvd.ModeSums(m, n, device=device, rotation_seed=rot, sketch_row=sk_row,  # noqa: E731
                                           sketch_col=sk_col, sketch_seed=seed,
                                           product_dtype=getattr(torch, precision))
-    if cached is not None and (cached.sums.sketch_row, cached.sums.sketch_col) != (sk_row, sk_col):
-        cached = None
+    if cached is not None and ((cached.sums.sketch_row, cached.sums.sketch_col) != (sk_row, sk_col)
+                               or cached.sums.product_dtype != getattr(torch, precision)):
+        cached = None  # made with other sketch widths or another precision
     ids = [identity(st) for st in stores]
     if cached is not None and set(cached.models) <= set(ids):
         order = [ids.index(i) for i in cached.models] + [k for k, i in enumerate(ids) if i not in set(cached.models)]
@@ -192,7 +193,7 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     return sub, Cached([identity(st) for st in stores], sums, K, null)
 
 
-CACHE_ARRAYS = ("S", "R", "C", "R_rot", "C_rot", "Y_row", "Y_col")
+CACHE_ARRAYS = ("S", "R", "C", "R_rot", "C_rot", "Y_row", "Y_col", "shift")
 CACHE_ATTRS = ("count", "sq", "sketch_row", "sketch_col", "sketch_seed", "rotation_seed")
 CACHE_FORMAT = 1  # bump when the meaning of the cached sums changes: old caches are then ignored
 
@@ -211,9 +212,10 @@ def load_cache(path: str | os.PathLike, target: layers.Target, rotation_seed: in
     def restore(prefix: str, attrs: dict, rot) -> hosvd.ModeSums:
         sums = hosvd.ModeSums(*target.shape, device=device, rotation_seed=rot,
                               sketch_row=attrs["sketch_row"], sketch_col=attrs["sketch_col"],
-                              sketch_seed=attrs["sketch_seed"])
+                              sketch_seed=attrs["sketch_seed"],
+                              product_dtype=getattr(torch, attrs.get("precision", "float64")))
         for name in CACHE_ARRAYS:
-            if getattr(sums, name) is not None:
+            if getattr(sums, name) is not None or (name == "shift" and prefix + name in g):
                 setattr(sums, name, torch.from_numpy(np.asarray(g[prefix + name][...])).to(device))
         sums.count, sums.sq = int(attrs["count"]), float(attrs["sq"])
         return sums
@@ -230,11 +232,13 @@ def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
         for name, c in caches.items():
             g = root.create_group(name)
             g.attrs.update({"models": c.models, "shape": [c.sums.m, c.sums.n], "format": CACHE_FORMAT,
+                            "precision": str(c.sums.product_dtype).removeprefix("torch."),
                             **{a: getattr(c.sums, a) for a in CACHE_ATTRS}})
             arrays = {key: getattr(c.sums, key) for key in CACHE_ARRAYS} | {"K": c.K}
             if c.null is not None:
                 arrays |= {f"null_{key}": getattr(c.null, key) for key in CACHE_ARRAYS}
-                g.attrs["null"] = {a: getattr(c.null, a) for a in CACHE_ATTRS}
+                g.attrs["null"] = {a: getattr(c.null, a) for a in CACHE_ATTRS} | {
+                    "precision": str(c.null.product_dtype).removeprefix("torch.")}
             for key, value in arrays.items():
                 if value is not None:
                     data = value.detach().cpu().numpy()
@@ -367,7 +371,8 @@ def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_
                        base_mb: int = 500) -> int:
     """Peak memory of one subspace job, from the shapes of its layer group (float64 bytes):
 
-    per target (they are done one after the other, so the largest counts): the sums S (m·n),
+    per target (they are done one after the other, so the largest counts): the sums S and the
+    shift of float32 products (2·m·n),
     R and C (m², n², or m·l, n·l when sketched), the same again for the Gaussian null and the
     rotation null, the per-model products and eigendecomposition workspace (2·(m² + n²)), the
     prefetched matrices (3 models, source copy + float64), the model Gram and its centred copy
@@ -382,6 +387,6 @@ def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_
         grams = (m * sk_row if sk_row else m * m) + (n * sk_col if sk_col else n * n)
         copies = 1 + (1 if gaussian_null else 0) + (1 if rotation_null else 0)
         work = 2 * ((0 if sk_row else m * m) + (0 if sk_col else n * n))
-        numbers = copies * (m * n + grams) + work + 3 * 2 * m * n + 2 * n_models ** 2 + 2 * n * sk_col
+        numbers = copies * (2 * m * n + grams) + work + 3 * 2 * m * n + 2 * n_models ** 2 + 2 * n * sk_col
         worst = max(worst, 8 * numbers)
     return int(base_mb + 1.2 * (worst + 2 * BLOCK_BYTES) / 2**20)
