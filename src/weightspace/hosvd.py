@@ -121,13 +121,15 @@ def dense(W) -> torch.Tensor:
 
 @dataclass
 class ModeSums:
-    """Additive sums over models for one target: N, Σ W, Σ W Wᵀ, Σ Wᵀ W (float64).
+    """Additive sums over models for one target: N, Σ W, Σ W Wᵀ, Σ Wᵀ W (float64; of W − c
+    with float32 products, ``shift`` c, see Precision).
 
     With ``rotation_seed`` set, also the rotation-null sums Σ Q_i W_i W_iᵀ Q_iᵀ and
     Σ R_iᵀ W_iᵀ W_i R_i, with Q_i, R_i drawn from a generator seeded by (seed, model seed); the
     model seed defaults to the model's index, and a stable per-model seed (from its key) makes
     the null independent of the order in which models are added.
-    Sums of two disjoint sets of models add (``merge``), which makes adding models cheap.
+    Each model only adds to the sums, so sums kept from earlier models take new ones (the
+    stage's cache: adding models reads only the new ones).
     """
 
     m: int
