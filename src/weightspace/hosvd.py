@@ -40,8 +40,8 @@ C = 1 + √(k/(p−1)) + e·√(k+p)/p·√(d−k), l = k + p (tested). The row 
 product in row blocks (X_i X_iᵀ Q needs all of X_i at once), so a sketched row mode is one-pass.
 
 Precision: every sum and Gram is accumulated in float64. By default the per-model products
-are float64 too; ``product_dtype=float32`` computes them in float32 (about twice as fast on a
-CPU; each Gram entry then carries a relative error of about 2⁻²⁴·√n, which the tests bound
+are float64 too; ``product_dtype=float32`` computes them in float32 (the products about twice
+as fast on a CPU, the whole stage ~1.2×; each Gram entry then carries a relative error of about 2⁻²⁴·√n, which the tests bound
 against float64) before adding them to the float64 sums. That error is relative to the
 products formed, so products of raw W_i would lose, in R − Nμμᵀ, every digit that cancels
 (fine-tunes of one checkpoint differ from their mean by ~10⁻³ of their size: a 0.7% error).
