@@ -41,8 +41,8 @@ product in row blocks (X_i X_iᵀ Q needs all of X_i at once), so a sketched row
 
 Precision: every sum and Gram is accumulated in float64. By default the per-model products
 are float64 too; ``product_dtype=float32`` computes them in float32 (the products about twice
-as fast on a CPU, the whole stage ~1.2×; each Gram entry then carries a relative error of about 2⁻²⁴·√n, which the tests bound
-against float64) before adding them to the float64 sums. That error is relative to the
+as fast on a CPU, the whole stage ~1.2×; each Gram entry then carries a relative error of
+about 2⁻²⁴·√n, which the tests bound against float64) before adding them to the float64 sums. That error is relative to the
 products formed, so products of raw W_i would lose, in R − Nμμᵀ, every digit that cancels
 (fine-tunes of one checkpoint differ from their mean by ~10⁻³ of their size: a 0.7% error).
 With float32 products the sums are therefore taken of W_i − c, c the first model added (kept in
@@ -199,7 +199,7 @@ class ModeSums:
             if isinstance(Wp, LowRank):
                 raise ValueError("shifted sums take dense matrices only")
             D = D - self.shift
-            Wp = D if pd == ACC else D.to(pd)
+            Wp = D.to(pd)
         self.S += D
         Dp = dense(Wp)
         ms = self.count if model_seed is None else model_seed
@@ -242,7 +242,7 @@ class ModeSums:
         if mode == "col" and center and self.refined_col is not None:
             return nystrom(*self.refined_col)
         Om = self.omega(mode)
-        mu, N, c = self.S / self.count, self.count, self.shift
+        mu, N, c = self.held_mean, self.count, self.shift
         if center:
             sketch = sketch - N * ((mu @ (mu.T @ Om)) if mode == "row" else (mu.T @ (mu @ Om)))
         elif c is not None:  # the raw sketch from the shifted one
@@ -252,15 +252,19 @@ class ModeSums:
         return nystrom(sketch, Om)
 
     @property
+    def held_mean(self) -> torch.Tensor:
+        """The mean of what the sums hold: μ, or μ' = μ − c when they are shifted."""
+        return self.S / self.count
+
+    @property
     def mean(self) -> torch.Tensor:
-        mu = self.S / self.count
-        return mu if self.shift is None else mu + self.shift
+        return self.held_mean if self.shift is None else self.held_mean + self.shift
 
     def refinement(self) -> "ColumnRefinement":
         """The second-pass accumulator of the sketched column mode: Q = orth(G_c Ω) from the
         centred one-pass sketch; feed it every model's row blocks, then ``finish``."""
         Om = self.omega("col")
-        mu = self.S / self.count  # the mean of what the sums hold (shifted or not)
+        mu = self.held_mean
         Y = self.Y_col - self.count * (mu.T @ (mu @ Om))
         Q = fix_signs(torch.linalg.qr(Y)[0])
         return ColumnRefinement(self, Q, self.mean, self.product_dtype)
@@ -272,7 +276,7 @@ class ModeSums:
             raise ValueError(f"the {mode} mode is sketched: it has no Gram (use mode_spectrum)")
         N, c, S = self.count, self.shift, self.S
         if center:
-            mu = S / N  # the mean of what the sums hold (shifted or not)
+            mu = self.held_mean
             return raw - N * ((mu @ mu.T) if mode == "row" else (mu.T @ mu))
         if c is None:
             return raw.clone()

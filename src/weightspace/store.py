@@ -190,7 +190,7 @@ def copy_from_file(lay: PlainLayout, src: str | os.PathLike, start: int, end: in
     if end - start != row_bytes * shape[0]:
         raise ValueError(f"{src}: {end - start} data bytes for a tensor of shape {shape}")
     if not lay.shard_rows:
-        _copy_range(src, start, end - start, _chunk_path(lay.root, lay.key((0,) * len(shape))))
+        _copy_range(src, start, end - start, _new_file(lay.file(0)))
         return
     import google_crc32c
 
@@ -205,7 +205,7 @@ def copy_from_file(lay: PlainLayout, src: str | os.PathLike, start: int, end: in
         # the last inner chunk padded with zeros, then the index and its checksum
         tail = bytes(used * chunk_bytes - rows * row_bytes) + raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
         _copy_range(src, start + r0 * row_bytes, rows * row_bytes,
-                    _chunk_path(lay.root, lay.key((s,) + (0,) * (len(shape) - 1))), tail)
+                    _new_file(lay.file(s)), tail)
 
 
 class RowFiles:
@@ -272,8 +272,8 @@ class RowFiles:
         return True
 
 
-def _chunk_path(root: str, key: str) -> str:
-    path = os.path.join(root, *key.split("/"))
+def _new_file(path: str) -> str:
+    """``path``, its folder made (chunk keys with ``/`` nest)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     return path
 
@@ -406,7 +406,7 @@ def write_store(path: str | os.PathLike, tensors, attrs: dict[str, Any], model: 
             return None, tensor, None, dataclasses.replace(lay, root=root)
         arr, tensor, data = create_array(group, name, tensor, model, block_bytes)
         lay = plain_layout(arr)
-        if lazy and lay is not None and os.path.dirname(lay.root) == os.path.join(str(group.store.root), group.path).rstrip("/"):
+        if lazy and lay is not None:  # a safe tensor name has no '/': the array is the group's child
             with open(os.path.join(lay.root, "zarr.json"), "rb") as f:
                 made[key] = (f.read(), lay)
         return arr, tensor, data, lay

@@ -173,7 +173,7 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     if target.view == "delta":
         K = hosvd.model_gram_lowrank(mats, known)
     else:
-        chunk_rows = stores[0].group[target.sources[0]].chunks[0]
+        chunk_rows = stores[0].array(target.sources[0]).chunks[0]
         rows = aligned_block_rows(BLOCK_BYTES // (8 * n * len(stores)), chunk_rows)
         refine = sums.refinement() if refine_col else None
 
