@@ -1,6 +1,6 @@
 # weightspace: the shared low-rank weight subspace of a collection of models.
 # Stages (one file each in workflow/rules/): zoo/collect -> extract -> subspace -> project
-# -> evaluate -> figures. Logic lives in the weightspace package (src/weightspace).
+# -> evaluate -> figures; adapt and merge put the subspace to work. Logic lives in the weightspace package (src/weightspace).
 from snakemake.utils import min_version, validate
 
 min_version("9.21.1")
@@ -26,6 +26,8 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/align.smk"
+include: "workflow/rules/adapt.smk"
+include: "workflow/rules/merge.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -57,10 +57,18 @@ class ZooEvaluator:
             raise ValueError("this collection has no base model (LoRA collections need one)")
         return self.base
 
-    def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+    def score(self, config: dict, weights: dict[str, torch.Tensor], split: str = "test") -> dict[str, float]:
+        """Accuracy on the task's test digits, or (``split="validation"``) on the validation
+        examples (:func:`weightspace.zoo.validation_split`), the tuning data of adapt and merge."""
         task = config["weightspace_task"]
         sizes = config.get("layer_sizes") or self.base_config["layer_sizes"]
-        x, y = zoo.task_inputs_targets(task, self.data.x_test, self.data.y_test)
+        if split == "validation":
+            x, y = zoo.validation_split(self.data)[2:]
+        elif split == "test":
+            x, y = self.data.x_test, self.data.y_test
+        else:
+            raise ValueError(f"unknown split {split!r}; expected 'test' or 'validation'")
+        x, y = zoo.task_inputs_targets(task, x, y)
         with torch.no_grad():
             logits = zoo.mlp_forward(weights, x.double(), len(sizes) - 1)
         return {"accuracy": float((logits.argmax(1) == y).double().mean())}

@@ -284,3 +284,63 @@ def alignment_projection(table: pd.DataFrame, k: int, title: str, path: str) -> 
     fig.suptitle(f"{title}: alignment after projection onto the shared subspace")
     fig.tight_layout()
     _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- adapt and merge
+ADAPT_STYLE = {  # method → (colour, marker)
+    "coef-base": ("#1f77b4", "o"), "coef-mean": ("#17becf", "o"), "random": ("#d62728", "X"),
+    "tinylora": ("#9467bd", "s"), "fourierft": ("#8c564b", "D"), "vera": ("#e377c2", "P"),
+    "lora": ("#2ca02c", "^"), "head": ("#ff7f0e", "v"), "full": ("#000000", "*"),
+}
+
+
+def adapt_figure(summary: pd.DataFrame, title: str, path: str) -> None:
+    """Test accuracy against trainable numbers (log x), one panel per training-set size; one
+    marker per method (lines join its k), seeds' standard deviation as error bars; untrained
+    starts as horizontal lines."""
+    sns.set_theme(style="whitegrid", context="paper")
+    sizes = sorted(summary["n_train"].unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes) + 1.8, 4.2), sharey=True, squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        d = summary[summary["n_train"] == size]
+        for method, (colour, marker) in ADAPT_STYLE.items():
+            m = d[d["method"] == method].sort_values("trainable")
+            if len(m):
+                ax.errorbar(m["trainable"], m["accuracy"], yerr=m["seed_std"].fillna(0), color=colour,
+                            marker=marker, ms=6, capsize=3, lw=1.2, label=method)
+        for method, ls in [("none-base", ":"), ("none-mean", "--")]:
+            m = d[d["method"] == method]
+            if len(m):
+                ax.axhline(float(m["accuracy"].mean()), color="grey", ls=ls, lw=1.2,
+                           label=f"{method} (no training)")
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable numbers (log scale)")
+        ax.set_title(f"{size} training examples per task")
+    axes[0, 0].set_ylabel("test accuracy (mean over new tasks)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.suptitle(f"{title}: adapting to new tasks", y=1.02)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def merge_figure(scores: pd.DataFrame, diagnostics: pd.DataFrame, title: str, path: str) -> None:
+    """Normalised test accuracy (merged / own model) per method at its selected λ: one point per
+    task, bars the mean; the individual models (1.0) and the reference alone as lines."""
+    sns.set_theme(style="whitegrid", context="paper")
+    d = scores[(scores["split"] == "test") & scores["selected"]]
+    order = list(d.groupby("method")["normalised"].mean().sort_values(ascending=False).index)
+    fig, ax = plt.subplots(figsize=(1.0 * len(order) + 3.5, 4.4))
+    sns.barplot(data=d, x="method", y="normalised", order=order, color="#aec7e8", errorbar=None, ax=ax)
+    sns.stripplot(data=d, x="method", y="normalised", order=order, hue="task", jitter=False, dodge=False,
+                  size=5, palette="tab10", ax=ax)
+    ax.axhline(1.0, color="black", ls="--", lw=1.2, label="individual models (1.0)")
+    ref = float(diagnostics["reference_alone"].mean())
+    ax.axhline(ref, color="black", ls=":", lw=1.2, label=f"{d['reference'].iloc[0]} alone ({ref:.2f})")
+    ax.set_xlabel("merge method (λ picked on validation)")
+    ax.set_ylabel("normalised accuracy (merged / own model)")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title="task")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)

@@ -11,6 +11,11 @@ treats them like Hub downloads:
 - ``lora``: one frozen base MLP trained on plain digits, and LoRA adapters (PEFT layout:
   ``adapter_model.safetensors`` + ``adapter_config.json``) each trained for an input
   transformation the base cannot handle: ``rotate`` (±15–45°) or ``shift`` (1–2 pixels).
+- ``finetune``: the merging testbed, built like the field's benchmarks: one base MLP pretrained
+  on the digits and mild versions of the transforms (±10° rotations, 1-pixel shifts), then full
+  fine-tunes of it, each for one ``rotate``/``shift`` task, with small updates (‖τ‖/‖W‖ of order
+  0.1). The fine-tunes train on the digits' training split less its last ``VALIDATION``
+  examples (the validation split the adapt and merge stages tune on).
 - ``text-lora``: the realism zoo, real PEFT LoRA adapters on the real all-MiniLM-L6-v2 for
   real text tasks (:mod:`weightspace.textzoo`).
 
@@ -37,6 +42,9 @@ PEFT_PREFIX = "base_model.model."
 
 
 # ----------------------------------------------------------------------------- data
+VALIDATION = 250  # the last examples of the training split: tuning data of adapt and merge
+
+
 @dataclass(frozen=True)
 class Digits:
     x_train: torch.Tensor  # (n, 64) in [0, 1]
@@ -56,6 +64,13 @@ def load_digits(seed: int = 0, test_fraction: float = 0.3) -> Digits:
     n_test = int(round(test_fraction * len(y)))
     te, tr = perm[:n_test], perm[n_test:]
     return Digits(x[tr], y[tr], x[te], y[te])
+
+
+def validation_split(data: Digits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_pool, y_pool, x_val, y_val): the training split less its last ``VALIDATION``
+    examples, and those examples (never trained on by the finetune zoo or the adapt stage)."""
+    n = len(data.y_train) - VALIDATION
+    return data.x_train[:n], data.y_train[:n], data.x_train[n:], data.y_train[n:]
 
 
 def transform_images(x: torch.Tensor, angle: float = 0.0, shift=(0.0, 0.0)) -> torch.Tensor:
@@ -107,8 +122,10 @@ def make_task(name: str, rng: np.random.Generator) -> dict:
 
 
 TEXT_TASKS = ("rt-sentiment", "debate-party", "debate-moderator")  # see textzoo
-DEFAULT_TASKS = {"mlp": ["permutation", "partition"], "lora": ["rotate", "shift"], "text-lora": list(TEXT_TASKS)}
+DEFAULT_TASKS = {"mlp": ["permutation", "partition"], "lora": ["rotate", "shift"],
+                 "finetune": ["rotate", "shift"], "text-lora": list(TEXT_TASKS)}
 ADAPTER_KINDS = ("lora", "text-lora")
+BASE_KINDS = ("lora", "finetune", "text-lora")  # zoo kinds that write a base/ model
 
 
 def normalize_spec(spec: dict) -> dict:
@@ -141,6 +158,40 @@ def mlp_forward(weights: dict[str, torch.Tensor], x: torch.Tensor, n_layers: int
             if hidden is not None:
                 hidden.append(h)
     return h
+
+
+class MLP(torch.nn.Module):
+    """The zoo MLP as a torch module (``fc1 … fcL``, ReLU between): what PEFT's tuners wrap.
+
+    Load a zoo model with ``MLP.from_folder(folder)``; an adapter on it with
+    ``peft.PeftModel.from_pretrained(MLP.from_folder(base), adapter_folder)``."""
+
+    def __init__(self, layer_sizes: list[int]):
+        super().__init__()
+        self.n_layers = len(layer_sizes) - 1
+        for i in range(self.n_layers):
+            setattr(self, f"fc{i + 1}", torch.nn.Linear(layer_sizes[i], layer_sizes[i + 1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(1, self.n_layers + 1):
+            x = getattr(self, f"fc{i}")(x)
+            if i < self.n_layers:
+                x = F.relu(x)
+        return x
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, torch.Tensor], dtype=torch.float32) -> "MLP":
+        n = sum(1 for k in weights if k.endswith(".weight"))
+        sizes = [weights["fc1.weight"].shape[1]] + [weights[f"fc{i}.weight"].shape[0] for i in range(1, n + 1)]
+        model = cls(sizes).to(dtype)
+        model.load_state_dict({k: v.to(dtype) for k, v in weights.items()})
+        return model
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, dtype=torch.float32) -> "MLP":
+        from safetensors.torch import load_file
+
+        return cls.from_weights(load_file(str(Path(folder) / "model.safetensors")), dtype)
 
 
 def _linear_init(M: int, out: int, inp: int, g: torch.Generator, shared: bool):
@@ -188,10 +239,14 @@ def train_mlps(spec: dict, data: Digits, tasks: list[dict]) -> list[dict[str, to
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return [{f"fc{l + 1}.{kind}": (W if kind == "weight" else b)[i].detach().reshape(
+    return [_state(params, i) for i in range(M)]
+
+
+def _state(params, i: int) -> dict[str, torch.Tensor]:
+    """Model i's state dict from batched (W: M×out×in, b: M×1×out) pairs."""
+    return {f"fc{l + 1}.{kind}": (W if kind == "weight" else b)[i].detach().reshape(
                 W[i].shape if kind == "weight" else (-1,)).contiguous()
-             for l, (W, b) in enumerate(params) for kind in ("weight", "bias")}
-            for i in range(M)]
+            for l, (W, b) in enumerate(params) for kind in ("weight", "bias")}
 
 
 def train_base(spec: dict, data: Digits) -> dict[str, torch.Tensor]:
@@ -230,6 +285,43 @@ def train_adapters(spec: dict, data: Digits, base: dict, tasks: list[dict]):
             for m in range(M)]
 
 
+MILD_TASKS = [{"kind": "transform", "angle": a, "shift": list(sh)}
+              for a, sh in [(0.0, (0, 0)), (10.0, (0, 0)), (-10.0, (0, 0)), (0.0, (1, 0)), (0.0, (-1, 0)),
+                            (0.0, (0, 1)), (0.0, (0, -1))]]
+
+
+def _train_from(spec: dict, params, xs: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
+                g: torch.Generator) -> None:
+    """Adam on the batched MLP ``params`` (M models) with model i fed inputs xs[i] (n×64),
+    labels y (n), in minibatches of spec['batch_size'] drawn with ``g``."""
+    M, L = xs.shape[0], len(params)
+    opt = torch.optim.Adam([p for pair in params for p in pair], lr=lr)
+    for idx in _batches(M, [torch.arange(len(y))] * M, steps, spec["batch_size"], g):
+        x = torch.gather(xs, 1, idx.unsqueeze(-1).expand(-1, -1, xs.shape[-1]))
+        loss = F.cross_entropy(_batched_mlp(params, x, L).reshape(-1, 10), y[idx].reshape(-1)) * M
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def train_finetunes(spec: dict, data: Digits, tasks: list[dict]) -> tuple[dict, list[dict]]:
+    """The finetune zoo: (base state dict, one fine-tuned state dict per task); see the module
+    docstring. Only the pool (training split less the validation examples) is trained on."""
+    sizes = [64, *spec["hidden"], 10]
+    L = len(sizes) - 1
+    x, y, _, _ = validation_split(data)
+    g = torch.Generator().manual_seed(spec["seed"] + 7919)
+    base = [tuple(t.requires_grad_() for t in _linear_init(1, sizes[i + 1], sizes[i], g, True)) for i in range(L)]
+    mild = torch.cat([task_inputs_targets(t, x, y)[0] for t in MILD_TASKS])
+    _train_from(spec, base, mild.unsqueeze(0), y.repeat(len(MILD_TASKS)), spec["base_steps"], 0.003, g)
+    M = spec["count"]
+    params = [(W.detach().expand(M, -1, -1).clone().requires_grad_(), b.detach().expand(M, -1, -1).clone().requires_grad_())
+              for W, b in base]
+    xs = torch.stack([task_inputs_targets(t, x, y)[0] for t in tasks])
+    _train_from(spec, params, xs, y, spec["steps"], spec["lr"], torch.Generator().manual_seed(spec["seed"] + 1))
+    return _state(base, 0), [_state(params, i) for i in range(M)]
+
+
 # ----------------------------------------------------------------------------- folders
 def mlp_config(spec: dict, task: dict) -> dict:
     return {"model_type": "weightspace-mlp", "architectures": ["WeightspaceMLP"],
@@ -266,6 +358,12 @@ def build_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, log=pr
         tmp.mkdir()
         if spec["kind"] == "mlp":
             states = train_mlps(spec, data, tasks)
+            for key, task, state in zip(keys, tasks, states):
+                _write_folder(tmp / key, state, mlp_config(spec, task), "model.safetensors", "config.json")
+        elif spec["kind"] == "finetune":
+            base, states = train_finetunes(spec, data, tasks)
+            base_task = {"kind": "digits", "family": "digits", "label": "digits"}
+            _write_folder(tmp / "base", base, mlp_config(spec, base_task), "model.safetensors", "config.json")
             for key, task, state in zip(keys, tasks, states):
                 _write_folder(tmp / key, state, mlp_config(spec, task), "model.safetensors", "config.json")
         elif spec["kind"] == "lora":

@@ -160,7 +160,8 @@ def model_path(c, key):
 def base_folder(c):
     """The frozen base of an adapter collection (the evaluator needs it): the zoo's, or the
     one its evaluation section names."""
-    if collection_format(c) == "lora" and config["collections"][c]["source"] == "zoo":
+    spec = config["collections"][c]
+    if spec["source"] == "zoo" and spec["zoo"]["kind"] in _zoo.BASE_KINDS:
         return f"results/{c}/zoo/base"
     return config["collections"][c]["evaluation"].get("base")
 
@@ -179,6 +180,30 @@ def evaluation(c):
     return out
 
 
+def stage_view(c, stage):
+    """The view the adapt / merge stage of collection c works on (delta for adapters)."""
+    return config["collections"][c][stage].get("view") or ("delta" if collection_format(c) == "lora" else "full")
+
+
+def merge_settings(c):
+    s = dict(config["collections"][c]["merge"])
+    s.setdefault("k", config["subspace"]["max_k"])
+    s.setdefault("models", None)
+    s.setdefault("head", None)
+    return s
+
+
+def check_stage_settings(c):
+    """Refuse, when the config is read, adapt / merge settings that cannot work."""
+    spec = config["collections"][c]
+    for stage in ("adapt", "merge"):
+        if stage in spec and stage_view(c, stage) not in views(c):
+            raise ValueError(f"collection {c}: {stage}.view {stage_view(c, stage)!r} is not one of its views {views(c)}")
+    if "adapt" in spec and spec["evaluator"] != "zoo":
+        raise ValueError(f"collection {c}: the adapt stage trains zoo MLPs (evaluator zoo) so far; "
+                         f"this collection's evaluator is {spec['evaluator']!r}")
+
+
 def all_outputs():
     out = ["results/figures/overview_spectra.png", "results/summary.csv"]
     for c in config["collections"]:
@@ -191,6 +216,11 @@ def all_outputs():
             out += [f"results/{c}/export/{v}/k{k}" for k in config["export"]["ks"]]
             if config["align"]["enabled"] and config["collections"][c]["evaluator"] != "none":
                 out.append(f"results/{c}/figures/{v}/alignment_vs_weights.png")
+        check_stage_settings(c)
+        if "adapt" in config["collections"][c]:
+            out.append(f"results/{c}/figures/{stage_view(c, 'adapt')}/adapt_accuracy_vs_trainable.png")
+        if "merge" in config["collections"][c]:
+            out.append(f"results/{c}/figures/{stage_view(c, 'merge')}/merge_normalised_accuracy.png")
     return out
 
 

@@ -1,0 +1,39 @@
+r"""A weight change held as coefficients in a fixed basis.
+
+For one analysed m×n matrix with orthonormal bases U_row (m×k_r) and U_col (n×k_c),
+
+    ΔW(C) = U_row C U_colᵀ,        C ∈ ℝ^{k_r×k_c},
+
+is a rank-min(k_r, k_c) change with k_r·k_c free numbers. Coefficients-only adaptation trains
+C alone (the bases, the start point and every other weight stay frozen). As a LoRA of rank
+k_c (PEFT adds s·B A, s = lora_alpha / r):
+
+    B = U_row C  (m×k_c),    A = U_colᵀ  (k_c×n),    lora_alpha = r  ⇒  s = 1,  B A = ΔW(C).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class CoefficientDelta(torch.nn.Module):
+    """ΔW(C) = U_row C U_colᵀ with only C trainable (U_row, U_col are buffers). C starts at 0."""
+
+    def __init__(self, U_row: torch.Tensor, U_col: torch.Tensor, dtype=torch.float32):
+        super().__init__()
+        self.register_buffer("U_row", U_row.to(dtype).contiguous())
+        self.register_buffer("U_col", U_col.to(dtype).contiguous())
+        self.C = torch.nn.Parameter(torch.zeros(U_row.shape[1], U_col.shape[1], dtype=dtype))
+
+    def forward(self) -> torch.Tensor:
+        return self.U_row @ self.C @ self.U_col.T
+
+
+def lora_factors(C: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, A) = (U_row C, U_colᵀ): B A = U_row C U_colᵀ at LoRA scale 1."""
+    return U_row[:, : C.shape[0]] @ C, U_col[:, : C.shape[1]].T.contiguous()
+
+
+def leading_basis(U: torch.Tensor, k: int) -> torch.Tensor:
+    """The first min(k, U.shape[1]) columns of a stored basis."""
+    return U[:, : min(k, U.shape[1])]

@@ -1,0 +1,235 @@
+"""Adaptation by coefficients and merging: the numerics against hand computations, PEFT round
+trips, and the merge stage on a real (tiny) finetune zoo."""
+
+import types
+
+import pandas as pd
+import pytest
+import torch
+
+from weightspace import adapt, merge, zoo
+from weightspace.core import coefficients, merging
+from weightspace.hosvd import random_orthonormal
+
+
+def _subspace(mean, U_row, U_col):
+    return types.SimpleNamespace(mean=mean, U_row=U_row, U_col=U_col, shape=tuple(mean.shape))
+
+
+def _tiny_base(sizes=(6, 5, 3), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {f"fc{i + 1}.{kind}": torch.randn((sizes[i + 1], sizes[i]) if kind == "weight" else (sizes[i + 1],),
+                                             generator=g) * 0.5
+            for i in range(len(sizes) - 1) for kind in ("weight", "bias")}
+
+
+# ----------------------------------------------------------------------------- adapt
+def test_only_coefficients_receive_gradients():
+    base = _tiny_base()
+    g = torch.Generator().manual_seed(1)
+    deltas = {"fc1.weight": coefficients.CoefficientDelta(random_orthonormal(5, 2, g), random_orthonormal(6, 2, g)),
+              "fc2.weight": coefficients.CoefficientDelta(random_orthonormal(3, 2, g), random_orthonormal(5, 2, g))}
+    model = adapt.Adapted(base, deltas)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["deltas.fc1__weight.C", "deltas.fc2__weight.C"]
+    assert adapt.trainable(model) == 8
+    x, y = torch.randn(32, 6, generator=g), torch.randint(3, (32,), generator=g)
+    before = {k: v.clone() for k, v in model.start.items()}
+    adapt.train(model, x, y, lr=0.05, steps=20, batch_size=8, seed=0)
+    assert all(torch.equal(before[k], model.start[k]) for k in before)   # start frozen
+    assert all(float(d.C.detach().abs().sum()) > 0 for d in model.deltas.values())  # C moved
+    for d in model.deltas.values():  # buffers, not parameters: no gradient reaches the basis
+        assert not d.U_row.requires_grad and not d.U_col.requires_grad
+
+
+def test_full_rank_coefficients_reach_the_full_fine_tuning_optimum():
+    """A full-rank (random orthonormal) basis on a one-layer least-squares problem: training C
+    reaches the loss of training W itself, the least-squares optimum."""
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(64, 5, generator=g, dtype=torch.float64), torch.randn(64, 4, generator=g, dtype=torch.float64)
+    W0 = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    optimum = ((X @ torch.linalg.lstsq(X, Y).solution - Y) ** 2).mean()
+    delta = coefficients.CoefficientDelta(random_orthonormal(4, 4, g), random_orthonormal(5, 5, g), dtype=torch.float64)
+    W_full = torch.nn.Parameter(W0.clone())
+    losses = {}
+    for name, params, weight in [("coef", [delta.C], lambda: W0 + delta()), ("full", [W_full], lambda: W_full)]:
+        opt = torch.optim.LBFGS(params, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14)
+
+        def closure():
+            opt.zero_grad()
+            loss = ((X @ weight().T - Y) ** 2).mean()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        losses[name] = float(((X @ weight().T - Y) ** 2).mean())
+    assert losses["coef"] == pytest.approx(float(optimum), rel=1e-9)
+    assert losses["full"] == pytest.approx(float(optimum), rel=1e-9)
+
+
+def test_coefficient_export_reproduces_the_model_through_peft(tmp_path):
+    from peft import PeftModel
+
+    base = _tiny_base((8, 6, 3))
+    g = torch.Generator().manual_seed(2)
+    deltas = {"fc1.weight": coefficients.CoefficientDelta(random_orthonormal(6, 3, g), random_orthonormal(8, 3, g)),
+              "fc2.weight": coefficients.CoefficientDelta(random_orthonormal(3, 2, g), random_orthonormal(6, 3, g))}
+    model = adapt.Adapted(base, deltas)
+    with torch.no_grad():
+        for d in model.deltas.values():
+            d.C.copy_(torch.randn(d.C.shape, generator=g))
+    folder = tmp_path / "task"
+    adapt.export_coefficients(folder, model, "full", "../base", {"label": "t"})
+    peft_model = PeftModel.from_pretrained(zoo.MLP.from_weights(base), str(folder / "lora"))
+    x = torch.randn(16, 8, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(peft_model(x), model(x), atol=1e-5)
+    from safetensors.torch import load_file
+
+    C = load_file(str(folder / "coefficients.safetensors"))
+    assert torch.equal(C["fc2.weight"], model.deltas["fc2__weight"].C.detach())
+
+
+def test_new_tasks_avoid_the_collection_tasks():
+    first = adapt.new_tasks(["rotate", "shift"], 4, 7, set())
+    again = adapt.new_tasks(["rotate", "shift"], 4, 7, {first[0]["label"]})
+    assert first[0]["label"] not in {t["label"] for t in again}
+    assert [t["family"] for t in again] == ["rotate", "shift", "rotate", "shift"]
+
+
+def test_run_adapt_rows_and_controls():
+    """A small run on a real zoo base: every method and seed has a row, the learning rate was
+    picked from the sweep, trainable numbers are k² per matrix for the k-budget methods."""
+    spec = zoo.normalize_spec({"kind": "lora", "count": 4, "hidden": [16], "seed": 1, "steps": 50, "base_steps": 100,
+                               "batch_size": 64, "lr": 0.01, "data_fraction": 0.8, "shared_init": False,
+                               "rank": 2, "alpha": 4, "target_modules": ["fc1"]})
+    data = zoo.load_digits(0)
+    base = zoo.train_base(spec, data)
+    g = torch.Generator().manual_seed(0)
+    subs = {"base_model.model.fc1": _subspace(torch.zeros(16, 64, dtype=torch.float64),
+                                              random_orthonormal(16, 4, g), random_orthonormal(64, 4, g))}
+    settings = {"tasks": ["rotate"], "n_tasks": 1, "seed": 5, "sizes": [30], "ks": [2, 4], "seeds": 2,
+                "lrs": [0.01, 0.1], "steps": 5, "batch_size": 16, "lora_rank": 2, "vera_rank": 4,
+                "methods": ["none-base", "head", "lora", "vera", "tinylora", "fourierft", "coef-base", "coef-mean",
+                            "random"], "base_path": "../base"}
+    starts = adapt.start_points(subs, "delta", base)
+    res, sweep = adapt.run_adapt(subs, "delta", starts, settings, data, set())
+    assert len(res) == 2 * (1 + 3 + 2 * 5)  # seeds × (none, head/lora/vera, 5 k-methods × 2 ks)
+    k4 = res[(res["k"] == 4) & res["method"].isin(["coef-base", "random", "tinylora", "fourierft"])]
+    assert (k4["trainable"] == 16).all()
+    assert set(res.loc[res.method != "none-base", "lr"]) <= {0.01, 0.1}
+    assert len(sweep) == 2 * (3 + 2 * 5)
+    s = adapt.summary(res)
+    assert set(s.columns) >= {"accuracy", "seed_std", "trainable"}
+
+
+# ----------------------------------------------------------------------------- merging
+TAUS = [torch.tensor([3.0, -1.0, 0.5, 2.0]), torch.tensor([-1.0, -2.0, 0.2, 4.0])]
+
+
+def test_merge_methods_equal_hand_computations():
+    t1, t2 = TAUS
+    assert torch.allclose(merging.merge_entrywise("mean", TAUS), (t1 + t2) / 2)
+    assert torch.allclose(merging.merge_entrywise("task_arithmetic", TAUS, lam=0.3), 0.3 * (t1 + t2))
+    # magnitude pruning at density 0.5 keeps the top 2 entries of each: [3, 0, 0, 2], [0, -2, 0, 4]
+    assert torch.allclose(merging.merge_entrywise("magnitude_prune", TAUS, lam=0.5, density=0.5),
+                          0.5 * torch.tensor([3.0, -2.0, 0.0, 6.0]))
+    # TIES: trimmed as above; elected signs (by total mass) +, −, +, +; mean of agreeing entries
+    assert torch.allclose(merging.merge_entrywise("ties", TAUS, lam=2.0, density=0.5),
+                          2.0 * torch.tensor([3.0, -2.0, 0.0, 3.0]))
+    # DARE-TIES: keep each entry with probability p, rescale by 1/p, then TIES' election
+    torch.manual_seed(11)
+    masks = [torch.bernoulli(torch.full_like(t, 0.5)) for t in TAUS]
+    dropped = torch.stack([t * m / 0.5 for t, m in zip(TAUS, masks)])
+    sign = torch.where(dropped.sum(0) >= 0, 1.0, -1.0)
+    agree = (torch.sign(dropped) == sign) & (dropped != 0)
+    hand = (dropped * agree).sum(0) / agree.sum(0).clamp(min=1)
+    assert torch.allclose(merging.merge_entrywise("dare_ties", TAUS, lam=1.0, density=0.5, seed=11), hand)
+
+
+def test_subspace_ties_in_the_identity_basis_is_ties():
+    A = torch.stack(TAUS).reshape(2, 2, 2)
+    I = torch.eye(2)
+    assert torch.allclose(merging.subspace_ties(list(A), I, I, lam=1.0, density=0.5),
+                          merging.merge_entrywise("ties", list(A), density=0.5))
+
+
+def test_subspace_mean_is_the_plain_mean_with_a_centred_basis():
+    """C̄ = 0 for the models a centred basis was fitted on, at every k."""
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(7, 6, 5, generator=g, dtype=torch.float64)
+    mu = W.mean(0)
+    X = W - mu
+    U_row = torch.linalg.svd(torch.cat(list(X), 1), full_matrices=False)[0]
+    U_col = torch.linalg.svd(torch.cat(list(X), 0).T, full_matrices=False)[0]
+    for k in (1, 3, 5):
+        C = [U_row[:, :k].T @ x @ U_col[:, :k] for x in X]
+        assert torch.max(torch.abs(merging.subspace_mean(C, mu, U_row, U_col) - W.mean(0))) < 1e-12
+
+
+class RecordingEvaluator:
+    """Scores 1.0; remembers the weights each task was scored with."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, config, weights, split="test"):
+        self.calls.append((config["weightspace_task"]["label"], split, weights))
+        return {"accuracy": 1.0}
+
+
+def test_each_task_is_scored_with_its_own_head():
+    models = [{"body": torch.full((2,), float(i)), "head": torch.full((2,), 10.0 + i)} for i in range(3)]
+    configs = [{"weightspace_task": {"label": f"t{i}"}} for i in range(3)]
+    ev = RecordingEvaluator()
+    scorer = merge.Scorer(ev, models, configs, [["head"]] * 3)
+    ev.calls.clear()
+    merged = {"body": torch.full((2,), 5.0)}
+    scorer.scores(merged, "test")
+    for i, (label, split, w) in enumerate(ev.calls):
+        assert label == f"t{i}" and split == "test"
+        assert torch.equal(w["head"], models[i]["head"]) and torch.equal(w["body"], merged["body"])
+
+
+@pytest.fixture(scope="module")
+def finetune_stores(tmp_path_factory):
+    """A tiny finetune zoo, extracted, with a centred subspace of its first 4 models."""
+    from weightspace.extract import extract_model
+    from weightspace.subspace import load_subspaces, run_group
+
+    tmp = tmp_path_factory.mktemp("ft")
+    spec = zoo.normalize_spec({"kind": "finetune", "count": 5, "hidden": [32], "seed": 2, "steps": 60,
+                               "base_steps": 200, "batch_size": 128, "lr": 0.002, "data_fraction": 0.8,
+                               "shared_init": True})
+    zoo.build_zoo(spec, tmp / "zoo", log=lambda *_: None)
+    paths = []
+    for key in zoo.model_keys(spec):
+        extract_model(str(tmp / "zoo" / key), str(tmp / f"{key}.zarr"), key, {"id": key})
+        paths.append(str(tmp / f"{key}.zarr"))
+    run_group(paths[:4], "full", 1, 0, str(tmp / "sub.zarr"), max_k=16, center=True, gaussian_null=False,
+              rotation_null=False, seed=0, device="cpu")
+    subs, _ = load_subspaces([str(tmp / "sub.zarr")])
+    return tmp, paths, subs
+
+
+def test_merge_stage_on_a_finetune_zoo(finetune_stores):
+    from weightspace.evaluate import ZooEvaluator
+
+    tmp, paths, subs = finetune_stores
+    ev = ZooEvaluator(base_folder=str(tmp / "zoo" / "base"))
+    splits = {f"model-{i:03d}": "basis" if i < 4 else "heldout" for i in range(5)}
+    settings = {"max_models": 8, "lambdas": [0.5, 1.0], "density": 0.5, "k": 16, "seed": 0, "models": None,
+                "head": None}
+    scores, diag = merge.merge_models(paths, subs, "full", ev, splits, settings)
+    assert set(scores["method"]) == set(merging.METHODS)
+    assert set(scores["model"]) == {f"model-{i:03d}" for i in range(4)}  # basis models, one per task
+    assert (scores["reference"] == "base").all()
+    # fitted on exactly the merged models, the subspace mean is the plain mean
+    assert merge.mean_gap(scores) == 0.0
+    sel = scores[scores["selected"] & (scores["split"] == "test")]
+    assert sel.groupby("method")["lam"].nunique().max() == 1
+    assert (sel[sel.method == "ties"]["tuned_on"] == "validation").all()
+    assert (diag["tau_over_ref"] < 0.6).all() and (diag["reference_alone"] < 1.0).all()
+    summary = merge.summary(scores)
+    assert list(summary.columns[:3]) == ["method", "lam", "tuned_on"]
+    ok, verdict = merge.testbed_verdict(diag)
+    assert "‖τ‖/‖W_ref‖" in verdict and isinstance(ok, bool)

@@ -1,0 +1,46 @@
+# adapt: tasks the basis never saw, learned by training only coefficients in the shared
+# subspace, beside PEFT's small-budget tuners, plain LoRA, full fine-tuning, head only, a random
+# basis of the same k and no training (weightspace.adapt).
+
+
+rule adapt:
+    input:
+        subspace=lambda w: subspace_groups(w.c, w.view),
+        stores=lambda w: stores(w.c, "basis"),
+        screen="results/{c}/screen.tsv",
+        zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
+    output:
+        results="results/{c}/adapt/{view}/results.parquet",
+        sweep="results/{c}/adapt/{view}/lr_sweep.parquet",
+        summary=report(
+            "results/{c}/adapt/{view}/summary.csv",
+            caption="../report/adapt_summary.rst",
+            category="Adaptation",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "table": "adapt summary"},
+        ),
+        figure=report(
+            "results/{c}/figures/{view}/adapt_accuracy_vs_trainable.png",
+            caption="../report/adapt.rst",
+            category="Adaptation",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "accuracy vs trainable numbers"},
+        ),
+        export=directory("results/{c}/adapt/{view}/export"),
+    params:
+        settings=lambda w: config["collections"][w.c]["adapt"],
+        base=lambda w: base_folder(w.c),
+        taken=lambda w: sorted(set(table(w.c)["task"])),
+        data_seed=config["data_seed"],
+        title=lambda w: f"{w.c} [{w.view}]",
+        code=code_version("adapt", "core/coefficients", "zoo", "evaluate", "hosvd", "export", "figures"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    log:
+        "logs/{c}/adapt/{view}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/adapt.py"

@@ -1,0 +1,47 @@
+# merge: several models of a collection merged into one (PEFT's merge utilities beside merging
+# in the shared subspace); every task scored with its own head, normalised by its own model
+# (weightspace.merge).
+
+
+rule merge:
+    input:
+        subspace=lambda w: subspace_groups(w.c, w.view),
+        stores=lambda w: stores(w.c),
+        screen="results/{c}/screen.tsv",
+        zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
+    output:
+        scores="results/{c}/merge/{view}/scores.parquet",
+        diagnostics="results/{c}/merge/{view}/diagnostics.csv",
+        summary=report(
+            "results/{c}/merge/{view}/summary.csv",
+            caption="../report/merge_summary.rst",
+            category="Merging",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "table": "merge summary"},
+        ),
+        figure=report(
+            "results/{c}/figures/{view}/merge_normalised_accuracy.png",
+            caption="../report/merge.rst",
+            category="Merging",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "normalised accuracy per method"},
+        ),
+    params:
+        settings=lambda w: merge_settings(w.c),
+        splits=lambda w: splits(w.c),
+        evaluator=lambda w: config["collections"][w.c]["evaluator"],
+        base=lambda w: base_folder(w.c),
+        evaluation=lambda w: evaluation(w.c),
+        data_seed=config["data_seed"],
+        title=lambda w: f"{w.c} [{w.view}]",
+        code=code_version("merge", "core/merging", "evaluate", "hf_evaluate", "layers", "zoo", "store", "figures"),
+    threads: config["evaluate"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/{c}/merge/{view}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/merge.py"

@@ -1,0 +1,23 @@
+"""Models merged into one by PEFT's merge utilities and in the shared subspace."""
+from weightspace import figures, merge
+from weightspace.collection import accepted_stores
+from weightspace.evaluate import make_evaluator
+from weightspace.io import write_table
+from weightspace.runtime import script
+from weightspace.subspace import load_subspaces
+
+with script(snakemake) as log:  # noqa: F821
+    inp, out, p, view = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards.view  # noqa: F821
+    subspaces, _ = load_subspaces(list(inp.subspace))
+    evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base, evaluation=p.evaluation)
+    scores, diag = merge.merge_models(accepted_stores(list(inp.stores), inp.screen), subspaces, view,
+                                      evaluator, p.splits, p.settings)
+    informative, verdict = merge.testbed_verdict(diag)
+    log.info("testbed: %s", verdict)
+    summary = merge.summary(scores).assign(informative_testbed=informative,
+                                           subspace_mean_vs_mean=merge.mean_gap(scores))
+    write_table(scores, out.scores)
+    write_table(diag, out.diagnostics)
+    write_table(summary, out.summary)
+    log.info("merge summary:\n%s\ndiagnostics:\n%s", summary.to_string(), diag.to_string())
+    figures.merge_figure(scores, diag, f"{p.title}\n{verdict}", out.figure)
