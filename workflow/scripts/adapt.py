@@ -1,9 +1,7 @@
 """New tasks learned by coefficients only, beside PEFT's tuners and the controls."""
 import os
 
-from safetensors.torch import load_file
-
-from weightspace import adapt, figures, zoo
+from weightspace import adapt, figures
 from weightspace.collection import accepted_stores
 from weightspace.io import write_table
 from weightspace.runtime import script
@@ -12,16 +10,15 @@ from weightspace.subspace import load_subspaces
 with script(snakemake) as log:  # noqa: F821
     inp, out, p, view = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards.view  # noqa: F821
     subspaces, _ = load_subspaces(list(inp.subspace))
-    settings = dict(p.settings)
-    base = load_file(os.path.join(p.base, "model.safetensors")) if p.base else None
-    mean_model = None if base else adapt.mean_weights(accepted_stores(list(inp.stores), inp.screen))
-    starts = adapt.start_points(subspaces, view, base, mean_model)
-    settings["base_path"] = os.path.relpath(p.base, os.path.join(out.export, "task", "lora")) if p.base else ""
-    results, sweep = adapt.run_adapt(subspaces, view, starts, settings, zoo.load_digits(p.data_seed),
-                                     set(p.taken), export_dir=out.export if base else None)
+    mean_model = None if p.base else adapt.mean_weights(accepted_stores(list(inp.stores), inp.screen))
+    problem = adapt.make_problem(p.evaluator, p.base, mean_model, subspaces, view, p.settings, p.data_seed)
+    base_path = os.path.relpath(p.base, os.path.join(out.export, "task", "lora")) if p.base else ""
     os.makedirs(out.export, exist_ok=True)
+    results, sweep = adapt.run_adapt(problem, subspaces, view, p.settings, set(p.taken), has_base=bool(p.base),
+                                     export_dir=out.export if p.base else None, base_path=base_path)
     write_table(results, out.results)
     write_table(sweep, out.sweep)
     summary = adapt.summary(results)
     write_table(summary, out.summary)
+    log.info("adapt summary:\n%s", summary.to_string())
     figures.adapt_figure(summary, p.title, out.figure)

@@ -17,7 +17,8 @@ import torch
 
 
 class CoefficientDelta(torch.nn.Module):
-    """ΔW(C) = U_row C U_colᵀ with only C trainable (U_row, U_col are buffers). C starts at 0."""
+    """A parametrization W ↦ W + U_row C U_colᵀ (``torch.nn.utils.parametrize``) with only C
+    trainable (U_row, U_col are buffers); C starts at 0, so the module starts at W."""
 
     def __init__(self, U_row: torch.Tensor, U_col: torch.Tensor, dtype=torch.float32):
         super().__init__()
@@ -25,8 +26,21 @@ class CoefficientDelta(torch.nn.Module):
         self.register_buffer("U_col", U_col.to(dtype).contiguous())
         self.C = torch.nn.Parameter(torch.zeros(U_row.shape[1], U_col.shape[1], dtype=dtype))
 
-    def forward(self) -> torch.Tensor:
+    def delta(self) -> torch.Tensor:
         return self.U_row @ self.C @ self.U_col.T
+
+    def forward(self, W: torch.Tensor) -> torch.Tensor:
+        return W + self.delta().reshape(W.shape)
+
+
+def add_coefficients(module: torch.nn.Module, U_row: torch.Tensor, U_col: torch.Tensor) -> CoefficientDelta:
+    """Make ``module.weight`` = W_0 + U_row C U_colᵀ with W_0 frozen and C trainable."""
+    from torch.nn.utils import parametrize
+
+    delta = CoefficientDelta(U_row, U_col, module.weight.dtype)
+    parametrize.register_parametrization(module, "weight", delta)
+    module.parametrizations.weight.original.requires_grad_(False)
+    return delta
 
 
 def lora_factors(C: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
