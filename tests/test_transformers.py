@@ -273,7 +273,11 @@ SMALL_MINILM = {
                 "lora_layers": 1, "train_examples": 32, "epochs": 2, "batch_size": 16, "max_length": 24,
                 "eval_examples": 16},
         "evaluator": "text-classification", "evaluation": {"batch_size": 16, "max_length": 24},
-        "views": ["delta"], "split": {"heldout": ["model-003"]}}},
+        "views": ["delta"], "split": {"heldout": ["model-003"]},
+        "merge": {"lambdas": [0.5, 1.0]},
+        "adapt": {"sizes": [16], "ks": [2], "seeds": 2, "lrs": [0.01], "steps": 3, "batch_size": 8, "pool": 64,
+                  "eval_examples": 16, "max_length": 24,
+                  "methods": ["none-base", "head", "lora", "tinylora", "coef-base", "random"]}}},
     "subspace": {"max_k": 8, "layer_groups": 1},
     "project": {"ks": [1, 2]}, "export": {"ks": [2]}, "report": {"k": 2},
     "align": {"probe_size": 48, "topk": 5},
@@ -320,6 +324,44 @@ def test_minilm_realism_collection_small(minilm_run):
         exported = PeftModel.from_pretrained(base, root / "results/minilm/export/delta/k2/models" / key).eval()
         row = m[(m.model == key) & (m.method == "projected") & (m.k == 2)]
         assert row.accuracy.item() == pytest.approx(accuracy(exported, task))
+
+
+def test_minilm_adapt_and_merge(minilm_run):
+    """adapt on the new text task: the exported coefficient adapter (LoRA + head, loaded by PEFT,
+    full forward from the tokens) scores exactly what the stage measured through its cached
+    lower-layer states. merge: one adapter per task, heads kept, λ tuned on the validation split."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from weightspace.textzoo import split_task
+
+    root = minilm_run
+    zoo_dir = root / "results/minilm/zoo"
+    r = pd.read_parquet(root / "results/minilm/adapt/delta/results.parquet")
+    assert set(r.task) == {"convention-party"}
+    assert set(r.method) == {"none-base", "head", "lora", "tinylora", "coef-base", "random"}
+    head = 384 * 2 + 2
+    assert (r.loc[r.method == "coef-base", "trainable"] == 2 * 2 * 2 + head).all()  # 2 modules × 2×2, and the head
+    row = r[(r.method == "coef-base") & (r.seed == 0)]
+    folder = root / "results/minilm/adapt/delta/export/convention-party/lora"
+    model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(zoo_dir / "base"),
+                                      str(folder)).eval()
+    test = split_task("convention-party", 16, 0, pool=64)[1]
+    tok = AutoTokenizer.from_pretrained(zoo_dir / "base")
+    enc = tok(list(test.text), padding="max_length", truncation=True, max_length=24, return_tensors="pt")
+    with torch.no_grad():
+        acc = float((model(**enc).logits.argmax(-1) == torch.tensor(test.label.to_numpy())).float().mean())
+    assert acc == pytest.approx(row.accuracy.item())
+
+    s = pd.read_parquet(root / "results/minilm/merge/delta/scores.parquet")
+    assert set(s.model) == {"model-000", "model-001", "model-002"}  # one basis adapter per task
+    assert (s.reference == "base").all()
+    assert set(s.loc[s.method == "ties", "tuned_on"]) == {"validation"}
+    assert set(s.split) == {"validation", "test"}
+    own = s[(s.split == "test")].groupby("model")["own"].first()
+    m = pd.read_parquet(root / "results/minilm/evaluate/delta/metrics.parquet")
+    orig = m[m.method == "original"].set_index("model")["accuracy"]
+    assert (own == orig[own.index]).all()  # the normaliser is the adapter's own evaluated accuracy
 
 
 # ----------------------------------------------------------------------------- datasets splits

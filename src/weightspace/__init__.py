@@ -10,6 +10,9 @@ Library modules, one concept each (none imports Snakemake):
 - ``hosvd``       the decomposition: streaming Grams, eigendecomposition, spectra, nulls
 - ``project``     coefficients, reconstructions and the baselines
 - ``evaluate``    reconstruction error, task accuracy and memory accounting
+- ``adapt``       new tasks learned by coefficients only, beside PEFT's tuners and controls
+- ``merge``       models merged by PEFT's merge utilities and in the subspace, own heads
+- ``core``        pure numerics: coefficient parametrization, merging (no I/O)
 - ``figures``     seaborn figures
 """
 

@@ -7,6 +7,8 @@ projected ones, basis and held-out models side by side.
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -338,11 +340,12 @@ def merge_figure(scores: pd.DataFrame, diagnostics: pd.DataFrame, title: str, pa
     ref = float(diagnostics["reference_alone"].mean())
     ax.axhline(ref, color="black", ls=":", lw=1.2, label=f"{d['reference'].iloc[0]} alone ({ref:.2f})")
     lams = d.groupby("method")["lam"].first()
-    ax.set_xticks(range(len(order)), [f"{m}\nλ={lams[m]:g}" for m in order])
+    lam = {m: {"mean": "1/N", "subspace_mean": "–"}.get(m, f"{lams[m]:g}") for m in order}
+    ax.set_xticks(range(len(order)), [m if m == "subspace_mean" else f"{m}\nλ={lam[m]}" for m in order])
     ax.set_xlabel("merge method (λ picked on validation data where tuned)")
     ax.set_ylabel("normalised accuracy (merged / own model)")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title="task")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.fill(line, 100) for line in title.split("\n")), fontsize=9)
     fig.tight_layout()
     _save(fig, path)

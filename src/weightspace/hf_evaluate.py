@@ -243,6 +243,7 @@ class TextClassificationEvaluator(_TransformersEvaluator):
         self._text_data()
         self.max_length = int(self.ev.get("max_length", 64))
         self._encoded: dict = {}
+        self._validation = None
 
     @property
     def has_validation(self) -> bool:
@@ -255,7 +256,9 @@ class TextClassificationEvaluator(_TransformersEvaluator):
             if split == "validation":
                 if not self.has_validation:
                     raise ValueError("no validation examples: set evaluation.validation")
-                data = self._validation = getattr(self, "_validation", None) or read_examples(self.ev["validation"])
+                if self._validation is None:
+                    self._validation = read_examples(self.ev["validation"])
+                data = self._validation
             elif split == "test":
                 data = self.data
             else:

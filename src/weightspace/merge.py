@@ -219,9 +219,8 @@ def testbed_verdict(diag: pd.DataFrame) -> tuple[bool, str]:
     checks = [(base < 0.9, f"reference alone keeps {base:.2f} of the models' accuracy (want < 0.9)"),
               (pair > 0.8, f"a two-task sum keeps {pair:.2f} (want > 0.8)"),
               (tau < 0.5, f"median ‖τ‖/‖W_ref‖ = {tau:.2f} (want < 0.5)")]
-    failed = [msg for ok, msg in checks if not ok]
-    return not failed, "; ".join(msg for _, msg in checks) + (
-        "" if not failed else " — NOT an informative merging testbed: " + "; ".join(failed))
+    ok = all(passed for passed, _ in checks)
+    return ok, "; ".join(msg for _, msg in checks) + ("" if ok else " → NOT an informative merging testbed")
 
 
 def summary(scores: pd.DataFrame) -> pd.DataFrame:

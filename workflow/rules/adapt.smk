@@ -19,13 +19,6 @@ rule adapt:
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "table": "adapt summary"},
         ),
-        figure=report(
-            "results/{c}/figures/{view}/adapt_accuracy_vs_trainable.png",
-            caption="../report/adapt.rst",
-            category="Adaptation",
-            subcategory="{c} [{view}]",
-            labels={"collection": "{c}", "view": "{view}", "figure": "accuracy vs trainable numbers"},
-        ),
         export=directory("results/{c}/adapt/{view}/export"),
     params:
         settings=lambda w: config["collections"][w.c]["adapt"],
@@ -33,8 +26,7 @@ rule adapt:
         evaluator=lambda w: config["collections"][w.c]["evaluator"],
         taken=lambda w: sorted(set(table(w.c)["task"])),
         data_seed=config["data_seed"],
-        title=lambda w: f"{w.c} [{w.view}]",
-        code=code_version("adapt", "core/coefficients", "zoo", "textzoo", "hosvd", "io", "figures"),
+        code=code_version("adapt", "core/coefficients", "zoo", "textzoo", "hosvd", "io"),
     threads: lambda w: 2 if text_zoo(w.c) else 1
     resources:
         mem_mb=2000,
@@ -45,3 +37,29 @@ rule adapt:
         ENV
     script:
         "../scripts/adapt.py"
+
+
+rule adapt_figure:
+    input:
+        summary="results/{c}/adapt/{view}/summary.csv",
+    output:
+        report(
+            "results/{c}/figures/{view}/adapt_accuracy_vs_trainable.png",
+            caption="../report/adapt.rst",
+            category="Adaptation",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "accuracy vs trainable numbers"},
+        ),
+    params:
+        title=lambda w: f"{w.c} [{w.view}]",
+        code=code_version("figures"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/{c}/adapt/{view}_figure.log",
+    conda:
+        ENV
+    script:
+        "../scripts/adapt_figure.py"

@@ -19,13 +19,6 @@ rule merge:
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "table": "merge summary"},
         ),
-        figure=report(
-            "results/{c}/figures/{view}/merge_normalised_accuracy.png",
-            caption="../report/merge.rst",
-            category="Merging",
-            subcategory="{c} [{view}]",
-            labels={"collection": "{c}", "view": "{view}", "figure": "normalised accuracy per method"},
-        ),
     params:
         settings=lambda w: merge_settings(w.c),
         splits=lambda w: splits(w.c),
@@ -33,8 +26,7 @@ rule merge:
         base=lambda w: base_folder(w.c),
         evaluation=lambda w: evaluation(w.c),
         data_seed=config["data_seed"],
-        title=lambda w: f"{w.c} [{w.view}]",
-        code=code_version("merge", "core/merging", "evaluate", "hf_evaluate", "layers", "zoo", "store", "figures"),
+        code=code_version("merge", "core/merging", "evaluate", "hf_evaluate", "layers", "zoo", "store"),
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=4000,
@@ -45,3 +37,30 @@ rule merge:
         ENV
     script:
         "../scripts/merge.py"
+
+
+rule merge_figure:
+    input:
+        scores="results/{c}/merge/{view}/scores.parquet",
+        diagnostics="results/{c}/merge/{view}/diagnostics.csv",
+    output:
+        report(
+            "results/{c}/figures/{view}/merge_normalised_accuracy.png",
+            caption="../report/merge.rst",
+            category="Merging",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "normalised accuracy per method"},
+        ),
+    params:
+        title=lambda w: f"{w.c} [{w.view}]",
+        code=code_version("figures", "merge"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/{c}/merge/{view}_figure.log",
+    conda:
+        ENV
+    script:
+        "../scripts/merge_figure.py"

@@ -1,7 +1,7 @@
 """New tasks learned by coefficients only, beside PEFT's tuners and the controls."""
 import os
 
-from weightspace import adapt, figures
+from weightspace import adapt
 from weightspace.collection import accepted_stores
 from weightspace.io import write_table
 from weightspace.runtime import script
@@ -21,4 +21,3 @@ with script(snakemake) as log:  # noqa: F821
     summary = adapt.summary(results)
     write_table(summary, out.summary)
     log.info("adapt summary:\n%s", summary.to_string())
-    figures.adapt_figure(summary, p.title, out.figure)

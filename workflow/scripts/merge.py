@@ -1,5 +1,5 @@
 """Models merged into one by PEFT's merge utilities and in the shared subspace."""
-from weightspace import figures, merge
+from weightspace import merge
 from weightspace.collection import accepted_stores
 from weightspace.evaluate import make_evaluator
 from weightspace.io import write_table
@@ -20,4 +20,3 @@ with script(snakemake) as log:  # noqa: F821
     write_table(diag, out.diagnostics)
     write_table(summary, out.summary)
     log.info("merge summary:\n%s\ndiagnostics:\n%s", summary.to_string(), diag.to_string())
-    figures.merge_figure(scores, diag, f"{p.title}\n{verdict}", out.figure)
