@@ -26,7 +26,6 @@ C_i = U_rowᵀ (W_i − μ) U_col):
 from __future__ import annotations
 
 import torch
-from peft.utils import merge_utils
 
 ENTRYWISE = ("mean", "task_arithmetic", "ties", "dare_ties", "magnitude_prune")
 SUBSPACE = ("subspace_mean", "subspace_ties")
@@ -37,6 +36,8 @@ TUNED = ("task_arithmetic", "ties", "dare_ties", "magnitude_prune", "subspace_ti
 def merge_entrywise(method: str, taus: list[torch.Tensor], lam: float = 1.0, density: float = 0.5,
                     seed: int = 0) -> torch.Tensor:
     """One merged task vector from N task vectors of one tensor, by PEFT's merge utilities."""
+    from peft.utils import merge_utils  # imported here: a figure job reading results needs no PEFT
+
     N = len(taus)
     if method == "mean":
         return merge_utils.task_arithmetic(taus, torch.full((N,), 1.0 / N, dtype=taus[0].dtype))
@@ -64,6 +65,8 @@ def subspace_mean(coeffs: list[torch.Tensor], mean: torch.Tensor, U_row: torch.T
 def subspace_ties(taus: list[torch.Tensor], U_row: torch.Tensor, U_col: torch.Tensor, lam: float = 1.0,
                   density: float = 0.5) -> torch.Tensor:
     """λ U_row TIES(U_rowᵀ τ_i U_col) U_colᵀ (see the module docstring)."""
+    from peft.utils import merge_utils
+
     D = [U_row.T @ t @ U_col for t in taus]
     merged = merge_utils.ties(D, torch.ones(len(D), dtype=D[0].dtype), density)
     return lam * (U_row @ merged @ U_col.T)
