@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from weightspace import hosvd
 from weightspace.project import coefficients, project_models
@@ -244,3 +245,31 @@ def test_memory_estimate_covers_what_the_stage_allocates(tmp_path):
     big = memory_estimate_mb(paths[0], "full", 1, 0, 6, max_k=4, base_mb=0, exact_max_dim=10**6)
     sketched = memory_estimate_mb(paths[0], "full", 1, 0, 6, max_k=4, base_mb=0, exact_max_dim=100)
     assert sketched < big
+
+
+def test_a_retrained_model_under_the_same_key_is_not_read_from_the_cache(tmp_path, caplog):
+    """A zoo (or local) model retrained under the same key and lock revision has other files:
+    its content digest differs, so the cached sums are not reused (they were, before: a changed
+    zoo seed left the old models' sums in the subspace)."""
+    from weightspace.extract import content_digest, extract_model
+    from weightspace.layers import manifest
+
+    kw = dict(max_k=2, center=True, gaussian_null=False, rotation_null=False, seed=0, device="cpu")
+    cache, paths = str(tmp_path / "cache.zarr"), []
+    for version in (0, 1):
+        paths = []
+        for i in range(4):
+            folder = tmp_path / f"v{version}" / f"m{i}"
+            folder.mkdir(parents=True)
+            g = torch.Generator().manual_seed(100 * version + i)
+            save_file({"w": torch.randn(5, 3, generator=g)}, str(folder / "model.safetensors"))
+            out = tmp_path / f"v{version}" / f"m{i}.zarr"
+            extract_model(str(folder), str(out), f"m{i}", {"revision": "r" * 40},
+                          content=content_digest(manifest(folder, f"m{i}")))
+            paths.append(str(out))
+        with caplog.at_level("INFO", logger="weightspace"):
+            run_group(paths, "full", 1, 0, str(tmp_path / f"g{version}.zarr"), cache_path=cache, **kw)
+    assert "reusing the sums" not in caplog.text
+    run_group(paths, "full", 1, 0, str(tmp_path / "fresh.zarr"), **kw)
+    cached, fresh = load_subspaces([str(tmp_path / "g1.zarr")])[0], load_subspaces([str(tmp_path / "fresh.zarr")])[0]
+    np.testing.assert_allclose(cached["w"].array("eig_row"), fresh["w"].array("eig_row"), rtol=1e-12)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 from . import layers
@@ -20,16 +22,24 @@ def extract_from_manifest(manifest: dict, out_path: str, key: str, row: dict) ->
                                   "reason": manifest.get("reason", "")}, model=key)
         log.warning("model %s rejected: %s", key, manifest.get("reason"))
         return
-    extract_model(manifest["folder"], out_path, key, row)
+    extract_model(manifest["folder"], out_path, key, row, content=content_digest(manifest))
+
+
+def content_digest(manifest: dict) -> str:
+    """A digest of the model's files (names and sha256 from its manifest): with the revision,
+    what says whether cached sums of this model are still its own (a zoo or local model can
+    change under the same key and lock revision)."""
+    files = sorted((f["name"], f["sha256"]) for f in manifest.get("files", []))
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
 
 
 def extract_model(folder: str, out_path: str, key: str, row: dict,
-                  block_bytes: int = BLOCK_BYTES) -> None:
+                  block_bytes: int = BLOCK_BYTES, content: str = "") -> None:
     """Copy every tensor of the model folder into ``out_path`` keeping dtypes, with at most one
     tensor (or one ``block_bytes`` row block of a larger one) in memory; the folder's JSON
-    configs and the collection row become store attributes."""
+    configs, the collection row and the content digest become store attributes."""
     fmt = layers.model_format(folder)
-    attrs = {"model": key, "id": row.get("id"), "revision": row.get("revision"), "format": fmt,
+    attrs = {"model": key, "id": row.get("id"), "revision": row.get("revision"), "content": content, "format": fmt,
              "config": layers.read_json(folder, "config.json"),
              "adapter_config": layers.read_json(folder, "adapter_config.json")}
     count = 0

@@ -52,8 +52,10 @@ def check_same_targets(ref: ModelStore, other: ModelStore, view: str) -> None:
 
 
 def identity(store: ModelStore) -> str:
-    """What makes a model's contribution to the sums reusable: its key and pinned revision."""
-    return f"{store.key}@{store.attrs.get('revision') or ''}"
+    """What makes a model's contribution to the sums reusable: its key, pinned revision and the
+    digest of its files (a zoo or local model retrained under the same key and revision is a
+    new model, not a cached one)."""
+    return f"{store.key}@{store.attrs.get('revision') or ''}#{store.attrs.get('content') or ''}"
 
 
 def _model_seed(store: ModelStore) -> int:
