@@ -4,6 +4,7 @@ trips, and the merge stage on a real (tiny) finetune zoo."""
 import copy
 import types
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -288,3 +289,18 @@ def test_text_problem_on_user_files_and_cached_states(tmp_path):
     res, _ = adapt.run_adapt(problem, subs, "delta", settings, set())
     assert set(res.task) == {"mine"} and len(res) == 2 * 3
     assert (res.loc[res.method == "coef-base", "trainable"] == 4 + 384 * 2 + 2).all()
+
+
+def test_figures_are_byte_identical_across_runs(tmp_path):
+    """Seeded confidence bands and deterministic training: the same inputs give the same PNG
+    bytes (make run leaves docs/figures unchanged)."""
+    from weightspace import figures
+
+    rng = np.random.default_rng(0)
+    metrics = pd.DataFrame([{"model": f"m{i}", "split": s, "method": m, "k": k, "accuracy": rng.uniform(),
+                             "rel_error_centered": rng.uniform(), "metric": "accuracy"}
+                            for i in range(6) for s in ("basis", "heldout") for m in figures.METHOD_ORDER
+                            for k in (1, 4, 16)])
+    figures.accuracy_figure(metrics, "t", str(tmp_path / "a.png"))
+    figures.accuracy_figure(metrics, "t", str(tmp_path / "b.png"))
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

@@ -67,7 +67,7 @@ def spectra_figure(spectra: pd.DataFrame, title: str, path: str, max_k: int = 64
             for target, dt in d[d["source"] == "data"].groupby("target"):
                 ax.plot(dt["k"], dt["explained"], color="#1f77b4", alpha=0.25, lw=0.8)
             sns.lineplot(data=d, x="k", y="explained", hue="source", style="source",
-                         hue_order=sources, style_order=sources, errorbar=("ci", 95), lw=2,
+                         hue_order=sources, style_order=sources, errorbar=("ci", 95), seed=0, lw=2,
                          err_kws={"alpha": 0.12},
                          palette={"data": "#1f77b4", "Gaussian null": "#d62728", "rotation null": "#ff7f0e"},
                          ax=ax)
@@ -98,7 +98,7 @@ def overview_figure(spectra: pd.DataFrame, path: str, max_k: int = 64) -> None:
             dd = d[(d["panel"] == panel) & (d["centered"] == centered) & d["source"].isin(["data", null])]
             sns.lineplot(data=dd, x="k", y="explained", hue="source", style="source",
                          hue_order=["data", null], style_order=["data", null], palette=colors,
-                         errorbar=("ci", 95), err_kws={"alpha": 0.12}, lw=1.8, ax=ax)
+                         errorbar=("ci", 95), seed=0, err_kws={"alpha": 0.12}, lw=1.8, ax=ax)
             ax.set_xscale("log", base=2)
             ax.set_ylim(0, 1.02)
             ax.set_xlabel("k (leading row-mode directions)")
@@ -138,7 +138,7 @@ def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
         for r, (col, label) in enumerate(rows):
             ax = axes[r, c]
             sns.lineplot(data=d, x="k", y=col, hue="method", hue_order=METHOD_ORDER, palette=PALETTE,
-                         marker="o", errorbar=("ci", 95), ax=ax)
+                         marker="o", errorbar=("ci", 95), seed=0, ax=ax)
             if col == "accuracy":
                 for method, ls in [("original", "--"), ("base_only", ":")]:
                     ref = metrics[(metrics["split"] == split) & (metrics["method"] == method)]
