@@ -53,7 +53,6 @@ from .hosvd import random_orthonormal
 
 log = logging.getLogger("weightspace")
 K_METHODS = ("coef-base", "coef-mean", "random", "tinylora", "fourierft")  # run at every k
-PEFT_METHODS = ("tinylora", "fourierft", "vera", "lora")
 
 
 @dataclass

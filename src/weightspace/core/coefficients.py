@@ -46,8 +46,3 @@ def add_coefficients(module: torch.nn.Module, U_row: torch.Tensor, U_col: torch.
 def lora_factors(C: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, A) = (U_row C, U_colᵀ): B A = U_row C U_colᵀ at LoRA scale 1."""
     return U_row[:, : C.shape[0]] @ C, U_col[:, : C.shape[1]].T.contiguous()
-
-
-def leading_basis(U: torch.Tensor, k: int) -> torch.Tensor:
-    """The first min(k, U.shape[1]) columns of a stored basis."""
-    return U[:, : min(k, U.shape[1])]
