@@ -145,6 +145,21 @@ def test_run_adapt_rows_and_controls():
     assert set(s.columns) >= {"accuracy", "seed_std", "trainable"}
 
 
+def test_adapt_without_a_base_starts_from_the_mean_model(finetune_stores):
+    """A full collection without a base: the start is the basis models' mean (every tensor),
+    the coefficient and random-basis methods run from it, the base-only methods are skipped."""
+    tmp, paths, subs = finetune_stores
+    mean = adapt.mean_weights(paths[:4])
+    problem = adapt.ZooProblem(mean, zoo.load_digits(0))
+    for name, sub in subs.items():  # the start's analysed matrices are the subspace's μ
+        assert torch.allclose(problem.template.get_submodule(name[:-7]).weight.double(), sub.mean, atol=1e-6)
+    settings = {"tasks": ["shift"], "n_tasks": 1, "seed": 3, "sizes": [20], "ks": [2], "seeds": 1, "lrs": [0.05],
+                "steps": 3, "batch_size": 8, "lora_rank": 2, "vera_rank": 4,
+                "methods": ["none-base", "none-mean", "coef-base", "coef-mean", "random", "head"]}
+    res, _ = adapt.run_adapt(problem, subs, "full", settings, set(), has_base=False)
+    assert set(res.method) == {"none-mean", "coef-mean", "random", "head"}
+
+
 # ----------------------------------------------------------------------------- merging
 TAUS = [torch.tensor([3.0, -1.0, 0.5, 2.0]), torch.tensor([-1.0, -2.0, 0.2, 4.0])]
 

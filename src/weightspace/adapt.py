@@ -17,8 +17,9 @@ analysed matrices for adapters, μ for full models; analysed matrices = the view
 
 - ``coef-<start>``  W = W_0 + U_row,k C U_col,kᵀ per analysed matrix, only C (k×k) trained
   (:func:`weightspace.core.coefficients.add_coefficients`, a torch parametrization);
-- ``random``        the same from ``base`` in a random orthonormal basis of the same k (a new
-  draw per seed): the control that says whether the learned basis matters;
+- ``random``        the same from ``base`` (the mean model where there is no base) in a random
+  orthonormal basis of the same k (a new draw per seed): the control that says whether the
+  learned basis matters;
 - ``tinylora``, ``fourierft``  PEFT's small-budget tuners at k² trainable numbers per analysed
   matrix (TinyLoRA ``u = k²``, FourierFT ``n_frequency = k²``); ``vera`` (rank ``vera_rank``);
 - ``lora``          PEFT LoRA at ``lora_rank``; ``full``: every weight (zoo); ``head``: the head only;
@@ -284,7 +285,7 @@ def method_list(settings: dict, has_base: bool, full: bool) -> list[tuple[str, i
     """(method, k) pairs to run: the k-methods at every k, the others once (k = 0)."""
     out = []
     for m in settings["methods"]:
-        if (m in ("coef-base", "none-base", "random") and not has_base) or (m == "full" and not full):
+        if (m in ("coef-base", "none-base") and not has_base) or (m == "full" and not full):
             continue
         out += [(m, k) for k in settings["ks"]] if m in K_METHODS else [(m, 0)]
     return out
