@@ -240,6 +240,11 @@ def test_adapt_setting_change_reruns_adapt_only(finished):
     assert counts == {"adapt": 1, "adapt_figure": 1, "all": 1, "total": 3}, counts
 
 
+def test_logs_carry_no_zarr_timestamp_warning(finished):
+    logs = list((finished / "logs").rglob("*.log"))
+    assert logs and not [p for p in logs if "snakemake_timestamp" in p.read_text()]
+
+
 def test_second_run_has_nothing_to_do(finished):
     proc = snakemake(finished, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr

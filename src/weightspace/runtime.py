@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 
 
 def pick_device(choice: str = "auto") -> str:
@@ -40,6 +41,9 @@ def script(smk):
         sys.stdout = sys.stderr = stream
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(message)s")
+    # Snakemake marks directory() outputs with a .snakemake_timestamp file, which Zarr reports
+    # in every store it opens: a known, harmless file, not a problem worth a log line.
+    warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
     set_threads(smk.threads)
     try:
         yield logging.getLogger("weightspace")
