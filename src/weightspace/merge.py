@@ -29,6 +29,7 @@ from . import layers
 from .core import merging
 from .evaluate import _base_name, _module_weight_name, effective_weights, model_config
 from .hosvd import dense
+from .project import coefficients
 from .store import ModelStore
 
 log = logging.getLogger("weightspace")
@@ -130,7 +131,7 @@ def merge_models(store_paths: list[str], subspaces: dict, view: str, evaluator, 
             for name in body:
                 sub = subspaces.get(names.get(name, ""), None)
                 if method == "subspace_mean" and sub is not None:
-                    C = [sub.U_row[:, :k].T @ (_target(view, m, ref, name) - sub.mean) @ sub.U_col[:, :k]
+                    C = [coefficients(_target(view, m, ref, name), sub.mean, sub.U_row[:, :k], sub.U_col[:, :k])
                          for m in models]
                     merged[name] = _as_weight(view, merging.subspace_mean(C, sub.mean, sub.U_row, sub.U_col), ref, name)
                 elif method == "subspace_ties" and sub is not None:
