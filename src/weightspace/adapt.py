@@ -323,8 +323,9 @@ def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[st
                 lr = max(settings["lrs"], key=lambda v: (scores[v], -v))  # ties: the smaller rate
                 for seed in range(settings["seeds"]):
                     model, secs = runs[lr] if seed == 0 else fit(method, k, seed, lr)
+                    va = scores[lr] if seed == 0 else accuracy(problem, model, val)  # seed 0: the sweep's run
                     rows.append({**row, "seed": seed, "lr": lr, "trainable": trainable(model), "seconds": secs,
-                                 "val_accuracy": accuracy(problem, model, val), "accuracy": accuracy(problem, model, test)})
+                                 "val_accuracy": va, "accuracy": accuracy(problem, model, test)})
                     if export_dir and seed == 0 and size == sizes[-1] and k == k_export and method == "coef-base":
                         export_coefficients(Path(export_dir) / task["label"], model, problem, view, base_path, task)
             log.info("task %s, %d examples: done", task["label"], size)
