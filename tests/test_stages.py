@@ -6,9 +6,10 @@ import torch
 from safetensors.torch import save_file
 
 from weightspace import hosvd
+from weightspace.core import sharing
 from weightspace.project import coefficients, project_models
 from weightspace.store import write_store
-from weightspace.subspace import ArchitectureError, load_subspaces, run_group, spectra_table
+from weightspace.subspace import ArchitectureError, load_subspaces, run_group, sharing_table, spectra_table
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -50,8 +51,22 @@ def test_groups_cover_targets_and_match_in_memory_decomposition(tmp_path, device
         np.testing.assert_allclose(sub.array("eig_row"), ref.eig_row, rtol=tol, atol=tol)
         np.testing.assert_allclose(sub.array("eig_model"), ref.eig_model, rtol=1e-10, atol=1e-10)
         assert {"null_gaussian_row", "null_rotation_row"} <= set(sub.keys())
+        # the sharing statistic is the one of the explicit uncentred Grams, and p is its rank
+        test = sub.attrs["sharing"]
+        total = float((Ws ** 2).sum())
+        T = [sharing.evr_area(torch.linalg.eigvalsh(G).flip(0), test["K"], total)
+             for G in (torch.einsum("imn,ikn->mk", Ws, Ws), torch.einsum("imn,imk->nk", Ws, Ws))]
+        assert test["statistic"] == pytest.approx(float(sum(T) / 2), rel=tol)
+        assert sub.array("null_rotation_statistic").shape == (99, 2)  # draws × (row, col)
     table = spectra_table(groups)
     assert set(table["mode"]) == {"row", "col", "model"}
+    verdict = sharing_table(groups, 0.05, margin=0.01)
+    assert list(verdict["target"]) == sorted(subs) and verdict["q"].notna().all()
+    np.testing.assert_allclose(verdict["q"], sharing.benjamini_hochberg(verdict["p"].to_numpy()))
+    for row in verdict.itertuples():  # p is the rank of T among the draws shifted by the margin
+        draws = subs[row.target].array("null_rotation_statistic").mean(1)
+        assert row.p == pytest.approx((1 + (draws + 0.01 >= row.statistic).sum()) / 100)
+        assert row.shared == (row.q <= 0.05)
     last = table.groupby(["target", "mode", "centered", "source"])["explained"].last()
     np.testing.assert_allclose(last, 1.0, atol=1e-9)
 
@@ -112,8 +127,9 @@ def test_incremental_sums_equal_from_scratch(tmp_path, view, caplog):
     fresh, models_fresh = load_subspaces([str(tmp_path / "fresh.zarr")])
     assert models_inc == models_fresh
     for name in fresh:
+        assert inc[name].attrs["sharing"] == fresh[name].attrs["sharing"]  # same draws, any order
         for arr in ("eig_row", "eig_col", "eig_model", "gram_model", "null_rotation_row",
-                    "null_gaussian_row", "null_gaussian_col", "U_row"):
+                    "null_rotation_statistic", "null_gaussian_row", "null_gaussian_col", "U_row"):
             a, b = inc[name].array(arr), fresh[name].array(arr)
             if arr == "U_row":
                 a = a * np.sign((a * b).sum(0))
@@ -215,11 +231,11 @@ def test_dense_target_does_not_keep_models_in_memory(tmp_path, monkeypatch):
     alive, peak = [], [0]
     real = hosvd.ModeSums.add
 
-    def tracking(self, W, model_seed=None):  # the matrices the stage streams into the sums
+    def tracking(self, W):  # the matrices the stage streams into the sums
         gc.collect()
         peak[0] = max(peak[0], sum(r() is not None for r in alive))
         alive.append(weakref.ref(W))
-        return real(self, W, model_seed)
+        return real(self, W)
 
     monkeypatch.setattr(hosvd.ModeSums, "add", tracking)
     store = subspace.ModelStore(paths[0])

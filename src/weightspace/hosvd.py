@@ -57,8 +57,8 @@ Nulls (same shapes, same N):
   Weak: any anisotropic single matrix beats it.
 - Rotation: W_i → Q_i W_i R_i with Haar-random orthogonal Q_i, R_i. Each model keeps its
   singular values; only the alignment between models is destroyed. Compared on uncentred
-  spectra (centering after rotation mixes in the lost mean). The row Gram of the rotated
-  stack is Σ Q_i (W_i W_iᵀ) Q_iᵀ, so it costs one m×m product per model, not a new pass.
+  spectra (centering after rotation mixes in the lost mean). Its draws need only each model's
+  singular values (``core.sharing``), which the stage keeps from the streamed pass.
 """
 
 from __future__ import annotations
@@ -70,13 +70,6 @@ import torch
 from .layers import LowRank
 
 ACC = torch.float64  # accumulation dtype of every sum and Gram
-
-
-def haar_orthogonal(n: int, generator: torch.Generator, dtype=ACC, device="cpu") -> torch.Tensor:
-    """A Haar-distributed random n×n orthogonal matrix (QR of a Gaussian, signs fixed)."""
-    g = torch.randn(n, n, generator=generator, dtype=dtype, device="cpu").to(device)
-    q, r = torch.linalg.qr(g)
-    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
 def random_orthonormal(n: int, k: int, generator: torch.Generator, dtype=ACC, device="cpu") -> torch.Tensor:
@@ -124,10 +117,6 @@ class ModeSums:
     """Additive sums over models for one target: N, Σ W, Σ W Wᵀ, Σ Wᵀ W (float64; of W − c
     with float32 products, ``shift`` c, see Precision).
 
-    With ``rotation_seed`` set, also the rotation-null sums Σ Q_i W_i W_iᵀ Q_iᵀ and
-    Σ R_iᵀ W_iᵀ W_i R_i, with Q_i, R_i drawn from a generator seeded by (seed, model seed); the
-    model seed defaults to the model's index, and a stable per-model seed (from its key) makes
-    the null independent of the order in which models are added.
     Each model only adds to the sums, so sums kept from earlier models take new ones (the
     stage's cache: adding models reads only the new ones).
     """
@@ -135,7 +124,6 @@ class ModeSums:
     m: int
     n: int
     device: str = "cpu"
-    rotation_seed: int | None = None
     sketch_row: int = 0  # l > 0: the row mode is sketched (Y_row = G_row Ω_row, m×l), not formed
     sketch_col: int = 0
     sketch_seed: int = 0
@@ -145,8 +133,6 @@ class ModeSums:
     S: torch.Tensor = field(init=False)
     R: torch.Tensor | None = field(init=False, default=None)
     C: torch.Tensor | None = field(init=False, default=None)
-    R_rot: torch.Tensor | None = field(init=False, default=None)
-    C_rot: torch.Tensor | None = field(init=False, default=None)
     Y_row: torch.Tensor | None = field(init=False, default=None)
     Y_col: torch.Tensor | None = field(init=False, default=None)
     refined_col: tuple[torch.Tensor, torch.Tensor] | None = field(init=False, default=None)  # (Z, Q), not cached
@@ -164,9 +150,6 @@ class ModeSums:
             self.Y_col = z(self.n, self.sketch_col)
         else:
             self.C = z(self.n, self.n)
-        if self.rotation_seed is not None:
-            self.R_rot = None if self.sketch_row else z(self.m, self.m)
-            self.C_rot = None if self.sketch_col else z(self.n, self.n)
 
     def omega(self, mode: str) -> torch.Tensor:
         """The fixed orthonormal test matrix of a sketched mode (from ``sketch_seed``; made
@@ -177,7 +160,7 @@ class ModeSums:
             self._omegas[mode] = random_orthonormal(d, l, g, device=self.device)
         return self._omegas[mode]
 
-    def add(self, W, model_seed: int | None = None) -> None:
+    def add(self, W) -> None:
         """Add one model's matrix (dense m×n tensor or LowRank): Σ W and Σ‖W‖² in float64, the
         Gram products (or sketches) in ``product_dtype``, added to float64 sums."""
         pd = self.product_dtype
@@ -191,8 +174,7 @@ class ModeSums:
             Wp = D if pd == ACC else src.to(pd)  # from the source: no float64 round trip
         if tuple(D.shape) != (self.m, self.n):
             raise ValueError(f"shape {tuple(D.shape)} does not match {(self.m, self.n)}")
-        if (self.count == 0 and self.shift is None and pd != ACC and self.rotation_seed is None
-                and not isinstance(Wp, LowRank)):
+        if self.count == 0 and self.shift is None and pd != ACC and not isinstance(Wp, LowRank):
             self.shift = D.clone()  # float32 products of W − c: see Precision
         self.sq += float(torch.dot(D.reshape(-1), D.reshape(-1)))
         if self.shift is not None:
@@ -202,29 +184,18 @@ class ModeSums:
             Wp = D.to(pd)
         self.S += D
         Dp = dense(Wp)
-        ms = self.count if model_seed is None else model_seed
-        g = (torch.Generator().manual_seed((self.rotation_seed * 1_000_003 + ms) % (2**63))
-             if self.rotation_seed is not None else None)
         if self.sketch_row:
             self.Y_row += (Dp @ (Dp.T @ self.omega("row").to(pd))).to(ACC)
-        elif g is None and not isinstance(Wp, LowRank):
+        elif not isinstance(Wp, LowRank):
             add_gram(self.R, Dp)
         else:
-            P = row_gram(Wp).to(ACC)
-            self.R += P
-            if g is not None:
-                Q = haar_orthogonal(self.m, g, device=self.device)
-                self.R_rot += Q @ P @ Q.T
+            self.R += row_gram(Wp).to(ACC)
         if self.sketch_col:
             self.Y_col += (Dp.T @ (Dp @ self.omega("col").to(pd))).to(ACC)
-        elif g is None and not isinstance(Wp, LowRank):
+        elif not isinstance(Wp, LowRank):
             add_gram(self.C, Dp.T)
         else:
-            Pc = col_gram(Wp).to(ACC)
-            self.C += Pc
-            if g is not None:
-                Rr = haar_orthogonal(self.n, g, device=self.device)
-                self.C_rot += Rr.T @ Pc @ Rr
+            self.C += col_gram(Wp).to(ACC)
         self.count += 1
 
     def total(self, center: bool = True) -> float:
@@ -481,6 +452,7 @@ class Subspace:
     null_gaussian_total: float | None = None
     nulls: dict[str, torch.Tensor] = field(default_factory=dict)
     methods: dict[str, str] = field(default_factory=dict)  # how each mode was computed
+    sharing: dict | None = None  # the sharing test's result (see core.sharing), set by the stage
 
     @property
     def k_max(self) -> int:
@@ -494,18 +466,13 @@ def decompose(sums: ModeSums, K: torch.Tensor, max_k: int, center: bool = True) 
     lam_c, U_c = sums.mode_spectrum("col", center)
     G_model = center_gram(K) if center else K
     lam_m, _ = eigh_desc(G_model)
-    nulls = {}
-    if sums.R_rot is not None:
-        nulls["rotation_row"] = eigvals_desc(sums.R_rot)
-    if sums.C_rot is not None:
-        nulls["rotation_col"] = eigvals_desc(sums.C_rot)
     return Subspace(
         mean=sums.mean if center else torch.zeros_like(sums.S),
         U_row=U_r[:, :max_k].contiguous(), U_col=U_c[:, :max_k].contiguous(),
         eig_row=lam_r, eig_col=lam_c, eig_model=lam_m, gram_model=G_model,
         eig_row_uncentered=sums.mode_spectrum("row", False, vectors=False)[0],
         eig_col_uncentered=sums.mode_spectrum("col", False, vectors=False)[0],
-        total=sums.total(center), total_uncentered=sums.total(False), nulls=nulls)
+        total=sums.total(center), total_uncentered=sums.total(False))
 
 
 def add_gaussian(sums: ModeSums, model_seed: int) -> None:

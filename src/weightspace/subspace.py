@@ -21,6 +21,7 @@ import zarr
 from tqdm import tqdm
 
 from . import hosvd, layers
+from .core import sharing
 from .io import atomic_path
 from .store import ModelStore
 from .stream import prefetched, to_device
@@ -70,6 +71,33 @@ class Cached:
     sums: hosvd.ModeSums
     K: torch.Tensor
     null: hosvd.ModeSums | None = None  # unit-variance Gaussian draws, one per model
+    svals: torch.Tensor | None = None   # N × r singular values of each model (rotation null)
+
+
+def rotation_test(svals: torch.Tensor, models: list[str], sub: hosvd.Subspace, shape: tuple[int, int],
+                  exact: dict[str, bool], draws: int, K: int, seed: int, name: str) -> dict:
+    """The sharing statistic of one target and its rotation null (``core.sharing``): R draws
+    per exact mode from the models' singular values (taken in the order of their keys, so the
+    draws do not depend on the order in which models were added), the statistic of the data
+    and of every draw per mode, the mean null spectrum per mode. p-values are taken later
+    (``sharing_table``), where the margin and the FDR are set."""
+    order = sorted(range(len(models)), key=lambda i: models[i])
+    s = [svals[i] for i in order]
+    g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
+    nulls, modes, t_data, t_null = {}, [], [], []
+    for mode, dim, eig in (("row", shape[0], sub.eig_row_uncentered), ("col", shape[1], sub.eig_col_uncentered)):
+        if not exact[mode]:
+            continue
+        lam = sharing.rotation_null_draws(s, dim, draws, g)
+        nulls[f"rotation_{mode}"] = lam.mean(0)  # the expected null spectrum: its EVR is the mean EVR
+        modes.append(mode)
+        t_data.append(float(sharing.evr_area(eig, K, sub.total_uncentered)))
+        t_null.append(sharing.evr_area(lam, K, sub.total_uncentered))
+    if not modes:
+        return {"nulls": nulls, "test": None}
+    nulls["rotation_statistic"] = torch.stack(t_null, 1)  # R × modes
+    return {"nulls": nulls, "test": {"statistic": float(np.mean(t_data)), "mode_statistic": t_data,
+                                     "modes": modes, "draws": draws, "K": K}}
 
 
 SKETCH_GAIN = 6  # a mode at least this many sketch widths wide is cheaper sketched than exact
@@ -113,9 +141,10 @@ def mode_methods(m: int, n: int, sk_row: int, sk_col: int, refine: bool) -> dict
 def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: int, center: bool,
                      gaussian_null: bool, rotation_null: bool, seed: int, device: str,
                      cached: Cached | None = None, exact_max_dim: int = 8192,
-                     precision: str = "float64", sketch_when_cheaper: bool = True
-                     ) -> tuple[hosvd.Subspace, Cached]:
-    """The decomposition of one target over the given basis models (see hosvd).
+                     precision: str = "float64", sketch_when_cheaper: bool = True,
+                     null_draws: int = 99, test_k: int = 16) -> tuple[hosvd.Subspace, Cached]:
+    """The decomposition of one target over the given basis models (see hosvd), and with
+    ``rotation_null`` the sharing test (``rotation_test``) on its exact modes.
 
     With ``cached`` sums of some of these models, only the others are read into the sums; the
     model Gram reuses the cached block and computes the cross terms with the new models.
@@ -129,9 +158,8 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     methods = mode_methods(m, n, sk_row, sk_col, refine_col)
     log.info("%s %s: row mode %s; col mode %s%s", target.name, target.shape, methods["row"], methods["col"],
              "; no rotation null for a sketched mode" if rotation_null and (sk_row or sk_col) else "")
-    new_sums = lambda rot: hosvd.ModeSums(m, n, device=device, rotation_seed=rot, sketch_row=sk_row,  # noqa: E731
-                                          sketch_col=sk_col, sketch_seed=seed,
-                                          product_dtype=getattr(torch, precision))
+    new_sums = lambda: hosvd.ModeSums(m, n, device=device, sketch_row=sk_row, sketch_col=sk_col,  # noqa: E731
+                                      sketch_seed=seed, product_dtype=getattr(torch, precision))
     if cached is not None and ((cached.sums.sketch_row, cached.sums.sketch_col) != (sk_row, sk_col)
                                or cached.sums.product_dtype != getattr(torch, precision)):
         cached = None  # made with other sketch widths or another precision
@@ -139,6 +167,7 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     if cached is not None and set(cached.models) <= set(ids):
         order = [ids.index(i) for i in cached.models] + [k for k, i in enumerate(ids) if i not in set(cached.models)]
         stores, sums, known, null = [stores[k] for k in order], cached.sums, cached.K, cached.null
+        svals = list(cached.svals) if cached.svals is not None else None
         log.info("%s: reusing the sums of %d models, reading %d new", target.name, len(cached.models),
                  len(stores) - len(cached.models))
     else:
@@ -148,9 +177,13 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     if known is not None and gaussian_null and (null is None or null.count != known.shape[0]):
         log.info("%s: cached sums were made without the Gaussian null; starting afresh", target.name)
         known = None
+    if known is not None and rotation_null and svals is None:
+        log.info("%s: cached sums were made without the rotation null; starting afresh", target.name)
+        known = None
     if known is None:
-        sums = new_sums(seed if rotation_null else None)
-        null = new_sums(None) if gaussian_null else None
+        sums = new_sums()
+        null = new_sums() if gaussian_null else None
+        svals = []
     elif not gaussian_null:
         null = None
     n_old = 0 if known is None else known.shape[0]
@@ -161,13 +194,16 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     def load(item):  # in the prefetch thread: read in the source dtype, stay on the CPU
         return layers.read_target(item[1], target, dtype=layers.SOURCE_DTYPE)
 
-    for (i, st), W in zip(todo, tqdm(prefetched(todo, load), total=len(todo), desc=target.name,
-                                      mininterval=5)):
+    for (i, st), W in tqdm(zip(todo, prefetched(todo, load)), total=len(todo), desc=target.name,
+                           mininterval=5):
         W = to_device(W, device)
         W = (layers.LowRank(W.B.to(hosvd.ACC), W.A.to(hosvd.ACC), W.scale) if isinstance(W, layers.LowRank)
              else W.to(hosvd.ACC))
         if i >= n_old:
-            sums.add(W, model_seed=_model_seed(st))
+            sums.add(W)
+            if rotation_null:
+                svals.append(sharing.lowrank_singular_values(W.B, W.A, W.scale) if isinstance(W, layers.LowRank)
+                             else sharing.singular_values(W))
             if null is not None:
                 hosvd.add_gaussian(null, seed * 1_000_003 + _model_seed(st))
         if target.view == "delta":  # the factor Gram needs every model's (small) factors
@@ -188,31 +224,36 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
             refine.finish()
     sub = hosvd.decompose(sums, K, max_k, center)
     sub.methods = methods
+    ids = [identity(st) for st in stores]
+    S = sharing.padded(svals) if rotation_null else None
+    if rotation_null:
+        test = rotation_test(S, ids, sub, (m, n), {"row": not sk_row, "col": not sk_col}, null_draws,
+                             test_k, seed, target.name)
+        sub.nulls.update(test["nulls"])
+        sub.sharing = test["test"]
     if null is not None:
         var = sub.total / (len(stores) * m * n)
         sub.nulls.update(hosvd.gaussian_null_spectra(null, var, center))
         sub.null_gaussian_total = var * null.total(center)
-    return sub, Cached([identity(st) for st in stores], sums, K, null)
+    return sub, Cached(ids, sums, K, null, S)
 
 
-CACHE_ARRAYS = ("S", "R", "C", "R_rot", "C_rot", "Y_row", "Y_col", "shift")
-CACHE_ATTRS = ("count", "sq", "sketch_row", "sketch_col", "sketch_seed", "rotation_seed")
-CACHE_FORMAT = 1  # bump when the meaning of the cached sums changes: old caches are then ignored
+CACHE_ARRAYS = ("S", "R", "C", "Y_row", "Y_col", "shift")
+CACHE_ATTRS = ("count", "sq", "sketch_row", "sketch_col", "sketch_seed")
+CACHE_FORMAT = 2  # bump when the meaning of the cached sums changes: old caches are then ignored
 
 
-def load_cache(path: str | os.PathLike, target: layers.Target, rotation_seed: int | None,
-               device: str) -> Cached | None:
-    """The cached sums of one target, if present and made with the same shape and null seed."""
+def load_cache(path: str | os.PathLike, target: layers.Target, device: str) -> Cached | None:
+    """The cached sums of one target, if present and made with the same shape and format."""
     try:
         g = zarr.open_group(str(path), mode="r")[target.name]
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
-    if (tuple(g.attrs["shape"]) != target.shape or g.attrs.get("rotation_seed") != rotation_seed
-            or g.attrs.get("format") != CACHE_FORMAT):
+    if tuple(g.attrs["shape"]) != target.shape or g.attrs.get("format") != CACHE_FORMAT:
         return None
 
-    def restore(prefix: str, attrs: dict, rot) -> hosvd.ModeSums:
-        sums = hosvd.ModeSums(*target.shape, device=device, rotation_seed=rot,
+    def restore(prefix: str, attrs: dict) -> hosvd.ModeSums:
+        sums = hosvd.ModeSums(*target.shape, device=device,
                               sketch_row=attrs["sketch_row"], sketch_col=attrs["sketch_col"],
                               sketch_seed=attrs["sketch_seed"],
                               product_dtype=getattr(torch, attrs.get("precision", "float64")))
@@ -222,9 +263,10 @@ def load_cache(path: str | os.PathLike, target: layers.Target, rotation_seed: in
         sums.count, sums.sq = int(attrs["count"]), float(attrs["sq"])
         return sums
 
-    null = restore("null_", g.attrs["null"], None) if g.attrs.get("null") else None
-    return Cached(list(g.attrs["models"]), restore("", dict(g.attrs), rotation_seed),
-                  torch.from_numpy(np.asarray(g["K"][...])), null)
+    null = restore("null_", g.attrs["null"]) if g.attrs.get("null") else None
+    svals = torch.from_numpy(np.asarray(g["svals"][...])) if "svals" in g else None
+    return Cached(list(g.attrs["models"]), restore("", dict(g.attrs)),
+                  torch.from_numpy(np.asarray(g["K"][...])), null, svals)
 
 
 def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
@@ -236,7 +278,7 @@ def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
             g.attrs.update({"models": c.models, "shape": [c.sums.m, c.sums.n], "format": CACHE_FORMAT,
                             "precision": str(c.sums.product_dtype).removeprefix("torch."),
                             **{a: getattr(c.sums, a) for a in CACHE_ATTRS}})
-            arrays = {key: getattr(c.sums, key) for key in CACHE_ARRAYS} | {"K": c.K}
+            arrays = {key: getattr(c.sums, key) for key in CACHE_ARRAYS} | {"K": c.K, "svals": c.svals}
             if c.null is not None:
                 arrays |= {f"null_{key}": getattr(c.null, key) for key in CACHE_ARRAYS}
                 g.attrs["null"] = {a: getattr(c.null, a) for a in CACHE_ATTRS} | {
@@ -259,7 +301,7 @@ def write_group(path: str | os.PathLike, results: dict[str, tuple[layers.Target,
                             "sources": list(target.sources), "k_max": sub.k_max,
                             "total": sub.total, "total_uncentered": sub.total_uncentered,
                             "null_gaussian_total": getattr(sub, "null_gaussian_total", None),
-                            "methods": sub.methods,
+                            "methods": sub.methods, "sharing": getattr(sub, "sharing", None),
                             "sketched": [int(sub.eig_row.shape[0] < target.shape[0]),
                                          int(sub.eig_col.shape[0] < target.shape[1])]})
             arrays = {"mean": sub.mean.float(), "U_row": sub.U_row, "U_col": sub.U_col,
@@ -275,7 +317,8 @@ def write_group(path: str | os.PathLike, results: dict[str, tuple[layers.Target,
 def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_path: str, *,
               max_k: int, center: bool, gaussian_null: bool, rotation_null: bool, seed: int,
               device: str, cache_path: str | None = None, exact_max_dim: int = 8192,
-              precision: str = "float64", sketch_when_cheaper: bool = True) -> None:
+              precision: str = "float64", sketch_when_cheaper: bool = True, null_draws: int = 99,
+              test_k: int = 16) -> None:
     """The subspace job: decompose every target of one layer group and write the store.
 
     With ``cache_path``, the additive sums of every target are kept there (float64) and reused
@@ -290,13 +333,13 @@ def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_
     log.info("view %s group %d/%d: %d targets over %d basis models on %s",
              view, group, n_groups, len(chosen), len(stores), device)
     results, caches = {}, {}
-    rotation_seed = seed if rotation_null else None
     for target in chosen:
-        cached = load_cache(cache_path, target, rotation_seed, device) if cache_path else None
+        cached = load_cache(cache_path, target, device) if cache_path else None
         sub, caches[target.name] = decompose_target(
             stores, target, max_k=max_k, center=center, gaussian_null=gaussian_null,
             rotation_null=rotation_null, seed=seed, device=device, cached=cached,
-            exact_max_dim=exact_max_dim, precision=precision, sketch_when_cheaper=sketch_when_cheaper)
+            exact_max_dim=exact_max_dim, precision=precision, sketch_when_cheaper=sketch_when_cheaper,
+            null_draws=null_draws, test_k=test_k)
         ev = hosvd.explained_variance(sub.eig_row, sub.total)
         log.info("%s %s: row-mode explained variance at k=1,4,16: %s", target.name, target.shape,
                  [round(float(ev[min(k, len(ev)) - 1]), 3) for k in (1, 4, 16)])
@@ -365,6 +408,66 @@ def spectra_table(paths: list[str]) -> "pd.DataFrame":
                 "centered": centered, "source": source, "k": np.arange(1, len(lam) + 1),
                 "eigenvalue": lam.numpy(), "explained": hosvd.explained_variance(lam, total).numpy()}))
     return pd.concat(frames, ignore_index=True)
+
+
+EXCESS_KS = (4, 16)  # the verdict's excess columns
+
+
+def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> "pd.DataFrame":
+    """One row per matrix of a view: the sharing statistic T (``core.sharing``), the mean and
+    spread of its rotation-null draws, z, the empirical p of T against draw + ``margin``, the
+    Benjamini–Hochberg q across the view's matrices, ``shared`` (q ≤ fdr), the excess of T over
+    the null mean per mode (``excess_row``, ``excess_col``: which side is shared) and the excess
+    uncentred explained variance over the mean null at k = 4 and 16 (mean of the tested modes).
+    Matrices without a test (no rotation null, or only sketched modes) have empty test columns
+    and are not counted."""
+    import pandas as pd
+
+    subs, _ = load_subspaces(paths)
+    rows = []
+    for name, rec in sorted(subs.items()):
+        test = rec.attrs.get("sharing") or {}
+        modes = test.get("modes", [])
+        row = {"target": name, "shape": "×".join(map(str, rec.shape)), "statistic": test.get("statistic")}
+        if test:
+            draws = rec.array("null_rotation_statistic")  # R × modes
+            t_null = draws.mean(1)
+            row.update(null_mean=float(t_null.mean()), null_sd=float(t_null.std(ddof=1)),
+                       z=sharing.z_score(test["statistic"], t_null),
+                       p=sharing.empirical_p(test["statistic"], t_null + margin), draws=len(t_null), K=test["K"])
+            for j, mode in enumerate(modes):
+                row[f"excess_{mode}"] = test["mode_statistic"][j] - float(draws[:, j].mean())
+        for k in EXCESS_KS:
+            ex = []
+            for mode in modes:
+                data = hosvd.explained_variance(torch.from_numpy(rec.array(f"eig_{mode}_uncentered")),
+                                                rec.attrs["total_uncentered"])
+                null = hosvd.explained_variance(torch.from_numpy(rec.array(f"null_rotation_{mode}")),
+                                                rec.attrs["total_uncentered"])
+                ex.append(float(data[min(k, len(data)) - 1] - null[min(k, len(null)) - 1]))
+            row[f"excess_k{k}"] = float(np.mean(ex)) if ex else None
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for col in ("null_mean", "null_sd", "z", "p", "draws", "K", "excess_row", "excess_col"):
+        if col not in table:
+            table[col] = np.nan
+    tested = table["p"].notna()
+    table["q"] = np.nan
+    table.loc[tested, "q"] = sharing.benjamini_hochberg(table.loc[tested, "p"].to_numpy(float))
+    table["shared"] = pd.array([bool(q <= fdr) if t else pd.NA for q, t in zip(table["q"], tested)],
+                               dtype="boolean")
+    return table[["target", "shape", "statistic", "null_mean", "null_sd", "z", "p", "q", "shared",
+                  "excess_row", "excess_col", *[f"excess_k{k}" for k in EXCESS_KS], "draws", "K"]]
+
+
+def view_verdict(table: "pd.DataFrame", fdr: float, share: float) -> dict:
+    """A view's line of the verdict from its ``sharing_table``: matrices tested and called
+    shared, and whether that is at least ``share`` of them; median excess at k = 4 and 16."""
+    tested = table[table["p"].notna()]
+    n, x = len(tested), int(tested["shared"].sum()) if len(tested) else 0
+    return {"matrices_shared": x, "matrices_tested": n,
+            "verdict": ("no test" if n == 0 else "shared" if x >= share * n else "not shared"),
+            **{f"median_excess_k{k}": float(tested[f"excess_k{k}"].median()) if n else None for k in EXCESS_KS}}
 
 
 def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_models: int, *,

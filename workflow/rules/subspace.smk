@@ -14,6 +14,8 @@ rule subspace:
         max_k=config["subspace"]["max_k"],
         gaussian_null=config["subspace"]["gaussian_null"],
         rotation_null=config["subspace"]["rotation_null"],
+        null_draws=config["subspace"]["null_draws"],
+        test_k=config["subspace"]["test_k"],
         seed=config["subspace"]["seed"],
         device=config["subspace"]["device"],
         exact_max_dim=config["subspace"]["exact_max_dim"],
@@ -25,7 +27,7 @@ rule subspace:
             if config["subspace"]["cache"]
             else None
         ),
-        code=code_version("subspace", "hosvd", "layers", "store", "io"),
+        code=code_version("subspace", "hosvd", "layers", "store", "io", "core/sharing"),
     threads: config["subspace"]["threads"]
     resources:
         mem_mb=subspace_mem_mb,
@@ -45,9 +47,12 @@ rule spectra:
     input:
         lambda w: subspace_groups(w.c, w.view),
     output:
-        "results/{c}/subspace/{view}/spectra.parquet",
+        spectra="results/{c}/subspace/{view}/spectra.parquet",
+        sharing="results/{c}/subspace/{view}/sharing.csv",
     params:
-        code=code_version("subspace", "hosvd"),
+        fdr=config["report"]["fdr"],
+        margin=config["report"]["margin"],
+        code=code_version("subspace", "hosvd", "core/sharing"),
     threads: 1
     resources:
         mem_mb=1000,

@@ -1,7 +1,10 @@
-"""All spectra of a view (data and nulls) as one long table."""
+"""All spectra of a view (data and nulls) as one long table, and its sharing test per matrix."""
 from weightspace.io import write_table
 from weightspace.runtime import script
-from weightspace.subspace import spectra_table
+from weightspace.subspace import sharing_table, spectra_table
 
 with script(snakemake) as log:  # noqa: F821
-    write_table(spectra_table(list(snakemake.input)), snakemake.output[0])  # noqa: F821
+    paths, out = list(snakemake.input), snakemake.output  # noqa: F821
+    write_table(spectra_table(paths), out.spectra)
+    p = snakemake.params  # noqa: F821
+    write_table(sharing_table(paths, p.fdr, p.margin), out.sharing)

@@ -11,4 +11,4 @@ with script(snakemake) as log:  # noqa: F821
               gaussian_null=p.gaussian_null, rotation_null=p.rotation_null, seed=p.seed,
               device=pick_device(p.device), cache_path=p.cache,
               exact_max_dim=p.exact_max_dim, precision=p.precision,
-              sketch_when_cheaper=p.sketch_when_cheaper)
+              sketch_when_cheaper=p.sketch_when_cheaper, null_draws=p.null_draws, test_k=p.test_k)

@@ -1,0 +1,114 @@
+r"""The sharing test: do a stack's models share directions beyond what their own spectra explain?
+
+Null hypothesis H0 (nothing shared): every model's singular vectors are independent and
+uniformly random, W_i =ᵈ Q_i W_i R_i with Haar-random orthogonal Q_i (m×m) and R_i (n×n).
+Under H0 the uncentred row Gram of the stack, Σ_i W_i W_iᵀ, has the law of
+
+    Σ_i F_i diag(s_i²) F_iᵀ,      F_i a uniformly random m×r_i orthonormal frame,
+
+which depends on the models' singular values s_i only (the first r_i = len(s_i) columns of a
+Haar matrix are a uniform frame). A draw of the null therefore needs N small QR
+factorisations and the eigenvalues of one Gram (m×m, or Σr_i × Σr_i when smaller); the
+column mode likewise with n×r_i frames. Spectra are compared uncentred: centring after a
+rotation would mix in the mean the rotation destroyed.
+
+Statistic of one matrix: the mean over its exact modes of the area under the cumulative
+explained-variance curve up to K,
+
+    T = mean_modes (1/K) Σ_{k=1..K} EVR_mode(k),     EVR(k) = Σ_{j≤k} λ_j / Σ_j λ_j,
+
+(EVR(k) = 1 beyond a mode's dimension), large when a few directions carry the stack.
+
+p-value: under H0 the data are exchangeable with the R draws, so the empirical
+p = (1 + #{r: T_r ≥ T}) / (1 + R) is exact (P(p ≤ α) ≤ α for every α), but cannot go below
+1/(1 + R). Benjamini–Hochberg across the matrices of a view then rejects every matrix of a
+view whose p-values are all 1/(1+R) as soon as 1/(1+R) ≤ q, and rejects s of m matrices
+only when their p ≤ q·s/m: with R = 99 draws the test reaches q = 0.05 when at least 20% of a
+view's matrices are shared (see ``min_detectable_share``). The z-score
+z = (T − mean_r T_r) / sd_r T_r is reported beside it as an effect size, not used for the
+decision (its normality is not assumed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def singular_values(W: torch.Tensor) -> torch.Tensor:
+    """Singular values of a dense matrix, descending, float64."""
+    return torch.linalg.svdvals(W.to(torch.float64))
+
+
+def lowrank_singular_values(B: torch.Tensor, A: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Singular values of scale·B·A (B: m×r, A: r×n) from the r×r core: with B = Q_b R_b and
+    Aᵀ = Q_a R_a, scale·B·A = Q_b (scale·R_b R_aᵀ) Q_aᵀ."""
+    Rb = torch.linalg.qr(B.to(torch.float64))[1]
+    Ra = torch.linalg.qr(A.to(torch.float64).T)[1]
+    return torch.linalg.svdvals(scale * Rb @ Ra.T)
+
+
+def padded(svals: list[torch.Tensor]) -> torch.Tensor:
+    """Models' singular values as one N × max r float64 tensor, zero-padded (a zero singular
+    value contributes nothing to a Gram)."""
+    r = max(len(s) for s in svals)
+    out = torch.zeros(len(svals), r, dtype=torch.float64)
+    for i, s in enumerate(svals):
+        out[i, : len(s)] = s.to(torch.float64).cpu()
+    return out
+
+
+def rotation_null_draws(svals: list[torch.Tensor], dim: int, draws: int, generator: torch.Generator
+                        ) -> torch.Tensor:
+    """Eigenvalues (descending, draws × min(dim, N·r)) of ``draws`` independent draws of the
+    rotated stack's Gram in a mode of dimension ``dim``: Σ_i F_i diag(s_i²) F_iᵀ with uniform
+    dim×r frames F_i (see the module docstring). ``svals``: each model's singular values."""
+    S = padded(svals)  # N × r (zero-padded: a zero singular value adds nothing)
+    N, r = S.shape
+    if r > dim:
+        raise ValueError(f"{r} singular values do not fit a mode of dimension {dim}")
+    out = []
+    for _ in range(draws):
+        F = torch.linalg.qr(torch.randn(N, dim, r, generator=generator, dtype=torch.float64))[0]
+        Z = (F * S[:, None, :]).permute(1, 0, 2).reshape(dim, N * r)  # dim × N·r
+        G = Z @ Z.T if dim <= N * r else Z.T @ Z
+        out.append(torch.linalg.eigvalsh(G).flip(0).clamp_min(0)[: min(dim, N * r)])
+    return torch.stack(out)
+
+
+def evr_area(eigs: torch.Tensor, K: int, total: float | None = None) -> torch.Tensor:
+    """(1/K) Σ_{k=1..K} EVR(k) of a descending spectrum (last axis; EVR(k) = 1 beyond its
+    length when ``total`` is the spectrum's own sum)."""
+    total = eigs.sum(-1, keepdim=True) if total is None else torch.as_tensor(total, dtype=eigs.dtype)
+    cum = torch.cumsum(eigs, -1) / total
+    if cum.shape[-1] < K:
+        cum = torch.cat([cum, cum[..., -1:].expand(*cum.shape[:-1], K - cum.shape[-1])], -1)
+    return cum[..., :K].mean(-1)
+
+
+def empirical_p(t: float, null: np.ndarray) -> float:
+    """(1 + #{null ≥ t}) / (1 + R): exact under exchangeability, at least 1/(1 + R)."""
+    null = np.asarray(null, dtype=float)
+    return float((1 + np.sum(null >= t)) / (1 + len(null)))
+
+
+def z_score(t: float, null: np.ndarray) -> float:
+    """(t − mean) / sd of the null draws (an effect size; inf when the draws do not vary)."""
+    null = np.asarray(null, dtype=float)
+    sd = null.std(ddof=1) if len(null) > 1 else 0.0
+    return float((t - null.mean()) / sd) if sd > 0 else float(np.inf if t > null.mean() else 0.0)
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (scipy's ``false_discovery_control``): reject at
+    FDR q where the adjusted value is ≤ q."""
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(p, dtype=float)
+    return false_discovery_control(p, method="bh") if len(p) else p
+
+
+def min_detectable_share(draws: int, q: float) -> float:
+    """The smallest share of a view's matrices that BH at FDR q can call shared when their
+    p-values sit at the floor 1/(1 + R): s/m ≥ (1/(1+R)) / q."""
+    return min(1.0, 1.0 / ((1 + draws) * q))

@@ -1,0 +1,100 @@
+"""The sharing test (weightspace.core.sharing): null draws against explicit Haar rotations, the
+stated false-positive rate on stacks with nothing shared, power on shared stacks, BH."""
+import numpy as np
+import pytest
+import torch
+
+from weightspace import hosvd
+from weightspace.core import sharing
+
+F64 = torch.float64
+
+
+def haar(n, g):
+    """Reference Haar orthogonal matrix: QR of a Gaussian with the signs of R's diagonal fixed."""
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
+    return q * torch.sign(torch.diagonal(r))
+
+
+def independent_stack(N, m, n, g, spectrum=None):
+    """N models with one anisotropic spectrum and independent Haar singular vectors: H0 exactly."""
+    s = spectrum if spectrum is not None else 2.0 ** -torch.arange(min(m, n), dtype=F64)
+    return torch.stack([haar(m, g)[:, : len(s)] @ torch.diag(s) @ haar(n, g)[: len(s)] for _ in range(N)])
+
+
+def shared_stack(N, m, n, g, noise=0.1):
+    """Fine-tunes of one matrix: W_0 + small independent noise."""
+    W0 = torch.randn(m, n, generator=g, dtype=F64)
+    return W0 + noise * torch.randn(N, m, n, generator=g, dtype=F64)
+
+
+def statistic(Ws, K):
+    """T of a stack from its explicit uncentred Grams (the reference)."""
+    total = float((Ws ** 2).sum())
+    rows = torch.linalg.eigvalsh(torch.einsum("imn,ikn->mk", Ws, Ws)).flip(0)
+    cols = torch.linalg.eigvalsh(torch.einsum("imn,imk->nk", Ws, Ws)).flip(0)
+    return float((sharing.evr_area(rows, K, total) + sharing.evr_area(cols, K, total)) / 2)
+
+
+def p_value(Ws, draws, K, g):
+    s = [sharing.singular_values(W) for W in Ws]
+    total = float((Ws ** 2).sum())
+    null = [(sharing.evr_area(sharing.rotation_null_draws(s, d, draws, g), K, total)) for d in Ws.shape[1:]]
+    return sharing.empirical_p(statistic(Ws, K), ((null[0] + null[1]) / 2).numpy())
+
+
+def test_lowrank_singular_values_match_the_dense_product():
+    g = torch.Generator().manual_seed(0)
+    B, A = torch.randn(9, 3, generator=g, dtype=F64), torch.randn(3, 7, generator=g, dtype=F64)
+    np.testing.assert_allclose(sharing.lowrank_singular_values(B, A, 0.5),
+                               torch.linalg.svdvals(0.5 * B @ A)[:3], rtol=1e-12, atol=1e-12)
+
+
+def test_one_model_draw_keeps_its_spectrum_and_draws_match_explicit_rotations():
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(6, 4, generator=g, dtype=F64)
+    s = sharing.singular_values(W)
+    lam = sharing.rotation_null_draws([s], 6, 3, g)
+    np.testing.assert_allclose(lam, (s ** 2).expand(3, 4), rtol=1e-10)
+    # many models: the frame draws and explicit Q_i W_i R_i have the same law (mean EVR at k=2)
+    Ws = independent_stack(5, 6, 4, g, spectrum=torch.tensor([3.0, 1.0, 0.5, 0.1], dtype=F64))
+    svals = [sharing.singular_values(W) for W in Ws]
+    total = float((Ws ** 2).sum())
+    frames = hosvd.explained_variance(sharing.rotation_null_draws(svals, 6, 2000, g).T, total)[1].numpy()
+    explicit = []
+    for _ in range(2000):
+        R = sum(Q @ W @ W.T @ Q.T for Q, W in ((haar(6, g), W) for W in Ws))
+        explicit.append(float(hosvd.explained_variance(torch.linalg.eigvalsh(R).flip(0), total)[1]))
+    se = np.hypot(frames.std(), np.std(explicit)) / np.sqrt(2000)
+    assert abs(frames.mean() - np.mean(explicit)) < 4 * se
+
+
+def test_false_positive_rate_is_at_most_alpha_on_independent_stacks():
+    """300 stacks with nothing shared, R = 19 draws: P(p ≤ 0.05) is 0.05 exactly (exchangeable)."""
+    g = torch.Generator().manual_seed(2)
+    p = np.array([p_value(independent_stack(6, 8, 5, g), 19, 3, g) for _ in range(300)])
+    rate = np.mean(p <= 0.05)
+    assert 0.01 <= rate <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 300)
+    # and p is roughly uniform (not piled at 1, which would mean a conservative, powerless test)
+    assert 0.35 < np.mean(p <= 0.5) < 0.65
+
+
+def test_shared_stacks_are_called_shared_and_bh_keeps_them():
+    g = torch.Generator().manual_seed(3)
+    ps = [p_value(shared_stack(6, 8, 5, g), 99, 3, g) for _ in range(4)]
+    assert ps == [0.01] * 4  # every draw below the data: the floor 1/(1+R)
+    ps += [p_value(independent_stack(6, 8, 5, g), 99, 3, g) for _ in range(4)]
+    q = sharing.benjamini_hochberg(np.array(ps))
+    assert (q[:4] <= 0.05).all()
+    assert sharing.min_detectable_share(99, 0.05) == pytest.approx(0.2)
+
+
+def test_benjamini_hochberg_against_a_hand_computed_example():
+    p = np.array([0.01, 0.04, 0.03, 0.5])
+    # sorted 0.01, 0.03, 0.04, 0.5 → 0.04, 0.06, 0.0533, 0.5 → step-up minimum from the top
+    np.testing.assert_allclose(sharing.benjamini_hochberg(p), [0.04, 0.0533333333, 0.0533333333, 0.5])
+
+
+def test_evr_area_pads_short_spectra_with_full_explained_variance():
+    eigs = torch.tensor([3.0, 1.0], dtype=F64)
+    assert float(sharing.evr_area(eigs, 4)) == pytest.approx((0.75 + 1 + 1 + 1) / 4)
