@@ -24,9 +24,12 @@ run: setup
 	$(SMK) --workflow-profile profiles/default --cores $(CORES)
 	$(MAKE) report
 	mkdir -p docs/figures
-	cp results/figures/overview_spectra.png docs/figures/overview_spectra.png
-	cp results/digits-mlp-shared/figures/full/accuracy.png docs/figures/accuracy_mlp_shared.png
+	cp results/figures/overview_sharing.png docs/figures/overview_sharing.png
+	cp results/digits-mlp-shared/figures/full/accuracy_vs_k.png docs/figures/accuracy_vs_k_mlp_shared.png
 	cp results/summary.csv docs/summary.csv
+	cp results/methods.csv docs/methods.csv
+	cp results/digits-mlp-shared/figures/full/error_vs_basis_size.png docs/figures/basis_size_mlp_shared.png
+	cp results/digits-mlp-independent/figures/full/error_vs_basis_size.png docs/figures/basis_size_mlp_independent.png
 	cp results/digits-lora/figures/delta/adapt_accuracy_vs_trainable.png docs/figures/adapt_digits_lora.png
 	cp results/digits-finetune/figures/full/merge_normalised_accuracy.png docs/figures/merge_digits_finetune.png
 	$(PY) docs/readme_table.py
@@ -35,7 +38,7 @@ run: setup
 realism: setup
 	$(SMK) --workflow-profile profiles/default --configfile config/collections/minilm-lora.yaml --cores $(CORES)
 	mkdir -p docs/figures
-	for f in accuracy alignment_vs_weights alignment_heatmap adapt_accuracy_vs_trainable merge_normalised_accuracy; do \
+	for f in accuracy_vs_k alignment_vs_weights alignment_heatmap adapt_accuracy_vs_trainable merge_normalised_accuracy; do \
 	  cp results/minilm-lora/figures/delta/$$f.png docs/figures/minilm_$$f.png; done
 	$(PY) docs/readme_table.py --stages
 

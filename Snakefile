@@ -28,6 +28,7 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/adapt.smk"
 include: "workflow/rules/merge.smk"
+include: "workflow/rules/sweep.smk"
 
 
 report: "workflow/report/workflow.rst"

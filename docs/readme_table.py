@@ -1,6 +1,7 @@
 """Rewrite the README's result tables (between their markers) from the run's results.
 
-``<!-- summary:start -->`` … from results/summary.csv; ``<!-- adapt:{c}:start -->`` … and
+``<!-- verdict:start -->`` … from results/summary.csv (the verdict per collection and view);
+``<!-- summary:start -->`` … from results/methods.csv (every method at the report's k); ``<!-- adapt:{c}:start -->`` … and
 ``<!-- merge:{c}:start -->`` … from results/{c}/adapt|merge/{view}/ where they exist (a table
 whose collection did not run is left as it is). Run by `make run` and `make realism`.
 """
@@ -29,6 +30,22 @@ def table(summary: pd.DataFrame) -> str:
     counts = n.xs("original", level="method").groupby(level="collection").max()
     lines += ["", "Models (basis / held-out): " + ", ".join(
         f"{c} {int(r['basis'])} / {int(r['heldout'])}" for c, r in counts.iterrows()) + "."]
+    return "\n".join(lines)
+
+
+def verdict_table(v: pd.DataFrame) -> str:
+    lines = ["| collection | view | verdict | matrices shared | median excess k=4 / 16 "
+             "| ‖W−μ‖/‖W‖ basis / held-out | held-out accuracy projected / original |",
+             "|:--|:--|:--|--:|--:|--:|--:|"]
+    for _, r in v.iterrows():
+        acc = (f"{r['heldout_accuracy_projected']:.3f} / {r['heldout_accuracy_original']:.3f}"
+               if "heldout_accuracy_projected" in r and pd.notna(r["heldout_accuracy_projected"]) else "–")
+        lines.append(f"| {r['collection']} | {r['view']} | **{r['verdict']}** | {int(r['matrices_shared'])} of "
+                     f"{int(r['matrices_tested'])} | {r['median_excess_k4']:.3f} / {r['median_excess_k16']:.3f} "
+                     f"| {r['mean_only_error_basis']:.3f} / {r['mean_only_error_heldout']:.3f} | {acc} |")
+    r = v.iloc[0]
+    lines += ["", f"FDR {r['fdr']}, margin {r['margin']}, projected models at k = {int(r['k'])}; "
+              "per-matrix numbers in `results/{c}/subspace/{view}/sharing.csv`."]
     return "\n".join(lines)
 
 
@@ -70,12 +87,13 @@ def replace(text: str, name: str, new: str) -> str:
     return pattern.sub(lambda m: m[1] + new + "\n" + m[2], text)
 
 
-def main(summary="results/summary.csv", readme="README.md", stages_only=False):
+def main(summary="results/summary.csv", methods="results/methods.csv", readme="README.md", stages_only=False):
     text = (ROOT / readme).read_text()
-    if "<!-- summary:start -->" not in text:
-        sys.exit("README has no summary markers")
+    if "<!-- summary:start -->" not in text or "<!-- verdict:start -->" not in text:
+        sys.exit("README has no summary or verdict markers")
     if not stages_only:
-        text = replace(text, "summary", table(pd.read_csv(ROOT / summary)))
+        text = replace(text, "verdict", verdict_table(pd.read_csv(ROOT / summary)))
+        text = replace(text, "summary", table(pd.read_csv(ROOT / methods)))
     for stage, c in re.findall(r"<!-- (adapt|merge):([A-Za-z0-9_.-]+):start -->", text):
         found = sorted((ROOT / "results" / c / stage).glob("*/summary.csv"))
         if not found:

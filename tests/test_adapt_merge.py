@@ -319,3 +319,38 @@ def test_figures_are_byte_identical_across_runs(tmp_path):
     figures.accuracy_figure(metrics, "t", str(tmp_path / "a.png"))
     figures.accuracy_figure(metrics, "t", str(tmp_path / "b.png"))
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_spectra_and_overview_figures_are_byte_identical_and_never_average_matrices(tmp_path):
+    """Per-matrix spectra: one line per matrix, mode and source (no averaging across shapes),
+    the same PNG bytes on a second run."""
+    import matplotlib.pyplot as plt
+
+    from weightspace import figures
+
+    rows = []
+    for t, shape, d in (("fc1.weight", "8×6", (8, 6)), ("fc2.weight", "4×8", (4, 8))):
+        for mode, dim in (("row", d[0]), ("col", d[1])):
+            for centered, source in ((True, "data"), (True, "Gaussian null"), (False, "data"), (False, "rotation null")):
+                ev = np.cumsum(np.linspace(2, 1, dim)) / np.linspace(2, 1, dim).sum()
+                rows += [{"target": t, "shape": shape, "mode": mode, "centered": centered, "source": source,
+                          "k": k + 1, "eigenvalue": 1.0, "explained": ev[k] * (0.9 if "null" in source else 1)}
+                         for k in range(dim)]
+    spectra = pd.DataFrame(rows)
+    drawn = []
+    real_plot = plt.Axes.plot
+    plt.Axes.plot = lambda self, *a, **kw: drawn.append(len(a[0]) if a and hasattr(a[0], "__len__") else 0) \
+        or real_plot(self, *a, **kw)
+    try:
+        figures.spectra_figure(spectra, "t", str(tmp_path / "a.png"))
+    finally:
+        plt.Axes.plot = real_plot
+    # 2 matrices × 2 modes × 2 panels (centred, uncentred) × (data, null): every line one matrix's own
+    assert sorted(drawn) == sorted([8] * 4 + [6] * 4 + [4] * 4 + [8] * 4)  # fc1 row, col; fc2 row, col
+    figures.spectra_figure(spectra, "t", str(tmp_path / "b.png"))
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    sharing = pd.DataFrame({"collection": "c", "view": "full", "target": ["fc1.weight", "fc2.weight"],
+                            "p": [0.01, 0.5], "shared": [True, False]})
+    for name in ("o1.png", "o2.png"):
+        figures.overview_figure(spectra.assign(collection="c", view="full"), sharing, str(tmp_path / name))
+    assert (tmp_path / "o1.png").read_bytes() == (tmp_path / "o2.png").read_bytes()

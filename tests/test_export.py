@@ -13,48 +13,67 @@ from weightspace.subspace import load_subspaces, run_group
 F64 = torch.float64
 
 
-def test_delta_lora_is_exact_for_any_core_shape():
+def test_coefficient_lora_is_exact_for_any_core_shape():
     g = torch.Generator().manual_seed(0)
     m, n = 12, 9
-    mu = torch.randn(m, 2, generator=g, dtype=F64) @ torch.randn(2, n, generator=g, dtype=F64)
     U_r = torch.linalg.qr(torch.randn(m, 5, generator=g, dtype=F64))[0]
     U_c = torch.linalg.qr(torch.randn(n, 5, generator=g, dtype=F64))[0]
     for kr, kc in [(3, 3), (2, 4), (4, 2)]:
         C = torch.randn(kr, kc, generator=g, dtype=F64)
-        B, A = export.delta_lora(export.low_rank_factors(mu), C, U_r, U_c)
-        assert B.shape[1] == A.shape[0] == 2 + min(kr, kc)
-        torch.testing.assert_close(B @ A, reconstruct(C, mu, U_r, U_c), atol=1e-12, rtol=0)
+        B, A = export.coefficient_lora(C, U_r, U_c)
+        assert B.shape[1] == A.shape[0] == min(kr, kc)
+        torch.testing.assert_close(B @ A, U_r[:, :kr] @ C @ U_c[:, :kc].T, atol=1e-12, rtol=0)
 
 
-def test_peft_applies_exactly_the_reconstructed_delta(tmp_path):
-    peft = pytest.importorskip("peft", reason="peft is a test dependency (pyproject [test])")
-    torch.manual_seed(0)
+@pytest.mark.parametrize("k", [1, 4])  # below and above the adapters' rank 2
+def test_delta_export_is_two_peft_adapters_that_add_exactly_the_reconstruction(tmp_path, k):
+    """The delta export: the collection's shared adapter + each model's own adapter of rank
+    min(k, r), configs written by LoraConfig with no unknown keys and the base path relative to
+    the adapter; loaded together by PEFT they add exactly μ + U_r C U_cᵀ (forward and merged)."""
+    import json
+
+    from peft import LoraConfig
+
+    import zarr
+    from test_stages import lora_stores
 
     class Tiny(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc1, self.fc2 = torch.nn.Linear(10, 16), torch.nn.Linear(16, 4)
+            self.fc1 = torch.nn.Linear(6, 5)
 
         def forward(self, x):
-            return self.fc2(torch.relu(self.fc1(x)))
+            return self.fc1(x)
 
-    base = Tiny()
-    g = torch.Generator().manual_seed(1)
-    deltas = {}
-    for name, (m, n) in {"fc1": (16, 10), "fc2": (4, 16)}.items():
-        mu = torch.randn(m, 3, generator=g, dtype=F64) @ torch.randn(3, n, generator=g, dtype=F64) * 0.1
-        U_r = torch.linalg.qr(torch.randn(m, 4, generator=g, dtype=F64))[0]
-        U_c = torch.linalg.qr(torch.randn(n, 4, generator=g, dtype=F64))[0]
-        C = torch.randn(4, 4, generator=g, dtype=F64) * 0.1
-        deltas[name] = (reconstruct(C, mu, U_r, U_c), export.delta_lora(export.low_rank_factors(mu), C, U_r, U_c))
-    r = export.write_peft_adapter(tmp_path / "adapter", {k: v[1] for k, v in deltas.items()}, "tiny")
-    assert r == 7  # rank of fc1's mean (3) + k (4); fc2's smaller rank is zero-padded
-    before = {k: v.clone() for k, v in base.state_dict().items()}
-    model = peft.PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
-    merged = model.merge_and_unload()
-    for name, (dW, _) in deltas.items():
-        applied = merged.state_dict()[f"{name}.weight"].double() - before[f"{name}.weight"].double()
-        torch.testing.assert_close(applied, dW, atol=2e-6, rtol=0)
+    paths = lora_stores(tmp_path, 9)
+    run_group(paths[:7], "delta", 1, 0, str(tmp_path / "g.zarr"), max_k=4, center=True, gaussian_null=False,
+              rotation_null=False, seed=0, device="cpu")
+    subs, _ = load_subspaces([str(tmp_path / "g.zarr")])
+    project_models(paths, subs, "delta", str(tmp_path / "c.zarr"), [k], {})
+    (tmp_path / "base").mkdir()
+    out = tmp_path / "export"
+    rows = export.export_models(paths, subs, str(tmp_path / "c.zarr"), "delta", k, out, base=str(tmp_path / "base"))
+    assert [r["rank"] for r in rows] == [min(k, 2)] * 9  # never above the adapters' own rank
+    for folder in (out / "shared", out / "models" / "a8"):
+        cfg = json.loads((folder / "adapter_config.json").read_text())
+        assert set(cfg) <= set(LoraConfig().to_dict()) and cfg["lora_alpha"] == cfg["r"]
+        assert (folder / cfg["base_model_name_or_path"]).resolve() == (tmp_path / "base").resolve()
+    sizes = export.export_table(rows)
+    assert (sizes["export_bytes"] == sizes["original_bytes"] * min(k, 2) / 2).all()  # rank min(k, r) of r
+    sub = subs["base_model.model.fc1"]
+    for key in ("a0", "a8"):  # a basis and a held-out model
+        coeffs = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")["base_model.model.fc1"]
+        C = torch.from_numpy(np.asarray(coeffs[int(key[1:])])[:k, :k]).double()
+        want = reconstruct(C, sub.mean, sub.U_row, sub.U_col)
+        torch.manual_seed(0)
+        base = Tiny().double()
+        before = base.fc1.weight.detach().clone()
+        model = export.load_delta_export(base, out, key)
+        assert sorted(model.active_adapters) == ["model", "shared"]
+        x = torch.randn(3, 6, dtype=F64)
+        torch.testing.assert_close(model(x), x @ (before + want).T + base.fc1.bias, atol=1e-6, rtol=0)
+        merged = model.merge_and_unload()
+        torch.testing.assert_close(merged.fc1.weight.detach() - before, want, atol=1e-6, rtol=0)
 
 
 def test_bundle_rebuilds_models_and_its_size_is_the_accounted_one(tmp_path):

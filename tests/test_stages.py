@@ -289,3 +289,26 @@ def test_a_retrained_model_under_the_same_key_is_not_read_from_the_cache(tmp_pat
     run_group(paths, "full", 1, 0, str(tmp_path / "fresh.zarr"), **kw)
     cached, fresh = load_subspaces([str(tmp_path / "g1.zarr")])[0], load_subspaces([str(tmp_path / "fresh.zarr")])[0]
     np.testing.assert_allclose(cached["w"].array("eig_row"), fresh["w"].array("eig_row"), rtol=1e-12)
+
+
+def test_basis_size_sweep_converges_on_shared_models_and_draws_are_nested(tmp_path):
+    """Fine-tunes of one matrix: held-out error at k falls with N below the mean-only error and
+    every matrix is called shared; the draw for a smaller N is a prefix of a larger one."""
+    from weightspace.sweep import nested_draw, sweep
+
+    draws = nested_draw([f"m{i}" for i in range(10)], [2, 4, 8, 20], seed=3)
+    assert sorted(draws) == [2, 4, 8] and draws[8][:4] == draws[4] and draws[4][:2] == draws[2]
+    g = torch.Generator().manual_seed(0)
+    W0, D = torch.randn(12, 10, generator=g), torch.randn(3, 12, 10, generator=g)  # 3 shared directions
+    paths = []
+    for i in range(14):
+        c = torch.randn(3, generator=g)
+        W = W0 + 0.3 * torch.einsum("c,cmn->mn", c, D) + 0.01 * torch.randn(12, 10, generator=g)
+        write_store(tmp_path / f"m{i}.zarr", {"a.weight": W}.items(), {"model": f"m{i}"})
+        paths.append(str(tmp_path / f"m{i}.zarr"))
+    t = sweep(paths[:10], paths[10:], "full", [2, 4, 10], k=3, seed=0, null_draws=19, test_k=4, fdr=0.05,
+              margin=0.0, max_k=4)
+    assert list(t["n_basis"]) == [2, 4, 10]
+    assert t["heldout_error"].iloc[-1] < 0.5 * t["heldout_mean_only_error"].iloc[-1]
+    assert t["heldout_error"].iloc[-1] < t["heldout_error"].iloc[0]
+    assert t["matrices_shared"].iloc[-1] == t["matrices_tested"].iloc[-1] == 1

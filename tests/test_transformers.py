@@ -16,7 +16,7 @@ peft = pytest.importorskip("peft")
 
 from test_workflow import snakemake, write_config  # noqa: E402
 
-from weightspace.export import load_from_bundle  # noqa: E402
+from weightspace.export import load_delta_export, load_from_bundle  # noqa: E402
 from weightspace.hf_evaluate import CausalLMEvaluator, load_weights  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -253,8 +253,8 @@ def test_llama_lora_pipeline_and_exported_adapter(llama_run):
     out = root / "results/llama-lora/export/delta/k4"
     base = LlamaForCausalLM.from_pretrained(root / "base").state_dict()
     for key in ("lora-0", "lora-5"):
-        merged = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(root / "base"),
-                                           out / "models" / key).merge_and_unload().state_dict()
+        merged = load_delta_export(LlamaForCausalLM.from_pretrained(root / "base"), out,
+                                   key).merge_and_unload().state_dict()
         rebuilt = load_from_bundle(out / "bundle.safetensors", key)
         assert len(rebuilt) == 4  # q_proj and v_proj of 2 layers
         for module, dW in rebuilt.items():
@@ -321,7 +321,7 @@ def test_minilm_realism_collection_small(minilm_run):
         row = m[(m.model == key) & (m.method == "original")]
         assert row.accuracy.item() == pytest.approx(accuracy(orig, task))
         base = AutoModelForSequenceClassification.from_pretrained(zoo_dir / "base")
-        exported = PeftModel.from_pretrained(base, root / "results/minilm/export/delta/k2/models" / key).eval()
+        exported = load_delta_export(base, root / "results/minilm/export/delta/k2", key).eval()
         row = m[(m.model == key) & (m.method == "projected") & (m.k == 2)]
         assert row.accuracy.item() == pytest.approx(accuracy(exported, task))
 

@@ -24,6 +24,7 @@ TINY = {
             "zoo": {"kind": "mlp", "count": 12, "hidden": [32], "shared_init": True, "steps": 200, "lr": 0.01},
             "split": {"heldout": ["model-009", "model-010", "model-011"]},
             "merge": {"max_models": 9, "lambdas": [0.5, 1.0]},
+            "sweep": {"sizes": [2, 4, 9], "null_draws": 19},
         },
         "tiny-lora": {
             "source": "zoo",
@@ -104,9 +105,22 @@ def test_outputs_exist_and_are_sane(finished):
     assert set(spectra["target"]) == {"fc1.weight", "fc2.weight"}
     for png in ["spectra", "accuracy", "compression"]:
         assert (res / "tiny-shared" / "figures" / "full" / f"{png}.png").stat().st_size > 10_000
-    assert (res / "figures" / "overview_spectra.png").stat().st_size > 10_000
-    summary = pd.read_csv(res / "summary.csv")
-    assert {"tiny-shared", "tiny-lora"} == set(summary["collection"])
+    assert (res / "figures" / "overview_sharing.png").stat().st_size > 10_000
+    # the verdict: one row per collection and view; shared init and LoRA deltas are shared
+    summary = pd.read_csv(res / "summary.csv").set_index(["collection", "view"])
+    assert set(summary.index) == {("tiny-shared", "full"), ("tiny-lora", "factors"), ("tiny-lora", "delta")}
+    assert summary.loc[("tiny-shared", "full"), "verdict"] == "shared"
+    assert summary.loc[("tiny-lora", "delta"), "verdict"] == "shared"
+    assert summary.loc[("tiny-shared", "full"), "mean_only_error_heldout"] < 1.0
+    sharing = pd.read_csv(res / "tiny-shared" / "subspace" / "full" / "sharing.csv")
+    assert summary.loc[("tiny-shared", "full"), "matrices_shared"] == sharing["shared"].sum() == 2
+    methods = pd.read_csv(res / "methods.csv")
+    assert {"projected", "mean", "random", "svd", "original"} <= set(methods["method"])
+    # the basis-size sweep: every size, the last one the whole basis
+    sweep = pd.read_csv(res / "tiny-shared" / "sweep" / "full" / "basis_size.csv")
+    assert list(sweep["n_basis"]) == [2, 4, 9]
+    assert sweep["heldout_error"].iloc[-1] < sweep["heldout_mean_only_error"].iloc[-1]
+    assert (res / "tiny-shared" / "figures" / "full" / "error_vs_basis_size.png").stat().st_size > 10_000
 
 
 def test_alignment_stage(finished):
@@ -178,20 +192,25 @@ def test_exported_models_reproduce_the_evaluated_accuracy(finished):
     want = m.query("model == 'model-010' and method == 'projected' and k == 4")["accuracy"].item()
     assert abs(got - want) <= 1 / len(data.y_test)
 
-    base = {k: v.double() for k, v in load_file(str(res / "tiny-lora" / "zoo" / "base" / "model.safetensors")).items()}
+    # the delta view's export: the collection's mean adapter + the model's rank-k adapter, loaded
+    # together by PEFT (relative base path resolved from the export folder)
+    import torch
+
+    from weightspace.export import load_delta_export
+
     m = pd.read_parquet(res / "tiny-lora" / "evaluate" / "delta" / "metrics.parquet")
-    folder = res / "tiny-lora" / "export" / "delta" / "k4" / "models" / "model-007"
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    ad = load_file(str(folder / "adapter_model.safetensors"))
-    scale = cfg["lora_alpha"] / cfg["r"]
-    assert scale == 1.0
-    w = dict(base)
-    w["fc1.weight"] = base["fc1.weight"] + scale * (ad["base_model.model.fc1.lora_B.weight"].double()
-                                                    @ ad["base_model.model.fc1.lora_A.weight"].double())
+    out = res / "tiny-lora" / "export" / "delta" / "k4"
+    cfg = json.loads((out / "models" / "model-007" / "adapter_config.json").read_text())
+    assert cfg["lora_alpha"] == cfg["r"] == 4 and "weightspace_task" not in cfg  # rank min(k, r)
+    base = zoo.MLP.from_folder(out / "models" / "model-007" / cfg["base_model_name_or_path"], torch.float64)
+    w = {k: v.double() for k, v in load_delta_export(base, out, "model-007").merge_and_unload().state_dict().items()}
     task = json.loads((res / "tiny-lora" / "zoo" / "model-007" / "adapter_config.json").read_text())["weightspace_task"]
     want = m.query("model == 'model-007' and method == 'projected' and k == 4")["accuracy"].item()
     assert abs(acc(w, task, 2) - want) <= 1 / len(data.y_test)
-    assert (res / "tiny-lora" / "export" / "delta" / "k4" / "bundle.safetensors").stat().st_size > 0
+    assert (out / "bundle.safetensors").stat().st_size > 0
+    sizes = pd.read_csv(res / "tiny-lora" / "export" / "delta" / "k4-sizes.csv")
+    # at k = r = 4 each model's own adapter has the tensor bytes of its original; the shared one is extra
+    assert (sizes["export_bytes"] == sizes["original_bytes"]).all() and (sizes["shared_export_bytes"] > 0).all()
 
 
 def test_adapt_and_merge_stages(finished):
@@ -238,6 +257,27 @@ def test_adapt_setting_change_reruns_adapt_only(finished):
     write_config(finished, changed, "adapt.yaml")
     counts = job_counts(snakemake(finished, "-n", config="adapt.yaml").stdout)
     assert counts == {"adapt": 1, "adapt_figure": 1, "all": 1, "total": 3}, counts
+
+
+def test_report_opens_in_a_browser_with_the_verdict_on_its_first_page(finished):
+    """snakemake --report, opened in headless chromium: no script errors, and the rendered first
+    page (the DOM after the report's scripts ran, not the HTML source) shows the verdict table."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    snakemake(finished, "--report", "results/report.html")
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--virtual-time-budget=10000", "--dump-dom",
+                           (finished / "results" / "report.html").as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Uncaught" not in proc.stderr, proc.stderr[-2000:]
+    dom = proc.stdout
+    assert 'id="verdict"' in dom and "Verdict per collection and view" in dom
+    table = dom.split('id="verdict"')[1].split("</table>")[0]
+    assert "tiny-shared" in table and "tiny-lora" in table and "shared" in table
 
 
 def test_logs_carry_no_zarr_timestamp_warning(finished):

@@ -193,3 +193,91 @@ def cknna(X: torch.Tensor, Y: torch.Tensor, k: int = 10) -> float:
 def svcca(X: torch.Tensor, Y: torch.Tensor, cca_dim: int = 10) -> float:
     """Mean canonical correlation of the top ``cca_dim`` principal directions of X and of Y."""
     return mean_canonical_correlation(principal_basis(X, cca_dim), principal_basis(Y, cca_dim))
+
+
+# ----------------------------------------------------------------------------- all pairs at once
+# Most metrics are inner products of one vector per side, so the scores of every pair of two
+# lists of sides are one Gram matrix, computed in blocks of ``block`` sides per operand (memory
+# a few block·n² numbers whatever the number of models; CKNNA also block²·n). The pairwise ``PAIR`` functions are the
+# reference the tests compare against (equal to 1e-10).
+def u_center(K: torch.Tensor) -> torch.Tensor:
+    """The U-centred kernel of Székely & Rizzo (2014): with K̃ = K with zero diagonal, s its row
+    sums and S = Σ s, Ũ_ij = K̃_ij − (s_i + s_j)/(n−2) + S/((n−1)(n−2)) off the diagonal, 0 on it;
+    ⟨Ũ(K), Ũ(L)⟩ / (n(n−3)) is the unbiased HSIC of Song et al. (``hsic_unbiased``)."""
+    n = K.shape[0]
+    Kt = K.clone().fill_diagonal_(0)
+    s = Kt.sum(1)
+    U = Kt - (s[:, None] + s[None, :]) / (n - 2) + s.sum() / ((n - 1) * (n - 2))
+    return U.fill_diagonal_(0)
+
+
+def _vectors(metric: str, sides: list) -> torch.Tensor:
+    """One row per side such that the metric of two sides is the inner product of their rows
+    (mutual_knn, cka, cka_rbf, unbiased_cka)."""
+    if metric == "mutual_knn":
+        n, k = sides[0].shape
+        out = torch.zeros(len(sides), n * n, dtype=torch.float64)
+        for r, idx in enumerate(sides):
+            out[r, (torch.arange(n)[:, None] * n + idx).flatten()] = 1.0 / (n * k) ** 0.5
+        return out
+    if metric == "unbiased_cka":
+        n = sides[0].shape[0]
+        return torch.stack([u_center(A).flatten() for A in sides]) / (n * (n - 3)) ** 0.5
+    return torch.stack([A.flatten() for A in sides])
+
+
+def _cknna_block(A: list, B: list) -> torch.Tensor:
+    """CKNNA of every pair of two lists of (K, M, norm) sides. With M = M_a ⊙ M_b (self
+    excluded, so zero diagonals) and symmetric kernels, the unbiased HSIC of M⊙K_a and M⊙K_b
+    splits into pair-separable sums: tr = ⟨S_a⊙K_a, S_b⊙K_b⟩ with S = M ⊙ Mᵀ;
+    1ᵀ(M⊙K_a)1 = ⟨M_a⊙K_a, M_b⟩; and 1ᵀ(M⊙K_a)(M⊙K_b)1 = Σ_j c_j r_j with
+    c_j = Σ_i (M_a⊙K_a)_ij (M_b)_ij, r_j = Σ_l (M_a)_jl (M_b⊙K_b)_jl."""
+    n = A[0][0].shape[0]
+    Ka = torch.stack([K * M for K, M, _ in A])
+    Ma = torch.stack([M for _, M, _ in A])
+    Kb = torch.stack([K * M for K, M, _ in B])
+    Mb = torch.stack([M for _, M, _ in B])
+    Sa = torch.stack([K * M * M.T for K, M, _ in A]).flatten(1)
+    Sb = torch.stack([K * M * M.T for K, M, _ in B]).flatten(1)
+    tr = Sa @ Sb.T
+    sum_a = Ka.flatten(1) @ Mb.flatten(1).T
+    sum_b = Ma.flatten(1) @ Kb.flatten(1).T
+    c = torch.einsum("aij,bij->abj", Ka, Mb)
+    r = torch.einsum("ajl,bjl->abj", Ma, Kb)
+    h = (tr + sum_a * sum_b / ((n - 1) * (n - 2)) - 2 * (c * r).sum(-1) / (n - 2)) / (n * (n - 3))
+    na = torch.tensor([float(x[2]) for x in A], dtype=torch.float64)
+    nb = torch.tensor([float(x[2]) for x in B], dtype=torch.float64)
+    return h / (na[:, None] * nb[None, :])
+
+
+def _svcca_block(A: list, B: list) -> torch.Tensor:
+    """Mean canonical correlation of every pair: batched singular values of Q_aᵀ Q_b."""
+    dims = {Q.shape[1] for Q in A} | {Q.shape[1] for Q in B}
+    if len(dims) > 1:  # rank-deficient features: bases of different widths, one pair at a time
+        return torch.tensor([[mean_canonical_correlation(a, b) for b in B] for a in A], dtype=torch.float64)
+    M = torch.einsum("anc,bnd->abcd", torch.stack(A), torch.stack(B))
+    return torch.linalg.svdvals(M).clamp(max=1).mean(-1)
+
+
+BATCHED = ("mutual_knn", "cka", "cka_rbf", "unbiased_cka", "cknna", "svcca")
+
+
+def pair_matrix(metric: str, A: list, B: list, block: int = 32) -> torch.Tensor:
+    """len(A) × len(B) scores of ``metric`` for every pair of sides (``sides``): Gram matrices
+    in blocks for the metrics in ``BATCHED``, the pairwise ``PAIR`` function for the others."""
+    out = torch.empty(len(A), len(B), dtype=torch.float64)
+    for i0 in range(0, len(A), block):
+        Ai = A[i0:i0 + block]
+        Va = _vectors(metric, Ai) if metric in ("mutual_knn", "cka", "cka_rbf", "unbiased_cka") else None
+        for j0 in range(0, len(B), block):
+            Bj = B[j0:j0 + block]
+            if Va is not None:
+                out[i0:i0 + block, j0:j0 + block] = Va @ _vectors(metric, Bj).T
+            elif metric == "cknna":
+                out[i0:i0 + block, j0:j0 + block] = _cknna_block(Ai, Bj)
+            elif metric == "svcca":
+                out[i0:i0 + block, j0:j0 + block] = _svcca_block(Ai, Bj)
+            else:
+                out[i0:i0 + block, j0:j0 + block] = torch.tensor([[PAIR[metric](a, b) for b in Bj] for a in Ai],
+                                                                 dtype=torch.float64)
+    return out

@@ -12,6 +12,8 @@ import textwrap
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.cm  # noqa: E402
+import matplotlib.colors  # noqa: E402
 import matplotlib.lines  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,88 +28,113 @@ PALETTE = {"projected": "#1f77b4", "svd": "#2ca02c", "random": "#d62728", "mean"
 SOURCE_STYLE = {"data": "-", "Gaussian null": "--", "rotation null": ":"}
 
 
-def pad_spectra(spectra: pd.DataFrame, max_k: int) -> pd.DataFrame:
-    """Extend every spectrum's cumulative explained variance to k = max_k.
-
-    A mode of dimension d < max_k is fully explained from k = d on (the value is 1), so
-    averaging layers of different sizes stays monotone instead of dropping where small
-    layers run out of directions.
-    """
-    keys = [c for c in spectra.columns if c not in ("k", "eigenvalue", "explained")]
-    out = []
-    for _, d in spectra[spectra["k"] <= max_k].groupby(keys, sort=False):
-        last = d["k"].max()
-        if last < max_k:
-            extra = d.iloc[[-1] * (max_k - last)].copy()
-            extra["k"] = range(last + 1, max_k + 1)
-            extra["eigenvalue"] = 0.0
-            d = pd.concat([d, extra])
-        out.append(d)
-    return pd.concat(out, ignore_index=True)
-
-
 def _save(fig, path):
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png", metadata={"Software": None})
     plt.close(fig)
 
 
+def matrix_colors(targets: list[str]) -> dict[str, tuple]:
+    """One colour per matrix, by depth (its order in the view): a sequential palette, so that
+    neighbouring layers look alike and first and last are told apart."""
+    cmap = matplotlib.colormaps["viridis"]
+    n = len(targets)
+    return {t: cmap(0.9 * i / max(1, n - 1)) for i, t in enumerate(targets)}
+
+
+def _depth_key(target: str):
+    """Sort key of matrix names by depth: numbers inside the name compared as numbers."""
+    import re
+
+    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", target)]
+
+
+def _matrix_legend(fig, colors: dict, shapes: dict, ncol_max: int = 4) -> None:
+    """Matrices under the panels, off the data: a legend of names when there are few, else a
+    depth colour bar from the first to the last."""
+    if len(colors) <= 12:
+        handles = [matplotlib.lines.Line2D([], [], color=c, lw=2, label=f"{t} ({shapes[t]})")
+                   for t, c in colors.items()]
+        fig.legend(handles=handles, loc="lower center", ncol=min(ncol_max, len(handles)), fontsize=7,
+                   frameon=False, bbox_to_anchor=(0.5, -0.01))
+    else:
+        names = list(colors)
+        sm = matplotlib.cm.ScalarMappable(cmap=matplotlib.colormaps["viridis"],
+                                          norm=matplotlib.colors.Normalize(0, len(names) / 0.9))
+        bar = fig.colorbar(sm, ax=fig.axes, orientation="horizontal", fraction=0.04, pad=0.12)
+        bar.set_ticks([0, len(names) - 1])
+        bar.set_ticklabels([names[0], names[-1]], fontsize=7)
+        bar.set_label(f"matrix depth ({len(names)} matrices)")
+
+
 def spectra_figure(spectra: pd.DataFrame, title: str, path: str, max_k: int = 64) -> None:
-    """2×2 panels: rows = (centred vs Gaussian null, uncentred vs rotation null), columns =
-    (row mode, column mode); thin lines per layer, bold mean ± 95% CI over layers."""
+    """2×2 panels: rows = (centred stack vs Gaussian null, uncentred stack vs rotation null),
+    columns = (row mode, column mode). One colour per matrix (by depth): the data solid, its
+    own null dashed. Never averaged across matrices (their shapes differ)."""
     sns.set_theme(style="whitegrid", context="paper")
-    spectra = pad_spectra(spectra, max_k)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharey=True)
-    panels = [(True, ["data", "Gaussian null"]), (False, ["data", "rotation null"])]
-    for r, (centered, sources) in enumerate(panels):
+    targets = sorted(spectra["target"].unique(), key=_depth_key)
+    colors = matrix_colors(targets)
+    shapes = spectra.drop_duplicates("target").set_index("target")["shape"].to_dict()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.8), sharey=True)
+    panels = [(True, "Gaussian null"), (False, "rotation null")]
+    for r, (centered, null) in enumerate(panels):
         for c, mode in enumerate(["row", "col"]):
             ax = axes[r, c]
-            d = spectra[(spectra["mode"] == mode) & (spectra["centered"] == centered)
-                        & spectra["source"].isin(sources) & (spectra["k"] <= max_k)]
-            for target, dt in d[d["source"] == "data"].groupby("target"):
-                ax.plot(dt["k"], dt["explained"], color="#1f77b4", alpha=0.25, lw=0.8)
-            sns.lineplot(data=d, x="k", y="explained", hue="source", style="source",
-                         hue_order=sources, style_order=sources, errorbar=("ci", 95), seed=0, lw=2,
-                         err_kws={"alpha": 0.12},
-                         palette={"data": "#1f77b4", "Gaussian null": "#d62728", "rotation null": "#ff7f0e"},
-                         ax=ax)
+            d = spectra[(spectra["mode"] == mode) & (spectra["centered"] == centered) & (spectra["k"] <= max_k)]
+            for t in targets:
+                for source, ls in (("data", "-"), (null, "--")):
+                    dt = d[(d["target"] == t) & (d["source"] == source)]
+                    if len(dt):
+                        ax.plot(dt["k"], dt["explained"], color=colors[t], ls=ls, lw=1.4 if ls == "-" else 1.0)
             ax.set_xscale("log", base=2)
             ax.set_ylim(0, 1.02)
-            ax.set_xlabel("k (number of leading directions)")
-            ax.set_ylabel("cumulative explained variance")
-            ax.set_title(f"{mode} mode, {'centred' if centered else 'uncentred'}")
-            ax.legend(title=None, loc="lower right")
-    fig.suptitle(f"{title}: spectra per layer (thin) and mean ± 95% CI over layers", y=1.0)
-    fig.tight_layout()
+            ax.set_xlabel("k (leading directions of the mode)")
+            ax.set_ylabel(("centred" if centered else "uncentred") + " cumulative explained variance")
+            ax.set_title(f"{mode} mode: data (solid) vs {null} (dashed)", fontsize=9)
+    fig.suptitle(f"{title}: spectra per matrix, each against its own null", y=1.0)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _matrix_legend(fig, colors, shapes)
     _save(fig, path)
 
 
-def overview_figure(spectra: pd.DataFrame, path: str, max_k: int = 64) -> None:
-    """All collections: one column each; top = centred stack vs Gaussian null, bottom =
-    uncentred stack vs rotation null; row mode, mean ± 95% CI over layers."""
+def overview_figure(spectra: pd.DataFrame, sharing: pd.DataFrame, path: str, max_k: int = 64) -> None:
+    """All collections, one panel per collection and view: per matrix and mode, the uncentred
+    explained variance above the mean of its rotation-null draws (row mode solid, column mode
+    dashed), one colour per matrix by depth; the panel title carries the view's sharing count
+    (matrices called shared at the FDR / matrices tested)."""
     sns.set_theme(style="whitegrid", context="paper")
-    d = pad_spectra(spectra[spectra["mode"] == "row"], max_k)
-    d["panel"] = d["collection"] + " [" + d["view"] + "]"
-    panels = list(dict.fromkeys(d["panel"]))
-    fig, axes = plt.subplots(2, len(panels), figsize=(3.6 * len(panels), 6.8), sharey=True,
-                             sharex=True, squeeze=False)
-    colors = {"data": "#1f77b4", "Gaussian null": "#d62728", "rotation null": "#ff7f0e"}
-    for c, panel in enumerate(panels):
-        for r, (centered, null) in enumerate([(True, "Gaussian null"), (False, "rotation null")]):
-            ax = axes[r, c]
-            dd = d[(d["panel"] == panel) & (d["centered"] == centered) & d["source"].isin(["data", null])]
-            sns.lineplot(data=dd, x="k", y="explained", hue="source", style="source",
-                         hue_order=["data", null], style_order=["data", null], palette=colors,
-                         errorbar=("ci", 95), seed=0, err_kws={"alpha": 0.12}, lw=1.8, ax=ax)
-            ax.set_xscale("log", base=2)
-            ax.set_ylim(0, 1.02)
-            ax.set_xlabel("k (leading row-mode directions)")
-            ax.set_ylabel(("centred" if centered else "uncentred") + " explained variance")
-            ax.set_title(f"{panel}, {dd['target'].nunique()} layers" if r == 0 else "", fontsize=9)
-            ax.legend(fontsize=7, loc="lower right", title=None)
-    fig.suptitle("Row-mode spectra, mean ± 95% CI over layers: top vs Gaussian null, "
-                 "bottom vs rotation null (tests sharing)", y=1.0)
-    fig.tight_layout()
+    d = spectra[(~spectra["centered"]) & spectra["mode"].isin(["row", "col"]) & (spectra["k"] <= max_k)]
+    wide = d.pivot_table(index=["collection", "view", "target", "mode", "k"], columns="source",
+                         values="explained").reset_index()
+    if "rotation null" not in wide:
+        wide["rotation null"] = np.nan
+    wide["excess"] = wide["data"] - wide["rotation null"]
+    panels = list(dict.fromkeys(zip(spectra["collection"], spectra["view"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.9), sharey=True, squeeze=False)
+    for ax, (c, v) in zip(axes[0], panels):
+        dv = wide[(wide["collection"] == c) & (wide["view"] == v)]
+        targets = sorted(dv["target"].unique(), key=_depth_key)
+        colors = matrix_colors(targets)
+        for t in targets:
+            for mode, ls in (("row", "-"), ("col", "--")):
+                dt = dv[(dv["target"] == t) & (dv["mode"] == mode)].dropna(subset=["excess"])
+                if len(dt):
+                    ax.plot(dt["k"], dt["excess"], color=colors[t], ls=ls, lw=1.3)
+        ax.axhline(0, color="black", lw=0.8)
+        sh = sharing[(sharing["collection"] == c) & (sharing["view"] == v) & sharing["p"].notna()]
+        ax.set_title(f"{c} [{v}]\nshared: {int(sh['shared'].astype(bool).sum())} of {len(sh)} matrices",
+                     fontsize=8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (leading directions)")
+        ax.set_ylabel("explained variance above rotation null" if ax is axes[0, 0] else "")
+    handles = [matplotlib.lines.Line2D([], [], color="0.3", ls="-", label="row mode"),
+               matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="column mode"),
+               matplotlib.lines.Line2D([], [], color=matplotlib.colormaps["viridis"](0.0), label="first matrix"),
+               matplotlib.lines.Line2D([], [], color=matplotlib.colormaps["viridis"](0.9), label="last matrix")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle("Sharing: uncentred explained variance of the stack minus the mean of its rotation null, "
+                 "per matrix (0 = nothing shared)", y=1.0)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     _save(fig, path)
 
 
@@ -257,32 +284,39 @@ def alignment_vs_weights(table: pd.DataFrame, weights: pd.DataFrame, tasks: dict
 
 
 def alignment_projection(table: pd.DataFrame, k: int, title: str, path: str) -> None:
-    """Left: pair alignment, projected (y) vs original (x), per metric, with y = x. Right:
-    alignment of each model with its own projection, per metric."""
+    """Top: one panel per metric, pair alignment of the projected models (y) against the
+    original pair (x), with y = x. Bottom: alignment of each model with its own projection, per
+    metric, beside the shuffled-probe null."""
     o = table[table.variant == "original"].rename(columns={"score": "original"})
     p = table[table.variant == "projected"].rename(columns={"score": "projected"})
     d = o.merge(p[["model_a", "model_b", "metric", "projected"]], on=["model_a", "model_b", "metric"])
     selfs = table[table.variant == "original~projected"]
+    metrics = list(dict.fromkeys(table["metric"]))
     sns.set_theme(style="whitegrid", context="paper")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.2, 1]})
-    sns.scatterplot(data=d, x="original", y="projected", hue="metric", s=10, alpha=0.6, ax=a1)
-    a1.plot([0, 1], [0, 1], color="black", ls="--", lw=0.8, label="y = x")
-    a1.set_xlim(-0.05, 1.02)
-    a1.set_ylim(-0.05, 1.02)
-    a1.set_xlabel("alignment of the original pair")
-    a1.set_ylabel(f"alignment of the projected pair (k={k})")
-    a1.legend(fontsize=7, loc="lower right")
-    a1.set_title("model pairs")
-    sns.boxplot(data=selfs, x="metric", y="score", ax=a2, color="#1f77b4")
+    fig = plt.figure(figsize=(2.3 * len(metrics), 5.6))
+    grid = fig.add_gridspec(2, len(metrics), height_ratios=[1, 1.05])
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(grid[0, i])
+        dm = d[d["metric"] == metric]
+        ax.scatter(dm["original"], dm["projected"], s=5, alpha=0.5, color="#1f77b4", lw=0)
+        ax.plot([0, 1], [0, 1], color="black", ls="--", lw=0.8)
+        ax.set_xlim(-0.05, 1.02)
+        ax.set_ylim(-0.05, 1.02)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("original pair", fontsize=8)
+        ax.set_ylabel(f"projected pair (k={k})" if i == 0 else "", fontsize=8)
+        ax.tick_params(labelsize=7)
+    a2 = fig.add_subplot(grid[1, :])
+    sns.boxplot(data=selfs, x="metric", y="score", order=metrics, ax=a2, color="#1f77b4")
     a2.set_ylim(-0.05, 1.02)
     a2.set_xlabel("")
-    a2.set_ylabel(f"alignment of a model with its projection (k={k})")
-    a2.tick_params(axis="x", rotation=30, labelsize=7)
+    a2.set_ylabel(f"model vs its projection (k={k})")
     nulls = table[table.variant == "null"].groupby("metric").score.mean()
-    a2.scatter(range(len(nulls)), [nulls.get(m, np.nan) for m in dict.fromkeys(selfs.metric)], marker="_",
+    a2.scatter(range(len(metrics)), [nulls.get(m, np.nan) for m in metrics], marker="_",
                s=400, color="black", label="shuffled-probe null (mean)", zorder=3)
-    a2.legend(fontsize=7, loc="lower left")
-    a2.set_title(f"each model vs itself projected (n={selfs.model_a.nunique()})")
+    a2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    a2.set_title(f"each model against itself projected (n={selfs.model_a.nunique()}); "
+                 "top: every model pair, dashed y = x", fontsize=9)
     fig.suptitle(f"{title}: alignment after projection onto the shared subspace")
     fig.tight_layout()
     _save(fig, path)
@@ -347,5 +381,88 @@ def merge_figure(scores: pd.DataFrame, diagnostics: pd.DataFrame, title: str, pa
     ax.tick_params(axis="x", rotation=30)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title="task")
     ax.set_title("\n".join(textwrap.fill(line, 100) for line in title.split("\n")), fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def verdict_row(sharing: pd.DataFrame, metrics: pd.DataFrame, k: int, fdr: float, margin: float,
+                share: float) -> dict:
+    """The headline of one view: the sharing test's verdict (``subspace.view_verdict``), the
+    mean-only error ‖W − μ‖/‖W‖ of basis and held-out models (near 0 for fine-tunes of one
+    checkpoint, ≈ √(1 − 1/N) or above for independent models), and held-out quality of the
+    projected models at k beside the originals."""
+    from .subspace import view_verdict
+
+    row = {**view_verdict(sharing, fdr, share), "fdr": fdr, "margin": margin}
+    mean = metrics[metrics["method"] == "mean"]
+    for split in ("basis", "heldout"):
+        d = mean[mean["split"] == split]
+        row[f"mean_only_error_{split}"] = float(d["rel_error"].mean()) if len(d) else None
+    held = metrics[metrics["split"] == "heldout"]
+    proj = held[(held["method"] == "projected") & (held["k"] == k)]
+    row["k"] = k
+    row["heldout_error_projected"] = float(proj["rel_error"].mean()) if len(proj) else None
+    if has_accuracy(metrics):
+        orig = held[held["method"] == "original"]
+        row["heldout_accuracy_projected"] = float(proj["accuracy"].mean()) if len(proj) else None
+        row["heldout_accuracy_original"] = float(orig["accuracy"].mean()) if len(orig) else None
+    row["models_basis"] = int(metrics.loc[metrics["split"] == "basis", "model"].nunique())
+    row["models_heldout"] = int(metrics.loc[metrics["split"] == "heldout", "model"].nunique())
+    return row
+
+
+def verdict_html(summary: pd.DataFrame) -> str:
+    """The verdict table (summary.csv) as a compact standalone HTML fragment: the report shows it
+    on its first page (narrow enough to sit beside the rule graph)."""
+    def pair(a, b, fmt="{:.2f}"):
+        return "–" if pd.isna(a) else f"{fmt.format(a)} / {fmt.format(b)}"
+
+    rows = []
+    for _, r in summary.iterrows():
+        acc = pair(r.get("heldout_accuracy_projected"), r.get("heldout_accuracy_original"))
+        rows.append({"collection [view]": f"{r['collection']} [{r['view']}]", "verdict": r["verdict"],
+                     "shared": f"{int(r['matrices_shared'])} of {int(r['matrices_tested'])}",
+                     "excess k=4 / 16": pair(r["median_excess_k4"], r["median_excess_k16"]),
+                     "‖W−μ‖/‖W‖ basis / held-out": pair(r["mean_only_error_basis"], r["mean_only_error_heldout"]),
+                     "held-out acc. projected / original": acc})
+    body = pd.DataFrame(rows).to_html(index=False, border=0, classes="verdict", table_id="verdict", escape=True)
+    fdr, margin, k = (summary[c].iloc[0] if c in summary and len(summary) else None for c in ("fdr", "margin", "k"))
+    note = (f"Matrices called shared: Benjamini–Hochberg at FDR {fdr}, statistic beyond its rotation null by "
+            f"more than {margin}; a view is shared when at least the configured share of its matrices is. "
+            f"Excess: median over matrices; held-out models projected at k = {k}. Details: summary.csv, "
+            "sharing.csv per view.")
+    style = ("<style>table.verdict{border-collapse:collapse;font:11px sans-serif;max-width:470px}"
+             "table.verdict th,table.verdict td{padding:2px 4px;border-bottom:1px solid #ddd;text-align:right}"
+             "table.verdict td:nth-child(-n+2),table.verdict th:nth-child(-n+2){text-align:left}</style>")
+    return (f"{style}\n<h3>Verdict per collection and view</h3>\n{body}\n"
+            f"<p style='font:11px sans-serif;max-width:470px'>{note}</p>\n")
+
+
+def sweep_figure(table: pd.DataFrame, title: str, path: str) -> None:
+    """Basis-size sweep: held-out error at k (and the mean-only error) against N; the median
+    excess of the sharing statistic against N, each point labelled with matrices shared."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    k = int(table["k"].iloc[0])
+    a1.plot(table["n_basis"], table["heldout_error"], "o-", color="#1f77b4", label=f"projected, k = {k}")
+    a1.plot(table["n_basis"], table["heldout_mean_only_error"], "s--", color="#7f7f7f", label="mean only")
+    a1.set_xlabel("basis models N")
+    a1.set_ylabel("held-out ‖Ŵ − W‖ / ‖W‖")
+    a1.set_ylim(0, max(1.05, float(table[["heldout_error", "heldout_mean_only_error"]].max().max()) * 1.05))
+    a1.legend(fontsize=8, loc="lower left")
+    a1.set_title(f"held-out models (n = {int(table['heldout_models'].iloc[0])})", fontsize=9)
+    a2.plot(table["n_basis"], table["median_excess"], "o-", color="#ff7f0e")
+    for _, r in table.iterrows():
+        a2.annotate(f"{int(r['matrices_shared'])}/{int(r['matrices_tested'])}", (r["n_basis"], r["median_excess"]),
+                    textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    a2.axhline(0, color="black", lw=0.8)
+    a2.set_xlabel("basis models N")
+    a2.set_ylabel("median excess over rotation null")
+    a2.set_title("sharing statistic (labels: matrices shared)", fontsize=9)
+    for ax in (a1, a2):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xticks(list(table["n_basis"]))
+    fig.suptitle(f"{title}: the answer against the number of basis models", y=1.0)
     fig.tight_layout()
     _save(fig, path)

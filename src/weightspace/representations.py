@@ -91,37 +91,48 @@ def _layer_pairs(n_layers: int, layers_spec):
     return [(i % n_layers, i % n_layers)]
 
 
-def best_pair_scores(A: list, B: list, metric: str, pairs) -> tuple[float, int, int]:
-    """(score, layer_a, layer_b) maximising ``metric`` over the layer pairs; A and B hold each
-    layer's ``align.sides`` of the metric."""
-    return max(((align.PAIR[metric](A[i], B[j]), i, j) for i, j in pairs), key=lambda t: t[0])
+def best_pair(block: torch.Tensor, pairs) -> tuple[float, int, int]:
+    """(score, layer_a, layer_b) maximising the score over the layer pairs (the first of equal
+    ones), from the L_a × L_b scores of two models' layers."""
+    return max(((float(block[i, j]), i, j) for i, j in pairs), key=lambda t: t[0])
 
 
 def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk: int = 10,
                     cca_dim: int = 10, layers_spec="best", clamp_quantile: float | None = None
                     ) -> pd.DataFrame:
     """Long table: variant, model_a, model_b, metric, score, layer_a, layer_b. Each model's
-    per-layer ``sides`` are computed once per metric, then every pair compares them."""
-    pairs = _layer_pairs(len(features["original"][keys[0]]), layers_spec)
-    jobs = [(v, a, b) for v in VARIANTS for a, b in itertools.combinations(keys, 2)]
-    jobs += [("original~projected", m, m) for m in keys]
+    per-layer ``sides`` are computed once per metric; the scores of all pairs of layers of all
+    models come as a few matrices (``align.pair_matrix``), from which each model pair takes its
+    best layer pair."""
+    L = len(features["original"][keys[0]])
+    pairs = _layer_pairs(L, layers_spec)
     null_keys = keys[:NULL_MODELS]
-    jobs += [("null", a, b) for a, b in itertools.combinations(null_keys, 2)]
     n = len(features["original"][keys[0]][0])
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     rows = []
-    for metric in metrics:
-        side = {(v, m): [align.sides(metric, align.prepare(f, clamp_quantile), topk, cca_dim) for f in fs]
-                for v, d in features.items() for m, fs in d.items()}
-        side.update({("null", m): [align.sides(metric, align.prepare(f[perm], clamp_quantile), topk, cca_dim)
-                                   for f in features["original"][m]] for m in null_keys})
-        first = {"projected": "projected", "null": "original"}
-        second = {"original": "original", "null": "null"}
-        for variant, a, b in tqdm(jobs, desc=f"align {metric}", mininterval=5):
-            s, i, j = best_pair_scores(side[first.get(variant, "original"), a],
-                                       side[second.get(variant, "projected"), b], metric, pairs)
-            rows.append({"variant": variant, "model_a": a, "model_b": b, "metric": metric,
+    for metric in tqdm(metrics, desc="align", mininterval=5):
+        side = {v: [align.sides(metric, align.prepare(f, clamp_quantile), topk, cca_dim)
+                    for m in keys for f in features[v][m]] for v in VARIANTS}
+        side["null"] = [align.sides(metric, align.prepare(f[perm], clamp_quantile), topk, cca_dim)
+                        for m in null_keys for f in features["original"][m]]
+        within = {v: align.pair_matrix(metric, side[v], side[v]) for v in VARIANTS}
+        null = align.pair_matrix(metric, side["original"][: len(null_keys) * L], side["null"])
+
+        def block(M, a, b):
+            return M[a * L:(a + 1) * L, b * L:(b + 1) * L]
+
+        def add(variant, ka, kb, scores):
+            s, i, j = best_pair(scores, pairs)
+            rows.append({"variant": variant, "model_a": ka, "model_b": kb, "metric": metric,
                          "score": s, "layer_a": i, "layer_b": j})
+        for v in VARIANTS:
+            for (a, ka), (b, kb) in itertools.combinations(enumerate(keys), 2):
+                add(v, ka, kb, block(within[v], a, b))
+        for a, ka in enumerate(keys):
+            add("original~projected", ka, ka, align.pair_matrix(
+                metric, side["original"][a * L:(a + 1) * L], side["projected"][a * L:(a + 1) * L]))
+        for (a, ka), (b, kb) in itertools.combinations(enumerate(null_keys), 2):
+            add("null", ka, kb, block(null, a, b))
     return pd.DataFrame(rows)
 
 

@@ -465,8 +465,8 @@ def view_verdict(table: "pd.DataFrame", fdr: float, share: float) -> dict:
     shared, and whether that is at least ``share`` of them; median excess at k = 4 and 16."""
     tested = table[table["p"].notna()]
     n, x = len(tested), int(tested["shared"].sum()) if len(tested) else 0
-    return {"matrices_shared": x, "matrices_tested": n,
-            "verdict": ("no test" if n == 0 else "shared" if x >= share * n else "not shared"),
+    return {"verdict": ("no test" if n == 0 else "shared" if x >= share * n else "not shared"),
+            "matrices_shared": x, "matrices_tested": n,
             **{f"median_excess_k{k}": float(tested[f"excess_k{k}"].median()) if n else None for k in EXCESS_KS}}
 
 

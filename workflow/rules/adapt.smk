@@ -15,7 +15,7 @@ rule adapt:
         summary=report(
             "results/{c}/adapt/{view}/summary.csv",
             caption="../report/adapt_summary.rst",
-            category="Adaptation",
+            category="7. Adaptation",
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "table": "adapt summary"},
         ),
@@ -46,7 +46,7 @@ rule adapt_figure:
         report(
             "results/{c}/figures/{view}/adapt_accuracy_vs_trainable.png",
             caption="../report/adapt.rst",
-            category="Adaptation",
+            category="7. Adaptation",
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "figure": "accuracy vs trainable numbers"},
         ),

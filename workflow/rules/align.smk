@@ -44,20 +44,23 @@ rule align:
         heatmap=report(
             "results/{c}/figures/{view}/alignment_heatmap.png",
             caption="../report/alignment_heatmap.rst",
-            category="Alignment",
+            category="6. Alignment",
             subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "alignment heatmap"},
         ),
         weights=report(
             "results/{c}/figures/{view}/alignment_vs_weights.png",
             caption="../report/alignment_vs_weights.rst",
-            category="Alignment",
+            category="6. Alignment",
             subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "alignment vs weight similarity"},
         ),
         projection=report(
             "results/{c}/figures/{view}/alignment_projection.png",
             caption="../report/alignment_projection.rst",
-            category="Alignment",
+            category="6. Alignment",
             subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "alignment after projection"},
         ),
     params:
         settings=config["align"],

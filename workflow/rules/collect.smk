@@ -12,8 +12,9 @@ rule collection_listing:
         report(
             "results/{c}/collection.csv",
             caption="../report/collection.rst",
-            category="Collections",
+            category="9. Collections",
             subcategory="{c}",
+            labels={"collection": "{c}", "table": "models, revisions, splits"},
         ),
     threads: 1
     resources:

@@ -205,14 +205,20 @@ def check_stage_settings(c):
                          f"this collection's evaluator is {spec['evaluator']!r}")
 
 
+def quality(c):
+    """What a collection's figures show of the projected models, as named in their files:
+    task accuracy (or the evaluator's metric) and error, or reconstruction error alone."""
+    return "error" if config["collections"][c]["evaluator"] == "none" else "accuracy"
+
+
 def all_outputs():
-    out = ["results/figures/overview_spectra.png", "results/summary.csv"]
+    out = ["results/figures/overview_sharing.png", "results/summary.csv"]
     for c in config["collections"]:
         for v in views(c):
             out += [
-                f"results/{c}/figures/{v}/spectra.png",
-                f"results/{c}/figures/{v}/accuracy.png",
-                f"results/{c}/figures/{v}/compression.png",
+                f"results/{c}/figures/{v}/spectra_vs_nulls.png",
+                f"results/{c}/figures/{v}/{quality(c)}_vs_k.png",
+                f"results/{c}/figures/{v}/{quality(c)}_vs_bytes.png",
             ]
             out += [f"results/{c}/export/{v}/k{k}" for k in config["export"]["ks"]]
             if config["align"]["enabled"] and config["collections"][c]["evaluator"] != "none":
@@ -222,6 +228,8 @@ def all_outputs():
             out.append(f"results/{c}/figures/{stage_view(c, 'adapt')}/adapt_accuracy_vs_trainable.png")
         if "merge" in config["collections"][c]:
             out.append(f"results/{c}/figures/{stage_view(c, 'merge')}/merge_normalised_accuracy.png")
+        if "sweep" in config["collections"][c]:
+            out += [f"results/{c}/figures/{v}/error_vs_basis_size.png" for v in views(c)]
     return out
 
 

@@ -10,8 +10,16 @@ rule export:
         subspace=lambda w: subspace_groups(w.c, w.view),
         coefficients="results/{c}/project/{view}/coefficients.zarr",
     output:
-        directory("results/{c}/export/{view}/k{k}"),
+        models=directory("results/{c}/export/{view}/k{k}"),
+        sizes=report(
+            "results/{c}/export/{view}/k{k}-sizes.csv",
+            caption="../report/export_sizes.rst",
+            category="4. Compression",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "table": "export bytes at k={k}"},
+        ),
     params:
+        base=lambda w: base_folder(w.c),
         code=code_version("export", "project", "layers", "store"),
     threads: 1
     resources:

@@ -1,29 +1,16 @@
 # figures and tables for the report (snakemake --report results/report.html).
 
 
-rule figures:
+rule spectra_figure:
     input:
-        spectra="results/{c}/subspace/{view}/spectra.parquet",
-        metrics="results/{c}/evaluate/{view}/metrics.parquet",
-        compression="results/{c}/evaluate/{view}/compression.csv",
+        "results/{c}/subspace/{view}/spectra.parquet",
     output:
-        spectra=report(
-            "results/{c}/figures/{view}/spectra.png",
+        report(
+            "results/{c}/figures/{view}/spectra_vs_nulls.png",
             caption="../report/spectra.rst",
-            category="Spectra",
+            category="2. Spectra",
             subcategory="{c} [{view}]",
-        ),
-        accuracy=report(
-            "results/{c}/figures/{view}/accuracy.png",
-            caption="../report/accuracy.rst",
-            category="Accuracy vs k",
-            subcategory="{c} [{view}]",
-        ),
-        compression=report(
-            "results/{c}/figures/{view}/compression.png",
-            caption="../report/compression.rst",
-            category="Compression",
-            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "spectra vs nulls"},
         ),
     params:
         title=lambda w: f"{w.c} [{w.view}]",
@@ -34,7 +21,44 @@ rule figures:
         mem_mb=1000,
         runtime=10,
     log:
-        "logs/{c}/figures/{view}.log",
+        "logs/{c}/figures/{view}-spectra.log",
+    conda:
+        ENV
+    script:
+        "../scripts/spectra_figure.py"
+
+
+rule figures:
+    input:
+        metrics="results/{c}/evaluate/{view}/metrics.parquet",
+        compression="results/{c}/evaluate/{view}/compression.csv",
+    output:
+        accuracy=report(
+            "results/{c}/figures/{view}/{q}_vs_k.png",
+            caption="../report/accuracy.rst",
+            category="3. Projection vs k",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "{q} vs k"},
+        ),
+        compression=report(
+            "results/{c}/figures/{view}/{q}_vs_bytes.png",
+            caption="../report/compression.rst",
+            category="4. Compression",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "{q} vs stored bytes"},
+        ),
+    params:
+        title=lambda w: f"{w.c} [{w.view}]",
+        max_k=config["subspace"]["max_k"],
+        code=code_version("figures"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    wildcard_constraints:
+        q="accuracy|error",
+    log:
+        "logs/{c}/figures/{view}-{q}.log",
     conda:
         ENV
     script:
@@ -58,21 +82,43 @@ rule overview:
             for c in config["collections"]
             for v in views(c)
         ],
+        sharing=lambda w: [
+            f"results/{c}/subspace/{v}/sharing.csv"
+            for c in config["collections"]
+            for v in views(c)
+        ],
         listings=lambda w: [f"results/{c}/collection.csv" for c in config["collections"]],
     output:
         overview=report(
-            "results/figures/overview_spectra.png",
+            "results/figures/overview_sharing.png",
             caption="../report/overview.rst",
-            category="Overview",
+            category="1. Verdict",
+            labels={"figure": "excess over the rotation null, all collections"},
         ),
         summary=report(
             "results/summary.csv",
             caption="../report/summary.rst",
-            category="Overview",
+            category="1. Verdict",
+            labels={"table": "verdict per collection and view"},
+        ),
+        summary_html=report(
+            "results/summary.html",
+            caption="../report/summary.rst",
+            category="1. Verdict",
+            labels={"table": "verdict (rendered)"},
+        ),
+        methods=report(
+            "results/methods.csv",
+            caption="../report/methods.rst",
+            category="1. Verdict",
+            labels={"table": "every method at the report's k"},
         ),
     params:
         labels=lambda w: [(c, v) for c in config["collections"] for v in views(c)],
         k=config["report"]["k"],
+        fdr=config["report"]["fdr"],
+        margin=config["report"]["margin"],
+        share=config["report"]["shared_share"],
         max_k=config["subspace"]["max_k"],
         code=code_version("figures"),
     threads: 1

@@ -1,18 +1,29 @@
-"""All collections together: the spectra overview and the summary table."""
+"""All collections together: the spectra overview, the verdict (summary.csv: one row per
+collection and view) and the per-method table (methods.csv)."""
+from pathlib import Path
+
 import pandas as pd
 
 from weightspace import figures
-from weightspace.io import write_table
+from weightspace.io import atomic_path, write_table
 from weightspace.runtime import script
 
 with script(snakemake) as log:  # noqa: F821
     inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-    spectra, summary = [], []
-    for (c, v), s, m, comp in zip(p.labels, inp.spectra, inp.metrics, inp.compression):
+    spectra, methods, verdicts, tests = [], [], [], []
+    for (c, v), s, m, comp, sh in zip(p.labels, inp.spectra, inp.metrics, inp.compression, inp.sharing):
+        metrics, sharing = pd.read_parquet(m), pd.read_csv(sh)
         spectra.append(pd.read_parquet(s).assign(collection=c, view=v))
-        table = figures.summary_table(pd.read_parquet(m), pd.read_csv(comp), p.k)
-        summary.append(table.assign(collection=c, view=v))
-    figures.overview_figure(pd.concat(spectra, ignore_index=True), out.overview, p.max_k)
-    summary = pd.concat(summary, ignore_index=True)
-    write_table(summary[["collection", "view"] + [c for c in summary if c not in ("collection", "view")]],
-                out.summary)
+        tests.append(sharing.assign(collection=c, view=v))
+        methods.append(figures.summary_table(metrics, pd.read_csv(comp), p.k).assign(collection=c, view=v))
+        verdicts.append({"collection": c, "view": v,
+                         **figures.verdict_row(sharing, metrics, p.k, p.fdr, p.margin, p.share)})
+    figures.overview_figure(pd.concat(spectra, ignore_index=True), pd.concat(tests, ignore_index=True),
+                            out.overview, p.max_k)
+    verdicts = pd.DataFrame(verdicts)
+    write_table(verdicts, out.summary)
+    with atomic_path(out.summary_html) as tmp:
+        Path(tmp).write_text(figures.verdict_html(verdicts))
+    methods = pd.concat(methods, ignore_index=True)
+    write_table(methods[["collection", "view"] + [c for c in methods if c not in ("collection", "view")]],
+                out.methods)
