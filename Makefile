@@ -4,6 +4,9 @@
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 SMK   := $(VENV)/bin/snakemake
+# idle OpenMP threads sleep instead of spinning: on a busy machine spinning threads make a
+# 2-thread job up to 15x slower (BENCHMARKS.md); jobs inherit it
+export OMP_WAIT_POLICY ?= PASSIVE
 CORES ?= all
 
 .PHONY: setup run realism report test lint clean

@@ -119,6 +119,28 @@ def test_clamp_limits_outliers():
     assert P[0, 0] < 0.9  # the outlier no longer dominates its row
 
 
+def test_clamp_takes_the_quantile_over_the_whole_layer():
+    """More than 2^24 values (torch.quantile's limit): the clamp is the quantile of all of them,
+    including the large values beyond the first 2^24."""
+    n = (1 << 24) + (1 << 22)
+    X = torch.ones(n // 64, 64, dtype=torch.float64)
+    X[(1 << 24) // 64:] = 100.0  # the last 2^22 values (20%) are large
+    P = align.prepare(X, clamp_quantile=0.9)  # 0.9 quantile of |x| is 100: nothing clamped
+    torch.testing.assert_close(P[-1], torch.full((64,), 1 / 8, dtype=torch.float64))
+    assert float(np.quantile(X.abs().numpy(), 0.9)) == 100.0
+
+
+def test_duplicate_probe_inputs_are_warned_about(caplog):
+    from weightspace.representations import alignment_table
+
+    f = torch.randn(20, 4, dtype=torch.float64)
+    f[3] = f[7]
+    feats = {v: {m: [f.clone()] for m in ("a", "b")} for v in ("original", "projected")}
+    with caplog.at_level("WARNING", logger="weightspace"):
+        alignment_table(feats, ["a", "b"], metrics=("cka",))
+    assert "1 duplicate inputs" in caplog.text
+
+
 def test_alignment_table_finds_the_best_layer_pair_and_the_projection_pairs():
     """Model b's layer 0 is model a's layer 1 (rotated): the best pair is (1, 0) with score 1
     for the rotation-invariant metrics; every pair and every model-vs-projection appears."""
@@ -151,6 +173,7 @@ def test_all_pairs_matrix_equals_the_pairwise_reference(metric):
     feats = [align.prepare(torch.randn(40, 7 + i % 3, generator=g, dtype=torch.float64)) for i in range(7)]
     S = [align.sides(metric, f, 5, 4) for f in feats]
     ref = torch.tensor([[align.PAIR[metric](a, b) for b in S] for a in S], dtype=torch.float64)
+    torch.testing.assert_close(align.pair_matrix(metric, S, block=3), ref, atol=1e-10, rtol=0)
     torch.testing.assert_close(align.pair_matrix(metric, S, S, block=3), ref, atol=1e-10, rtol=0)
     torch.testing.assert_close(align.pair_matrix(metric, S[:2], S[2:], block=64), ref[:2, 2:], atol=1e-10, rtol=0)
 

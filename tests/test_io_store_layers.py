@@ -92,7 +92,7 @@ def test_huge_tensor_extracted_in_row_blocks(tmp_path, monkeypatch, dtype):
     class Spy:
         def __init__(self, sl):
             self.sl = sl
-            self.get_shape, self.torch_dtype = sl.get_shape, sl.torch_dtype
+            self.get_shape, self.get_dtype = sl.get_shape, sl.get_dtype
 
         def __getitem__(self, idx):
             out = self.sl[idx]

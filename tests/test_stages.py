@@ -299,11 +299,12 @@ def test_basis_size_sweep_converges_on_shared_models_and_draws_are_nested(tmp_pa
     draws = nested_draw([f"m{i}" for i in range(10)], [2, 4, 8, 20], seed=3)
     assert sorted(draws) == [2, 4, 8] and draws[8][:4] == draws[4] and draws[4][:2] == draws[2]
     g = torch.Generator().manual_seed(0)
-    W0, D = torch.randn(12, 10, generator=g), torch.randn(3, 12, 10, generator=g)  # 3 shared directions
+    W0 = torch.randn(12, 10, generator=g)
+    U = torch.linalg.qr(torch.randn(12, 3, generator=g))[0]  # a shared 3×3 subspace of both modes
+    V = torch.linalg.qr(torch.randn(10, 3, generator=g))[0]
     paths = []
     for i in range(14):
-        c = torch.randn(3, generator=g)
-        W = W0 + 0.3 * torch.einsum("c,cmn->mn", c, D) + 0.01 * torch.randn(12, 10, generator=g)
+        W = W0 + U @ torch.randn(3, 3, generator=g) @ V.T + 0.01 * torch.randn(12, 10, generator=g)
         write_store(tmp_path / f"m{i}.zarr", {"a.weight": W}.items(), {"model": f"m{i}"})
         paths.append(str(tmp_path / f"m{i}.zarr"))
     t = sweep(paths[:10], paths[10:], "full", [2, 4, 10], k=3, seed=0, null_draws=19, test_k=4, fdr=0.05,

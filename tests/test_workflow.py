@@ -103,7 +103,7 @@ def test_outputs_exist_and_are_sane(finished):
     spectra = pd.read_parquet(res / "tiny-shared" / "subspace" / "full" / "spectra.parquet")
     assert set(spectra["source"]) == {"data", "Gaussian null", "rotation null"}
     assert set(spectra["target"]) == {"fc1.weight", "fc2.weight"}
-    for png in ["spectra", "accuracy", "compression"]:
+    for png in ["spectra_vs_nulls", "accuracy_vs_k", "accuracy_vs_bytes"]:
         assert (res / "tiny-shared" / "figures" / "full" / f"{png}.png").stat().st_size > 10_000
     assert (res / "figures" / "overview_sharing.png").stat().st_size > 10_000
     # the verdict: one row per collection and view; shared init and LoRA deltas are shared

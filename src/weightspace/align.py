@@ -31,10 +31,14 @@ METRICS = ("mutual_knn", "cycle_knn", "cka", "cka_rbf", "unbiased_cka", "cknna",
 
 
 def prepare(feats: torch.Tensor, clamp_quantile: float | None = None) -> torch.Tensor:
-    """Clamp |values| at their ``clamp_quantile`` quantile (if given), then l2-normalise rows."""
+    """Clamp |values| at their ``clamp_quantile`` quantile over the whole layer (if given; Huh
+    et al. clamp at 0.95), then l2-normalise rows. numpy's quantile (linear interpolation, as
+    torch's) has no size limit, so no value is left out however large the layer."""
+    import numpy as np
+
     x = feats.double()
     if clamp_quantile is not None:
-        q = torch.quantile(x.abs().flatten()[: 1 << 24], clamp_quantile)
+        q = float(np.quantile(x.abs().numpy(), clamp_quantile))
         x = x.clamp(-q, q)
     return torch.nn.functional.normalize(x, dim=-1)
 
@@ -211,73 +215,85 @@ def u_center(K: torch.Tensor) -> torch.Tensor:
     return U.fill_diagonal_(0)
 
 
-def _vectors(metric: str, sides: list) -> torch.Tensor:
-    """One row per side such that the metric of two sides is the inner product of their rows
-    (mutual_knn, cka, cka_rbf, unbiased_cka)."""
-    if metric == "mutual_knn":
-        n, k = sides[0].shape
-        out = torch.zeros(len(sides), n * n, dtype=torch.float64)
+def _block(metric: str, sides: list) -> tuple:
+    """What ``_scores`` needs of a block of sides, stacked: one row per side for the Gram
+    metrics (mutual_knn: scaled neighbour indicators; cka, cka_rbf: unit centred kernels;
+    unbiased_cka: U-centred unit kernels), the masked kernels for CKNNA, neighbour indicators
+    for cycle_knn, principal bases for SVCCA."""
+    n = sides[0].shape[0] if torch.is_tensor(sides[0]) else sides[0][0].shape[0]
+    if metric in ("mutual_knn", "cycle_knn"):
+        k = sides[0].shape[1]
+        ind = torch.zeros(len(sides), n, n, dtype=torch.float64)
         for r, idx in enumerate(sides):
-            out[r, (torch.arange(n)[:, None] * n + idx).flatten()] = 1.0 / (n * k) ** 0.5
-        return out
+            ind[r].scatter_(1, idx, 1.0)
+        return (ind.flatten(1) / (n * k) ** 0.5,) if metric == "mutual_knn" else (ind,)
     if metric == "unbiased_cka":
-        n = sides[0].shape[0]
-        return torch.stack([u_center(A).flatten() for A in sides]) / (n * (n - 3)) ** 0.5
-    return torch.stack([A.flatten() for A in sides])
+        return (torch.stack([u_center(A).flatten() for A in sides]) / (n * (n - 3)) ** 0.5,)
+    if metric in ("cka", "cka_rbf"):
+        return (torch.stack([A.flatten() for A in sides]),)
+    if metric == "cknna":
+        KM = torch.stack([K * M for K, M, _ in sides])
+        M = torch.stack([M for _, M, _ in sides])
+        S = (KM * M.transpose(1, 2)).flatten(1)
+        norms = torch.tensor([float(x[2]) for x in sides], dtype=torch.float64)
+        return KM, M, S, norms
+    if metric == "svcca":
+        return (sides,)
+    raise ValueError(f"unknown alignment metric {metric!r}; available: {list(METRICS)}")
 
 
-def _cknna_block(A: list, B: list) -> torch.Tensor:
-    """CKNNA of every pair of two lists of (K, M, norm) sides. With M = M_a ⊙ M_b (self
-    excluded, so zero diagonals) and symmetric kernels, the unbiased HSIC of M⊙K_a and M⊙K_b
-    splits into pair-separable sums: tr = ⟨S_a⊙K_a, S_b⊙K_b⟩ with S = M ⊙ Mᵀ;
-    1ᵀ(M⊙K_a)1 = ⟨M_a⊙K_a, M_b⟩; and 1ᵀ(M⊙K_a)(M⊙K_b)1 = Σ_j c_j r_j with
-    c_j = Σ_i (M_a⊙K_a)_ij (M_b)_ij, r_j = Σ_l (M_a)_jl (M_b⊙K_b)_jl."""
-    n = A[0][0].shape[0]
-    Ka = torch.stack([K * M for K, M, _ in A])
-    Ma = torch.stack([M for _, M, _ in A])
-    Kb = torch.stack([K * M for K, M, _ in B])
-    Mb = torch.stack([M for _, M, _ in B])
-    Sa = torch.stack([K * M * M.T for K, M, _ in A]).flatten(1)
-    Sb = torch.stack([K * M * M.T for K, M, _ in B]).flatten(1)
-    tr = Sa @ Sb.T
-    sum_a = Ka.flatten(1) @ Mb.flatten(1).T
-    sum_b = Ma.flatten(1) @ Kb.flatten(1).T
-    c = torch.einsum("aij,bij->abj", Ka, Mb)
-    r = torch.einsum("ajl,bjl->abj", Ma, Kb)
-    h = (tr + sum_a * sum_b / ((n - 1) * (n - 2)) - 2 * (c * r).sum(-1) / (n - 2)) / (n * (n - 3))
-    na = torch.tensor([float(x[2]) for x in A], dtype=torch.float64)
-    nb = torch.tensor([float(x[2]) for x in B], dtype=torch.float64)
-    return h / (na[:, None] * nb[None, :])
+def _scores(metric: str, a: tuple, b: tuple) -> torch.Tensor:
+    """Scores of every pair of two stacked blocks (``_block``).
+
+    cycle_knn: with neighbour indicators I, [i is reached back] = [Σ_j I_b[i, j] I_a[j, i] > 0].
+    CKNNA: with M = M_a ⊙ M_b (self excluded, so zero diagonals) and symmetric kernels, the
+    unbiased HSIC of M⊙K_a and M⊙K_b splits into pair-separable sums: tr = ⟨S_a, S_b⟩ with
+    S = K ⊙ M ⊙ Mᵀ; 1ᵀ(M⊙K_a)1 = ⟨M_a⊙K_a, M_b⟩; and 1ᵀ(M⊙K_a)(M⊙K_b)1 = Σ_j c_j r_j with
+    c_j = Σ_i (M_a⊙K_a)_ij (M_b)_ij, r_j = Σ_l (M_a)_jl (M_b⊙K_b)_jl (batched products per j).
+    SVCCA: batched singular values of Q_aᵀ Q_b."""
+    if metric in ("mutual_knn", "cka", "cka_rbf", "unbiased_cka"):
+        return a[0] @ b[0].T
+    if metric == "cycle_knn":
+        # T[i, a, b] = Σ_j I_a[j, i] I_b[i, j]
+        T = torch.bmm(a[0].permute(2, 0, 1), b[0].permute(1, 2, 0))
+        return (T > 0.5).double().mean(0)
+    if metric == "cknna":
+        (Ka, Ma, Sa, na), (Kb, Mb, Sb, nb) = a, b
+        n = Ka.shape[1]
+        tr = Sa @ Sb.T
+        sum_a = Ka.flatten(1) @ Mb.flatten(1).T
+        sum_b = Ma.flatten(1) @ Kb.flatten(1).T
+        c = torch.bmm(Ka.permute(2, 0, 1), Mb.permute(2, 1, 0))   # j × a × b: Σ_i
+        r = torch.bmm(Ma.permute(1, 0, 2), Kb.permute(1, 2, 0))   # j × a × b: Σ_l
+        h = (tr + sum_a * sum_b / ((n - 1) * (n - 2)) - 2 * (c * r).sum(0) / (n - 2)) / (n * (n - 3))
+        return h / (na[:, None] * nb[None, :])
+    if metric == "svcca":
+        A, B = a[0], b[0]
+        if len({Q.shape[1] for Q in A} | {Q.shape[1] for Q in B}) > 1:  # rank-deficient: bases differ
+            return torch.tensor([[mean_canonical_correlation(x, y) for y in B] for x in A], dtype=torch.float64)
+        M = torch.einsum("anc,bnd->abcd", torch.stack(A), torch.stack(B))
+        return torch.linalg.svdvals(M).clamp(max=1).mean(-1)
+    raise ValueError(f"unknown alignment metric {metric!r}; available: {list(METRICS)}")
 
 
-def _svcca_block(A: list, B: list) -> torch.Tensor:
-    """Mean canonical correlation of every pair: batched singular values of Q_aᵀ Q_b."""
-    dims = {Q.shape[1] for Q in A} | {Q.shape[1] for Q in B}
-    if len(dims) > 1:  # rank-deficient features: bases of different widths, one pair at a time
-        return torch.tensor([[mean_canonical_correlation(a, b) for b in B] for a in A], dtype=torch.float64)
-    M = torch.einsum("anc,bnd->abcd", torch.stack(A), torch.stack(B))
-    return torch.linalg.svdvals(M).clamp(max=1).mean(-1)
-
-
-BATCHED = ("mutual_knn", "cka", "cka_rbf", "unbiased_cka", "cknna", "svcca")
-
-
-def pair_matrix(metric: str, A: list, B: list, block: int = 32) -> torch.Tensor:
-    """len(A) × len(B) scores of ``metric`` for every pair of sides (``sides``): Gram matrices
-    in blocks for the metrics in ``BATCHED``, the pairwise ``PAIR`` function for the others."""
+def pair_matrix(metric: str, A: list, B: list | None = None, block: int = 32) -> torch.Tensor:
+    """len(A) × len(B) scores of ``metric`` for every pair of sides (``sides``), equal to
+    ``PAIR[metric]`` on each pair: products of stacked blocks of ``block`` sides (each block
+    stacked once; with ``B`` None, A against itself, computing one triangle of blocks)."""
+    sym = B is None
+    B = A if sym else B
+    blocks_a = [(i, _block(metric, A[i:i + block])) for i in range(0, len(A), block)]
+    blocks_b = blocks_a if sym else [(j, _block(metric, B[j:j + block])) for j in range(0, len(B), block)]
     out = torch.empty(len(A), len(B), dtype=torch.float64)
-    for i0 in range(0, len(A), block):
-        Ai = A[i0:i0 + block]
-        Va = _vectors(metric, Ai) if metric in ("mutual_knn", "cka", "cka_rbf", "unbiased_cka") else None
-        for j0 in range(0, len(B), block):
-            Bj = B[j0:j0 + block]
-            if Va is not None:
-                out[i0:i0 + block, j0:j0 + block] = Va @ _vectors(metric, Bj).T
-            elif metric == "cknna":
-                out[i0:i0 + block, j0:j0 + block] = _cknna_block(Ai, Bj)
-            elif metric == "svcca":
-                out[i0:i0 + block, j0:j0 + block] = _svcca_block(Ai, Bj)
-            else:
-                out[i0:i0 + block, j0:j0 + block] = torch.tensor([[PAIR[metric](a, b) for b in Bj] for a in Ai],
-                                                                 dtype=torch.float64)
+    for i0, a in blocks_a:
+        for j0, b in blocks_b:
+            if sym and j0 < i0:
+                continue
+            S = _scores(metric, a, b)
+            out[i0:i0 + S.shape[0], j0:j0 + S.shape[1]] = S
+            if sym and j0 > i0:
+                out[j0:j0 + S.shape[1], i0:i0 + S.shape[0]] = S.T if metric in SYMMETRIC else _scores(metric, b, a)
     return out
+
+
+SYMMETRIC = ("mutual_knn", "cka", "cka_rbf", "unbiased_cka", "svcca")  # score(a, b) = score(b, a)

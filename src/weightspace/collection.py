@@ -18,8 +18,10 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by the functions that make tables: fetch needs none
+    import pandas as pd
 
 from . import layers
 from .io import write_table
@@ -51,8 +53,10 @@ def split_of(key: str, split: dict) -> str:
     return "heldout" if u < split.get("heldout_fraction", 0.0) else "basis"
 
 
-def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> pd.DataFrame:
+def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> "pd.DataFrame":
     """Rows of a zoo collection: known from its config alone (training is deterministic)."""
+    import pandas as pd
+
     from . import zoo
 
     rev = _sha40({k: v for k, v in spec.items()})
@@ -63,8 +67,10 @@ def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def resolve_local(name: str, folder: str) -> pd.DataFrame:
+def resolve_local(name: str, folder: str) -> "pd.DataFrame":
     """Rows of a local collection: one per model folder (a folder with safetensors)."""
+    import pandas as pd
+
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"collection {name}: local path {folder} is not a folder")
@@ -84,17 +90,21 @@ def resolve_local(name: str, folder: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
+def read_table(path: str | os.PathLike) -> "pd.DataFrame":
+    import pandas as pd
+
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
 
-def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict) -> pd.DataFrame:
+def update_lock(path: str | os.PathLike, resolved: "pd.DataFrame", split: dict) -> "pd.DataFrame":
     """Merge freshly resolved rows into the lock at ``path`` and return the table.
 
     Existing rows keep their order and pinned revision; rows of new keys are appended; the
     split column follows the split config. The file is rewritten (atomically) only when its
     content changes, so an unchanged rerun does not touch it.
     """
+    import pandas as pd
+
     dup = resolved["key"][resolved["key"].duplicated()].tolist()
     if dup:
         raise ValueError(f"two models map to the same key: {dup}")
@@ -126,12 +136,14 @@ def signature(manifest: dict) -> dict[str, tuple]:
     return {k: tuple(v[0]) for k, v in tensors.items()}
 
 
-def screen(manifests: dict[str, dict], reference: str | None = None) -> pd.DataFrame:
+def screen(manifests: dict[str, dict], reference: str | None = None) -> "pd.DataFrame":
     """Accept or reject every model: rejected at fetch, or of another architecture than the
     reference model (``reference`` key, else the most common architecture among the models).
 
     Returns one row per model: key, status (accepted / rejected), reason (names the model).
     """
+    import pandas as pd
+
     fetched = {k: m for k, m in manifests.items() if m.get("status") == "ok"}
     sigs = {k: signature(m) for k, m in fetched.items()}
     if reference is None and sigs:
@@ -166,7 +178,7 @@ class RejectedModels(ValueError):
     """Raised with ``strict: true`` when any model of a collection was rejected."""
 
 
-def enforce_strict(screened: pd.DataFrame) -> None:
+def enforce_strict(screened: "pd.DataFrame") -> None:
     """With ``strict: true`` a rejected model stops the run: raise naming every one of them."""
     rejected = screened[screened["status"] == "rejected"]
     if len(rejected):
@@ -176,6 +188,8 @@ def enforce_strict(screened: pd.DataFrame) -> None:
 
 def accepted_stores(store_paths: list[str], screen_path: str) -> list[str]:
     """The stores of accepted models only (``{key}.zarr`` paths), in their given order."""
+    import pandas as pd
+
     table = pd.read_csv(screen_path, sep="\t", dtype=str, keep_default_na=False)
     ok = set(table.loc[table["status"] == "accepted", "key"])
     return [p for p in store_paths if Path(p).name.removesuffix(".zarr") in ok]

@@ -253,9 +253,9 @@ def export_models(store_paths: list[str], subspaces: dict, coeff_path: str, view
             shared = {n: low_rank_factors(shared_delta(sub.mean, sub.U_row, sub.U_col,
                                                        *core_size(k, sub.U_row, sub.U_col)))
                       for n, sub in subspaces.items()}
-            write_peft_adapter(tmp / "shared", shared,
-                               base or cfg0.get("base_model_name_or_path", ""),
-                               task_type=cfg0.get("task_type"))
+            # no task type: PEFT would then expect the task's head (modules_to_save) in it too;
+            # the head belongs to each model's own adapter
+            write_peft_adapter(tmp / "shared", shared, base or cfg0.get("base_model_name_or_path", ""))
         for p in store_paths:
             st = ModelStore(p)
             folder = tmp / "models" / st.key

@@ -20,8 +20,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by the functions that make tables: fetch needs none
+    import pandas as pd
 
 from . import layers
 from .collection import slugify
@@ -61,12 +63,14 @@ def describe_error(model_id: str, exc: Exception) -> str:
     return f"{model_id}: {type(exc).__name__}: {exc}"
 
 
-def resolve_repos(entries: list, endpoint: str | None = None) -> pd.DataFrame:
+def resolve_repos(entries: list, endpoint: str | None = None) -> "pd.DataFrame":
     """Rows for explicit repos: ``"org/name"`` or ``{id, revision}``; each pinned to its sha.
 
     A repo the Hub refuses gets a row with an empty revision and the reason in ``note``; its
     fetch job turns that into a rejection.
     """
+    import pandas as pd
+
     from huggingface_hub import errors
 
     api, rows = _api(endpoint), []
@@ -81,7 +85,7 @@ def resolve_repos(entries: list, endpoint: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def resolve_query(query: dict, endpoint: str | None = None) -> pd.DataFrame:
+def resolve_query(query: dict, endpoint: str | None = None) -> "pd.DataFrame":
     """Rows for a model query (``author``, ``search``, ``filter``, ``sort``, ``limit``)."""
     api = _api(endpoint)
     kwargs = {k: query[k] for k in ("author", "search", "filter", "sort", "limit") if query.get(k) is not None}

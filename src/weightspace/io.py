@@ -14,7 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is imported where a table is written: extract needs none
+    import pandas as pd
 
 TMP_PREFIX = ".tmp-"
 
@@ -52,7 +55,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+def write_table(df: "pd.DataFrame", path: str | os.PathLike) -> None:
     """Write a table atomically; the format follows the suffix (.parquet, .csv, .tsv)."""
     path = Path(path)
     with atomic_path(path) as tmp:

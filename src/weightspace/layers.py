@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the manifest step needs none
+    import numpy as np
     import torch
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -110,9 +111,7 @@ class RowReader:
 
         return getattr(torch, self._TORCH[self.dtype])
 
-    def __getitem__(self, idx) -> "torch.Tensor":
-        import torch
-
+    def _read(self, idx) -> tuple[bytearray, list[int]]:
         rows = self.shape[0] if self.shape else 1
         a, b = (0, rows) if idx is Ellipsis else idx.indices(rows)[:2]
         row_bytes = (self.end - self.start) // max(rows, 1)
@@ -120,9 +119,24 @@ class RowReader:
         with open(self.path, "rb") as f:
             f.seek(self.start + a * row_bytes)
             f.readinto(buf)
+        return buf, [b - a] + self.shape[1:] if self.shape else []
+
+    def __getitem__(self, idx) -> "torch.Tensor":
+        import torch
+
+        buf, shape = self._read(idx)
         dtype = self.torch_dtype
         flat = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
-        return flat.reshape([b - a] + self.shape[1:] if self.shape else [])
+        return flat.reshape(shape)
+
+    def numpy(self, idx) -> "np.ndarray":
+        """Rows as numpy without torch (bfloat16 as its uint16 bits, as the stores keep it)."""
+        import numpy as np
+
+        from .store import NUMPY_DTYPE
+
+        buf, shape = self._read(idx)
+        return np.frombuffer(buf, dtype=NUMPY_DTYPE[self.dtype]).reshape(shape)
 
 
 def iter_slices(folder: str | os.PathLike, model: str = "?") -> Iterator[tuple[str, RowReader]]:

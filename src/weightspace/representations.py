@@ -21,6 +21,7 @@ cos_ij = G_ij / √(G_ii G_jj), from the subspace stage (basis models only).
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ from .hosvd import dense
 from .project import projection
 from .store import ModelStore
 
+log = logging.getLogger("weightspace")
 VARIANTS = ("original", "projected")
 NULL_MODELS = 10  # the permuted-probe null: pairs among the first NULL_MODELS models
 
@@ -106,6 +108,11 @@ def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk
     best layer pair."""
     L = len(features["original"][keys[0]])
     pairs = _layer_pairs(L, layers_spec)
+    first = features["original"][keys[0]][0]
+    dup = len(first) - len(torch.unique(first, dim=0))
+    if dup:
+        log.warning("the probe set has %d duplicate inputs (identical representations in model %s): "
+                    "k-NN metrics then depend on how ties are broken", dup, keys[0])
     null_keys = keys[:NULL_MODELS]
     n = len(features["original"][keys[0]][0])
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
@@ -115,7 +122,7 @@ def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk
                     for m in keys for f in features[v][m]] for v in VARIANTS}
         side["null"] = [align.sides(metric, align.prepare(f[perm], clamp_quantile), topk, cca_dim)
                         for m in null_keys for f in features["original"][m]]
-        within = {v: align.pair_matrix(metric, side[v], side[v]) for v in VARIANTS}
+        within = {v: align.pair_matrix(metric, side[v]) for v in VARIANTS}
         null = align.pair_matrix(metric, side["original"][: len(null_keys) * L], side["null"])
 
         def block(M, a, b):

@@ -25,9 +25,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 import zarr
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: extracting a model needs none
+    import torch
 
 FORMAT = 1  # version of the store layout; bump it when the layout changes
 CHUNK_BYTES = 1 << 20  # the unit of a partial read: row blocks of the model-Gram pass align to it
@@ -65,8 +69,22 @@ def _layout(shape: tuple[int, ...], itemsize: int, block_bytes: int = BLOCK_BYTE
     return chunks, (shard_rows,) + tuple(shape[1:])
 
 
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    """A CPU tensor as numpy, bfloat16 as its uint16 bits."""
+# safetensors dtype → numpy dtype of the stored data (bfloat16 as its uint16 bits)
+NUMPY_DTYPE = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "uint16", "I64": "int64",
+               "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _is_reader(tensor) -> bool:
+    """A lazy reader of a safetensors tensor (``layers.RowReader``), not an in-memory tensor."""
+    return hasattr(tensor, "get_shape") and hasattr(tensor, "get_dtype")
+
+
+def _numpy(tensor) -> np.ndarray:
+    """A CPU tensor (or a reader's rows, or numpy data) as numpy, bfloat16 as its uint16 bits."""
+    if isinstance(tensor, np.ndarray):
+        return tensor
+    import torch
+
     tensor = tensor.detach().cpu().contiguous()
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.uint16).numpy()
@@ -78,7 +96,7 @@ def write_tensor(group: zarr.Group, name: str, tensor, model: str = "?",
     """Write one tensor into an open group, keeping its dtype (bf16 as uint16 bits).
 
     ``tensor`` is a torch tensor or a lazy reader (``layers.RowReader``: ``get_shape()``,
-    ``torch_dtype``, ``[a:b]``). A reader's bytes go from the safetensors file straight into
+    ``get_dtype()``, ``[a:b]``). A reader's bytes go from the safetensors file straight into
     the Zarr chunk files (``copy_from_file``: no tensor is made); where that does not apply it
     is read and written one shard-sized row block at a time, so memory stays at one block."""
     fill_array(*create_array(group, name, tensor, model, block_bytes))
@@ -89,12 +107,12 @@ def create_array(group: zarr.Group, name: str, tensor, model: str = "?",
     """The first half of ``write_tensor``: the empty array (its metadata written) for the
     tensor, the tensor, and its numpy data if it is an in-memory tensor."""
     check_tensor_name(name, model)
-    data = _numpy(tensor) if isinstance(tensor, torch.Tensor) else None
+    data = None if _is_reader(tensor) else _numpy(tensor)
     if data is not None:
-        shape, bf16, dtype = data.shape, tensor.dtype == torch.bfloat16, data.dtype
+        shape, bf16, dtype = data.shape, str(tensor.dtype) == "torch.bfloat16", data.dtype
     else:
-        shape, bf16 = tuple(tensor.get_shape()), tensor.torch_dtype == torch.bfloat16
-        dtype = _numpy(torch.empty(0, dtype=tensor.torch_dtype)).dtype
+        shape, bf16 = tuple(tensor.get_shape()), tensor.get_dtype() == "BF16"
+        dtype = np.dtype(NUMPY_DTYPE[tensor.get_dtype()])
     attrs: dict[str, Any] = {"dtype": "bfloat16"} if bf16 else {}
     chunks, shards = _layout(shape, dtype.itemsize, block_bytes)
     arr = group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or "auto",
@@ -113,11 +131,16 @@ def fill_array(arr: zarr.Array | None, tensor, data: np.ndarray | None, layout: 
             return
     shape, shards = arr.shape, arr.shards
     if data is not None or shards is None or shards[0] >= shape[0]:
-        arr[...] = data if data is not None else _numpy(tensor[...])
+        arr[...] = data if data is not None else _rows(tensor, ...)
         return
     for start in range(0, shape[0], shards[0]):  # one whole shard per write: no read-modify-write
         stop = min(shape[0], start + shards[0])
-        arr[start:stop] = _numpy(tensor[start:stop])
+        arr[start:stop] = _rows(tensor, slice(start, stop))
+
+
+def _rows(tensor, idx) -> np.ndarray:
+    """Rows of a tensor or reader as numpy (a reader's own numpy path needs no torch)."""
+    return tensor.numpy(idx) if hasattr(tensor, "numpy") and _is_reader(tensor) else _numpy(tensor[idx])
 
 
 _U64_MAX = 2**64 - 1
@@ -310,8 +333,10 @@ def source_dtype(arr: zarr.Array) -> str:
     return arr.attrs.get("dtype", str(arr.dtype))
 
 
-def to_torch(data: np.ndarray, dtype: str) -> torch.Tensor:
+def to_torch(data: np.ndarray, dtype: str) -> "torch.Tensor":
     """Numpy data read from a store back to a torch tensor of the source dtype."""
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(data))
     if dtype == "bfloat16":
         return t.view(torch.bfloat16)
@@ -347,7 +372,7 @@ class ModelStore:
     def dtype(self, name: str) -> str:
         return source_dtype(self.array(name))
 
-    def read(self, name: str, rows: slice | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    def read(self, name: str, rows: slice | None = None, out: "torch.Tensor | None" = None) -> "torch.Tensor":
         """The tensor (or a row block of it) in its source dtype. ``out``: a contiguous CPU
         tensor of the stored dtype and as many elements, filled in place (no new buffer) and
         returned reshaped; otherwise ignored."""
@@ -355,7 +380,7 @@ class ModelStore:
         if out is not None and rows is not None and out.is_contiguous() and out.device.type == "cpu":
             span = range(*rows.indices(arr.shape[0]))
             shape = (len(span),) + tuple(arr.shape[1:])
-            view = out.numpy() if out.dtype != torch.bfloat16 else None
+            view = out.numpy() if str(out.dtype) != "torch.bfloat16" else None
             if view is not None and view.dtype == arr.dtype and view.size == math.prod(shape):
                 if name not in self._files:
                     lay = plain_layout(arr)
@@ -394,8 +419,8 @@ def write_store(path: str | os.PathLike, tensors, attrs: dict[str, Any], model: 
         bytes; array metadata holds no name): ~0.1 ms instead of ~1.5 ms of Zarr per array,
         most of the cost of a ViT-B's 200 small tensors."""
         name, tensor = item
-        lazy = not isinstance(tensor, torch.Tensor) and hasattr(tensor, "path")
-        key = (tuple(tensor.get_shape()), tensor.torch_dtype) if lazy else None
+        lazy = _is_reader(tensor) and hasattr(tensor, "path")
+        key = (tuple(tensor.get_shape()), tensor.get_dtype()) if lazy else None
         if key in made:
             check_tensor_name(name, model)
             meta, lay = made[key]
