@@ -49,6 +49,20 @@ def verdict_table(v: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def export_table() -> str | None:
+    """Bytes of the delta view's PEFT exports against the adapters they stand for."""
+    found = sorted((ROOT / "results").glob("*/export/delta/k*-sizes.csv"))
+    if not found:
+        return None
+    lines = ["| collection | k | own adapter rank | own adapter / original | with its share of shared/ |",
+             "|:--|--:|--:|--:|--:|"]
+    for f in found:
+        t = pd.read_csv(f)
+        lines.append(f"| {f.parts[-4]} | {int(t['k'].iloc[0])} | {int(t['rank'].max())} "
+                     f"| {(t['export_bytes'] / t['original_bytes']).mean():.2f} | {t['ratio_to_original'].mean():.2f} |")
+    return "\n".join(lines)
+
+
 def adapt_table(summary: pd.DataFrame) -> str:
     """Rows: method (k); columns: training-set sizes; cells: test accuracy ± seeds' std."""
     sizes = sorted(summary["n_train"].unique())
@@ -94,6 +108,9 @@ def main(summary="results/summary.csv", methods="results/methods.csv", readme="R
     if not stages_only:
         text = replace(text, "verdict", verdict_table(pd.read_csv(ROOT / summary)))
         text = replace(text, "summary", table(pd.read_csv(ROOT / methods)))
+        exports = export_table()
+        if exports and "<!-- exports:start -->" in text:
+            text = replace(text, "exports", exports)
     for stage, c in re.findall(r"<!-- (adapt|merge):([A-Za-z0-9_.-]+):start -->", text):
         found = sorted((ROOT / "results" / c / stage).glob("*/summary.csv"))
         if not found:

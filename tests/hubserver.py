@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 class Repo:
     files: dict[str, bytes]
     tags: list[str] = field(default_factory=list)
-    gated: bool = False
+    gated: bool | str = False  # True: 401 without a token; "denied": 403 with any token
 
     @property
     def sha(self) -> str:
@@ -88,6 +88,10 @@ class FakeHub:
         repo = self.repos.get(repo_id)
         if repo is None:
             self._error(h, 404, "RepoNotFound", f"Repository {repo_id} not found", head)
+            return None
+        if repo.gated == "denied":  # a token without access to the gated repo: the Hub answers 403
+            self._error(h, 403, "GatedRepo", f"Access to model {repo_id} is restricted and you are not in the "
+                        "authorized list", head)
             return None
         if repo.gated and "authorization" not in {k.lower() for k in h.headers.keys()}:
             self._error(h, 401, "GatedRepo", f"Access to model {repo_id} is restricted", head)

@@ -85,6 +85,7 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
 @pytest.mark.parametrize("case,reason", [
     ("missing", "org/missing: repository not found (404)"),
     ("gated", "org/gated: gated repository (401)"),
+    ("denied", "org/denied: gated repository (403)"),
     ("pickle", "only pickle checkpoints"),
     ("corrupt", "model.safetensors is corrupt"),
     ("truncated", "model.safetensors is truncated"),
@@ -94,6 +95,8 @@ def test_rejections_name_repo_and_problem(server, tmp_path, case, reason):
     good = server.repos["org/ft-0"].files["model.safetensors"]
     if case == "gated":
         server.repos["org/gated"] = Repo(mlp_files(0), gated=True)
+    if case == "denied":
+        server.repos["org/denied"] = Repo(mlp_files(0), gated="denied")
     if case == "pickle":
         server.repos["org/pickle"] = Repo({"pytorch_model.bin": b"\x80\x04never", "config.json": b"{}"})
     if case == "corrupt":

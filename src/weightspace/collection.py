@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,14 +44,32 @@ def _sha40(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def _u(key: str, split: dict) -> float:
+    digest = hashlib.sha256(f"{split.get('seed', 0)}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_of(key: str, split: dict) -> str:
     """'heldout' if the key is listed in ``split['heldout']`` or, without a list, if its hash
     u(key, seed) ∈ [0, 1) falls below ``split['heldout_fraction']``; else 'basis'."""
     if split.get("heldout"):
         return "heldout" if key in split["heldout"] else "basis"
-    digest = hashlib.sha256(f"{split.get('seed', 0)}:{key}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    return "heldout" if u < split.get("heldout_fraction", 0.0) else "basis"
+    return "heldout" if _u(key, split) < split.get("heldout_fraction", 0.0) else "basis"
+
+
+def splits(keys: list[str], split: dict) -> list[str]:
+    """``split_of`` for every key; with a held-out fraction that the hash gave no model (a small
+    collection), the key of smallest u is held out when at least three models remain as basis
+    plus one, so that every number still has its held-out counterpart; with fewer models a
+    warning says there is none."""
+    out = [split_of(k, split) for k in keys]
+    if not split.get("heldout") and split.get("heldout_fraction", 0.0) > 0 and "heldout" not in out:
+        if len(keys) >= 3:
+            out[min(range(len(keys)), key=lambda i: _u(keys[i], split))] = "heldout"
+        else:
+            print(f"weightspace: warning: {len(keys)} models are too few for a held-out model "
+                  "(at least 3 are needed); every number is on basis models only", file=sys.stderr)
+    return out
 
 
 def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> "pd.DataFrame":
@@ -77,8 +96,11 @@ def resolve_local(name: str, folder: str) -> "pd.DataFrame":
     rows = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(list(sub.glob("*.safetensors")) + list(sub.glob("*.json")))
+        pickles = [p for p in sub.iterdir() if p.suffix in layers.PICKLE_SUFFIXES]
         if not any(f.suffix == ".safetensors" for f in files):
-            continue
+            if not pickles:
+                continue  # not a model folder
+            files = sorted(pickles)  # listed, so that fetch rejects it by name (never unpickled)
         stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         cfg = layers.read_json(sub, "config.json") or layers.read_json(sub, "adapter_config.json") or {}
         task = (cfg.get("weightspace_task") or {}).get("label", "")
@@ -86,7 +108,7 @@ def resolve_local(name: str, folder: str) -> "pd.DataFrame":
                      "revision": _sha40(stamp), "format": layers.model_format(sub),
                      "task": task, "path": str(sub), "note": ""})
     if not rows:
-        raise ValueError(f"collection {name}: no model folders with safetensors in {folder}")
+        raise ValueError(f"collection {name}: no model folders (safetensors or pickle checkpoints) in {folder}")
     return pd.DataFrame(rows)
 
 
@@ -96,18 +118,21 @@ def read_table(path: str | os.PathLike) -> "pd.DataFrame":
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
 
-def update_lock(path: str | os.PathLike, resolved: "pd.DataFrame", split: dict) -> "pd.DataFrame":
+def update_lock(path: str | os.PathLike, resolved: "pd.DataFrame", split: dict, write: bool = True) -> "pd.DataFrame":
     """Merge freshly resolved rows into the lock at ``path`` and return the table.
 
     Existing rows keep their order and pinned revision; rows of new keys are appended; the
     split column follows the split config. The file is rewritten (atomically) only when its
-    content changes, so an unchanged rerun does not touch it.
+    content changes, so an unchanged rerun does not touch it; never with ``write`` False (a dry
+    run: the table is returned, nothing is written).
     """
     import pandas as pd
 
     dup = resolved["key"][resolved["key"].duplicated()].tolist()
     if dup:
-        raise ValueError(f"two models map to the same key: {dup}")
+        clash = resolved[resolved["key"] == dup[0]]["id"].tolist()
+        raise ValueError(f"models {clash} map to the same key {dup[0]!r} (file names are slugs of ids); "
+                         "rename one of them")
     path = Path(path)
     if path.exists():
         table = read_table(path)
@@ -115,14 +140,14 @@ def update_lock(path: str | os.PathLike, resolved: "pd.DataFrame", split: dict) 
         table = pd.concat([table, new], ignore_index=True)
     else:
         table = resolved.copy()
-    table["split"] = [split_of(k, split) for k in table["key"]]
+    table["split"] = splits(list(table["key"]), split)
     for col in COLUMNS:
         if col not in table:
             table[col] = ""
     table = table[COLUMNS].fillna("").astype(str)
     if table["split"].eq("basis").sum() < 2:
         raise ValueError(f"{path}: fewer than two basis models; check the split config")
-    if not path.exists() or not read_table(path).equals(table):
+    if write and (not path.exists() or not read_table(path).equals(table)):
         write_table(table, path)
     return table
 
@@ -136,6 +161,15 @@ def signature(manifest: dict) -> dict[str, tuple]:
     return {k: tuple(v[0]) for k, v in tensors.items()}
 
 
+def dtype_mismatches(reference: dict, manifest: dict) -> list[tuple[str, str, str]]:
+    """(tensor, its dtype, the reference's) where one is a float type and the other is not."""
+    from .layers import FLOAT_DTYPES
+
+    ref, own = reference.get("tensors") or {}, manifest.get("tensors") or {}
+    return [(n, own[n][1], ref[n][1]) for n in sorted(set(ref) & set(own))
+            if (ref[n][1] in FLOAT_DTYPES) != (own[n][1] in FLOAT_DTYPES)]
+
+
 def screen(manifests: dict[str, dict], reference: str | None = None) -> "pd.DataFrame":
     """Accept or reject every model: rejected at fetch, or of another architecture than the
     reference model (``reference`` key, else the most common architecture among the models).
@@ -147,11 +181,17 @@ def screen(manifests: dict[str, dict], reference: str | None = None) -> "pd.Data
     fetched = {k: m for k, m in manifests.items() if m.get("status") == "ok"}
     sigs = {k: signature(m) for k, m in fetched.items()}
     if reference is None and sigs:
+        from .layers import FLOAT_DTYPES
+
+        def kind(k):  # the architecture with each tensor's kind (float or not): what most models share
+            tensors = fetched[k].get("tensors") or {}
+            return json.dumps(sorted((n, list(shape), tensors.get(n, [None, "F32"])[1] in FLOAT_DTYPES)
+                                     for n, shape in sigs[k].items()))
         counts: dict[str, int] = {}
-        for k, sig in sigs.items():
-            counts[json.dumps(sorted(sig.items()))] = counts.get(json.dumps(sorted(sig.items())), 0) + 1
+        for k in sigs:
+            counts[kind(k)] = counts.get(kind(k), 0) + 1
         best = max(counts.values())
-        reference = next(k for k, sig in sigs.items() if counts[json.dumps(sorted(sig.items()))] == best)
+        reference = next(k for k in sigs if counts[kind(k)] == best)
     if reference is not None and reference not in sigs:
         raise ValueError(f"the reference model {reference} was not fetched: "
                          f"{manifests.get(reference, {}).get('reason', 'not in the collection')}")
@@ -169,6 +209,11 @@ def screen(manifests: dict[str, dict], reference: str | None = None) -> "pd.Data
             rows.append({"key": key, "status": "rejected", "reason": reason})
         elif not sig:
             rows.append({"key": key, "status": "rejected", "reason": f"{man.get('id', key)}: no weight tensors"})
+        elif kinds := dtype_mismatches(fetched[reference], man):
+            name, theirs, ours = kinds[0]
+            rows.append({"key": key, "status": "rejected", "reason": (
+                f"{man.get('id', key)}: tensor {name} is {theirs} where reference {reference} has {ours} "
+                "(integer or quantized weights are not analysed)")})
         else:
             rows.append({"key": key, "status": "accepted", "reason": ""})
     return pd.DataFrame(rows, columns=["key", "status", "reason"])

@@ -53,6 +53,10 @@ def describe_error(model_id: str, exc: Exception) -> str:
     from huggingface_hub import errors
 
     if isinstance(exc, errors.GatedRepoError):
+        code = getattr(getattr(exc, "response", None), "status_code", None)
+        if code == 403:
+            return (f"{model_id}: gated repository (403): the token has no access; accept the licence on the "
+                    "Hub with the account the token belongs to")
         return f"{model_id}: gated repository (401): accept its licence on the Hub and set HF_TOKEN"
     if isinstance(exc, errors.RevisionNotFoundError):
         return f"{model_id}: revision not found (404)"
@@ -61,6 +65,16 @@ def describe_error(model_id: str, exc: Exception) -> str:
     if isinstance(exc, errors.EntryNotFoundError):
         return f"{model_id}: a file listed by the Hub was not found (404)"
     return f"{model_id}: {type(exc).__name__}: {exc}"
+
+
+def check_repo_id(model_id: str, collection: str = "?") -> None:
+    """Refuse, before any request, a repo id huggingface_hub itself refuses (its validator)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model_id)
+    except HFValidationError as exc:
+        raise ValueError(f"collection {collection}: {model_id!r} is not a valid Hub repo id ({exc})") from None
 
 
 def resolve_repos(entries: list, endpoint: str | None = None) -> "pd.DataFrame":

@@ -90,7 +90,7 @@ class RowReader:
     reading (seek + readinto) into a fresh buffer instead of mapping the file: copying a tensor
     block by block then holds one block in memory, not the mapped pages of the whole file."""
 
-    _TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    _TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",  # = ITEMSIZE's
               "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
               "BOOL": "bool"}
 
@@ -309,9 +309,17 @@ def manifest(folder: str | os.PathLike, model: str = "?") -> dict:
         fmt = model_format(folder)
         tensors = {}
         for path in files:
-            tensors.update(_safetensors_header(path, model))
+            header = _safetensors_header(path, model, offsets=True)
+            bad = nonfinite_tensors(path, header)
+            if bad:
+                raise ModelFormatError(f"model {model}: {path.name}: tensor {bad[0]} holds NaN or Inf values"
+                                       + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""))
+            tensors.update({k: v[:2] for k, v in header.items()})
     except ModelFormatError as exc:
         return {"status": "rejected", "reason": str(exc), "folder": str(folder)}
+    except Exception as exc:  # any other failure to describe one model rejects that model only
+        return {"status": "rejected", "folder": str(folder),
+                "reason": f"model {model}: cannot be described ({type(exc).__name__}: {exc})"}
     described = []
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         h = hashlib.sha256()
@@ -324,31 +332,97 @@ def manifest(folder: str | os.PathLike, model: str = "?") -> dict:
             "adapter_config": read_json(folder, "adapter_config.json")}
 
 
+ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+            "BOOL": 1}  # the safetensors dtypes weightspace reads (float8 kinds are refused, named)
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+
+
 def _safetensors_header(path: Path, model: str, offsets: bool = False) -> dict[str, list]:
-    """{name: [shape, dtype]} from a safetensors header, checking the file is complete;
-    with ``offsets``, {name: [shape, dtype, first byte, end byte]} in the file."""
+    """{name: [shape, dtype]} from a safetensors header, checking its structure against the
+    file; with ``offsets``, {name: [shape, dtype, first byte, end byte]} in the file.
+
+    Refused, naming the model, the file and the tensor: a header that is not a JSON object of
+    {name: {dtype, shape, data_offsets}}; a dtype weightspace does not read (e.g. float8); a
+    tensor name that could be a path; data offsets that do not span shape × itemsize bytes,
+    that overlap another tensor's or that run past the end of the file.
+    """
     import struct
 
+    from .store import check_tensor_name
+
     size = path.stat().st_size
+    where = f"model {model}: {path.name}"
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ModelFormatError(f"model {model}: {path.name} is truncated (no header)")
+            raise ModelFormatError(f"{where} is truncated (no header)")
         (n,) = struct.unpack("<Q", head)
         if n > size - 8 or n > 100_000_000:
-            raise ModelFormatError(f"model {model}: {path.name} is corrupt (header length {n})")
+            raise ModelFormatError(f"{where} is corrupt (header length {n})")
         try:
             header = json.loads(f.read(n))
         except ValueError as exc:
-            raise ModelFormatError(f"model {model}: {path.name} is corrupt (header: {exc})") from exc
+            raise ModelFormatError(f"{where} is corrupt (header: {exc})") from exc
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"{where}: the header is not a JSON object of tensors")
     end = 8 + n
-    out = {}
+    out, spans = {}, []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        begin, stop = info["data_offsets"]
-        out[name] = [info["shape"], info["dtype"]] + ([8 + n + begin, 8 + n + stop] if offsets else [])
+        if (not isinstance(info, dict) or not isinstance(info.get("dtype"), str)
+                or not isinstance(info.get("shape"), list) or not isinstance(info.get("data_offsets"), list)
+                or len(info["data_offsets"]) != 2
+                or not all(isinstance(v, int) and v >= 0 for v in info["shape"] + info["data_offsets"])):
+            raise ModelFormatError(f"{where}: tensor {name!r} has no valid dtype, shape and data_offsets")
+        try:
+            check_tensor_name(name, model)
+        except ValueError as exc:
+            raise ModelFormatError(f"{where}: {exc}") from exc
+        dtype, shape, (begin, stop) = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in ITEMSIZE:
+            raise ModelFormatError(f"{where}: tensor {name} has unsupported dtype {dtype} "
+                                   f"(weightspace reads {', '.join(ITEMSIZE)})")
+        want = math.prod(shape) * ITEMSIZE[dtype]
+        if stop - begin != want:
+            raise ModelFormatError(f"{where}: tensor {name} spans bytes {begin}..{stop} ({stop - begin}) "
+                                   f"but its shape {shape} of {dtype} needs {want}")
+        spans.append((begin, stop, name))
+        out[name] = [shape, dtype] + ([8 + n + begin, 8 + n + stop] if offsets else [])
         end = max(end, 8 + n + stop)
+    spans.sort()
+    for (b0, s0, n0), (b1, s1, n1) in zip(spans, spans[1:]):
+        if b1 < s0:
+            raise ModelFormatError(f"{where}: the data of tensors {n0} and {n1} overlap")
     if end > size:
-        raise ModelFormatError(f"model {model}: {path.name} is truncated ({size} of {end} bytes)")
+        raise ModelFormatError(f"{where} is truncated ({size} of {end} bytes)")
     return out
+
+
+def nonfinite_tensors(path: Path, header: dict[str, list], block_bytes: int = 1 << 24) -> list[str]:
+    """Names of the float tensors of a safetensors file holding NaN or ±Inf, read in blocks
+    (``header`` with offsets; bf16 and f16 checked on their bits: exponent all ones)."""
+    import numpy as np
+
+    bad = []
+    with open(path, "rb") as f:
+        for name, (shape, dtype, begin, stop) in header.items():
+            if dtype not in FLOAT_DTYPES:
+                continue
+            item = ITEMSIZE[dtype]
+            step = max(item, block_bytes // item * item)
+            f.seek(begin)
+            for at in range(begin, stop, step):
+                buf = f.read(min(step, stop - at))
+                if dtype == "BF16":
+                    x = np.frombuffer(buf, dtype="<u2")
+                    found = bool(((x & 0x7F80) == 0x7F80).any())
+                elif dtype == "F16":
+                    x = np.frombuffer(buf, dtype="<u2")
+                    found = bool(((x & 0x7C00) == 0x7C00).any())
+                else:
+                    found = not bool(np.isfinite(np.frombuffer(buf, dtype="<f8" if dtype == "F64" else "<f4")).all())
+                if found:
+                    bad.append(name)
+                    break
+    return bad

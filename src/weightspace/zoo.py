@@ -323,6 +323,16 @@ def train_finetunes(spec: dict, data: Digits, tasks: list[dict]) -> tuple[dict, 
 
 
 # ----------------------------------------------------------------------------- folders
+def is_zoo_model(folder: str | os.PathLike) -> bool:
+    """Whether a model folder is one of the zoo's (a weightspace MLP, or an adapter with a zoo
+    task): what the zoo evaluator can score."""
+    from .layers import read_json
+
+    cfg = read_json(folder, "config.json") or {}
+    adapter = read_json(folder, "adapter_config.json") or {}
+    return cfg.get("model_type") == "weightspace-mlp" or "weightspace_task" in adapter
+
+
 def mlp_config(spec: dict, task: dict) -> dict:
     return {"model_type": "weightspace-mlp", "architectures": ["WeightspaceMLP"],
             "layer_sizes": [64, *spec["hidden"], 10], "activation": "relu",

@@ -9,6 +9,7 @@ rule adapt:
         stores=lambda w: stores(w.c, "basis"),
         screen="results/{c}/screen.tsv",
         zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
+        evaluation_files=lambda w: evaluation_files(w.c),
     output:
         results="results/{c}/adapt/{view}/results.parquet",
         sweep="results/{c}/adapt/{view}/lr_sweep.parquet",

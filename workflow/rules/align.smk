@@ -9,6 +9,7 @@ rule align_features:
         subspace=lambda w: subspace_groups(w.c, w.view),
         coefficients="results/{c}/project/{view}/coefficients.zarr",
         zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
+        evaluation_files=lambda w: evaluation_files(w.c, probe=True),
     output:
         directory("results/{c}/align/{view}/features.zarr"),
     params:
@@ -37,7 +38,7 @@ rule align:
     input:
         features="results/{c}/align/{view}/features.zarr",
         subspace=lambda w: subspace_groups(w.c, w.view),
-        table="results/{c}/collection.tsv",
+        table=lambda w: lock_file(w.c),
     output:
         table="results/{c}/align/{view}/alignment.parquet",
         matrices=directory("results/{c}/align/{view}/matrices"),

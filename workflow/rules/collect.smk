@@ -7,7 +7,7 @@
 
 rule collection_listing:
     input:
-        "results/{c}/collection.tsv",
+        lambda w: lock_file(w.c),
     output:
         report(
             "results/{c}/collection.csv",

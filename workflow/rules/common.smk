@@ -1,11 +1,12 @@
 # Input functions and the collection tables, read at parse time like a sample sheet.
 import hashlib
+import os
+import re
+import sys
 from pathlib import Path
 
 import weightspace
 from weightspace import zoo as _zoo
-import os
-
 from weightspace.collection import read_table, resolve_local, resolve_zoo, update_lock
 
 
@@ -50,7 +51,15 @@ def _resolve(c):
     if spec["source"] == "local":
         if "path" not in spec:
             raise ValueError(f"collection {c}: source 'local' needs 'path:'")
-        return resolve_local(c, spec["path"])
+        table = resolve_local(c, spec["path"])
+        if spec["evaluator"] == "zoo":
+            others = [r.id for r in table.itertuples() if not _zoo.is_zoo_model(r.path)]
+            if others:
+                raise ValueError(
+                    f"collection {c}: the zoo evaluator scores the built-in zoo's MLPs only, and "
+                    f"{others[:3]} are not such models: set evaluator (none, text-classification, "
+                    "image-classification, causal-lm)")
+        return table
     if spec["source"] == "hub":
         return _resolve_hub(c, spec)
     raise ValueError(f"collection {c}: unknown source {spec['source']!r}")
@@ -64,6 +73,8 @@ def _resolve_hub(c, spec):
 
     if not spec.get("repos") and not spec.get("query"):
         raise ValueError(f"collection {c}: source 'hub' needs 'repos:' or 'query:'")
+    for e in spec.get("repos", []):
+        hub.check_repo_id(e if isinstance(e, str) else e["id"], c)
     lock = f"results/{c}/collection.tsv"
     known = set(read_table(lock)["id"]) if os.path.exists(lock) else set()
     frames = []
@@ -76,9 +87,29 @@ def _resolve_hub(c, spec):
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["key"])
 
 
+def _may_write_at_parse_time():
+    """Nothing is written while the workflow is only looked at (a dry run, lint, a rule list:
+    Snakemake's ``workflow.dryrun`` is not known yet when this file is read, so the command
+    line decides), nor while another run holds the working directory (its lock)."""
+    looking = ("--dry-run", "--dryrun", "--lint", "--list-rules", "--list", "--summary", "--detailed-summary",
+               "--dag", "--rulegraph", "--filegraph", "--d3dag", "--list-changes", "--lc", "--report", "--unlock")
+    args = sys.argv[1:]
+    if any(a in looking or a.split("=")[0] in looking or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", a) for a in args):
+        return False
+    return not any(Path(".snakemake/locks").glob("*"))
+
+
+def lock_file(c):
+    """The lock as a rule input: written when this file is read (so always there in a real run);
+    absent only in a dry run of a new collection, which writes nothing and plans without it."""
+    path = f"results/{c}/collection.tsv"
+    return [path] if os.path.exists(path) else []
+
+
 # The lock: results/{c}/collection.tsv (rows appended, never reordered; see collect.smk).
 TABLES = {
-    c: update_lock(f"results/{c}/collection.tsv", _resolve(c), config["collections"][c]["split"])
+    c: update_lock(f"results/{c}/collection.tsv", _resolve(c), config["collections"][c]["split"],
+                   write=_may_write_at_parse_time())
     for c in config["collections"]
 }
 
@@ -179,6 +210,21 @@ def evaluation(c):
         out.setdefault("data", f"results/{c}/zoo/eval.parquet")
         out.setdefault("validation", f"results/{c}/zoo/val.parquet")
     return out
+
+
+def evaluation_files(c, probe=False):
+    """The user's files the evaluator reads (evaluation data, validation data, base, tokenizer,
+    processor folders; with ``probe``, the align probe file): rule inputs, so that a missing one
+    fails at ``-n`` and editing one reruns what depends on it. A datasets split (a dict) is not
+    a file; the text zoo's own files live inside its zoo folder, an input already."""
+    spec = config["collections"][c]["evaluation"]
+    values = [spec.get(key) for key in ("data", "validation", "base", "tokenizer", "processor")]
+    if probe:
+        values.append(config["align"].get("probe"))
+    data = spec.get("data")
+    if isinstance(data, dict) and isinstance(data.get("data_files"), (str, list)):
+        values += [data["data_files"]] if isinstance(data["data_files"], str) else data["data_files"]
+    return sorted({v for v in values if isinstance(v, str) and v})
 
 
 def stage_view(c, stage):

@@ -9,6 +9,7 @@ rule evaluate:
         subspace=lambda w: subspace_groups(w.c, w.view),
         coefficients="results/{c}/project/{view}/coefficients.zarr",
         zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
+        evaluation_files=lambda w: evaluation_files(w.c),
     output:
         metrics="results/{c}/evaluate/{view}/metrics.parquet",
         compression="results/{c}/evaluate/{view}/compression.csv",

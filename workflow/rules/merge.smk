@@ -9,6 +9,7 @@ rule merge:
         stores=lambda w: stores(w.c),
         screen="results/{c}/screen.tsv",
         zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
+        evaluation_files=lambda w: evaluation_files(w.c),
     output:
         scores="results/{c}/merge/{view}/scores.parquet",
         diagnostics="results/{c}/merge/{view}/diagnostics.csv",

@@ -1,0 +1,208 @@
+"""A battery of bad inputs: every one is rejected when the model is described (named, with the
+problem), never found later by a crash; one bad model never blocks its collection, and the
+other models' results equal those of a run without it."""
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from weightspace import layers
+from weightspace.collection import resolve_local, screen
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = {"fc1.weight": (6, 5), "fc2.weight": (3, 6)}
+
+
+def good_tensors(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.randn(*s, generator=g) for n, s in SHAPES.items()}
+
+
+def write_good(folder: Path, seed: int):
+    folder.mkdir(parents=True)
+    save_file(good_tensors(seed), str(folder / "model.safetensors"))
+
+
+def write_raw(folder: Path, header, data: bytes):
+    """A safetensors file from a hand-made header (any JSON) and data bytes."""
+    folder.mkdir(parents=True)
+    head = json.dumps(header).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + data)
+
+
+def f32_header(**override):
+    """The header of the good tensors (F32), with entries overridden."""
+    h, at = {}, 0
+    for n, s in SHAPES.items():
+        size = 4 * int(np.prod(s))
+        h[n] = {"dtype": "F32", "shape": list(s), "data_offsets": [at, at + size]}
+        at += size
+    h.update(override)
+    return h, at
+
+
+def bad_models(root: Path) -> dict[str, str]:
+    """Write one folder per bad case under ``root``; returns {folder name: expected reason part}."""
+    expect = {}
+    h, size = f32_header()
+    data = np.ones(size // 4, dtype="<f4").tobytes()
+    write_raw(root / "bad-header-list", [1, 2, 3], b"")
+    expect["bad-header-list"] = "not a JSON object"
+    write_raw(root / "bad-entry", f32_header(**{"fc1.weight": {"dtype": "F32", "shape": [6, 5]}})[0], data)
+    expect["bad-entry"] = "no valid dtype, shape and data_offsets"
+    hh = f32_header()[0]
+    hh["fc1.weight"]["data_offsets"] = [0, 100]
+    write_raw(root / "bad-offsets", hh, data)
+    expect["bad-offsets"] = "needs 120"
+    hh = f32_header()[0]
+    hh["fc2.weight"]["data_offsets"] = [60, 60 + 72]
+    write_raw(root / "bad-overlap", hh, data)
+    expect["bad-overlap"] = "overlap"
+    write_raw(root / "bad-truncated", h, data[:-8])
+    expect["bad-truncated"] = "truncated"
+    hh = f32_header()[0]
+    hh["fc1.weight"] = {"dtype": "F8_E4M3", "shape": [6, 5], "data_offsets": [0, 30]}
+    hh["fc2.weight"]["data_offsets"] = [30, 30 + 72]
+    write_raw(root / "bad-float8", hh, data[: 30 + 72])
+    expect["bad-float8"] = "unsupported dtype F8_E4M3"
+    hh = f32_header()[0]
+    hh["../escape"] = hh.pop("fc2.weight")
+    write_raw(root / "bad-name", hh, data)
+    expect["bad-name"] = "is not a safe name"
+    t = good_tensors(99)
+    t["fc2.weight"][1, 2] = float("nan")
+    (root / "bad-nan").mkdir()
+    save_file(t, str(root / "bad-nan" / "model.safetensors"))
+    expect["bad-nan"] = "tensor fc2.weight holds NaN or Inf"
+    t = {n: v.to(torch.bfloat16) for n, v in good_tensors(98).items()}
+    t["fc1.weight"][0, 0] = float("inf")
+    (root / "bad-inf-bf16").mkdir()
+    save_file(t, str(root / "bad-inf-bf16" / "model.safetensors"))
+    expect["bad-inf-bf16"] = "tensor fc1.weight holds NaN or Inf"
+    (root / "bad-pickle-only").mkdir()
+    (root / "bad-pickle-only" / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    expect["bad-pickle-only"] = "only pickle checkpoints"
+    (root / "bad-index").mkdir()
+    save_file(good_tensors(97), str(root / "bad-index" / "model-00001.safetensors"))
+    (root / "bad-index" / "model.safetensors.index.json").write_text("{not json")
+    expect["bad-index"] = "cannot be described (JSONDecodeError"
+    t = good_tensors(96)
+    t["fc1.weight"] = (t["fc1.weight"] * 10).to(torch.int8)
+    (root / "bad-int8").mkdir()
+    save_file(t, str(root / "bad-int8" / "model.safetensors"))
+    expect["bad-int8"] = "tensor fc1.weight is I8 where reference"
+    return expect
+
+
+def test_every_bad_input_is_rejected_by_name_with_its_problem(tmp_path):
+    expect = bad_models(tmp_path / "models")
+    for i in range(4):
+        write_good(tmp_path / "models" / f"good-{i}", i)
+    rows = resolve_local("c", str(tmp_path / "models"))
+    assert set(expect) | {f"good-{i}" for i in range(4)} == set(rows["id"])  # pickle-only listed too
+    manifests = {r.key: {"key": r.key, "id": r.id, **layers.manifest(r.path, r.id)} for r in rows.itertuples()}
+    result = screen(manifests).set_index("key")
+    for name, part in expect.items():
+        row = result.loc[name]
+        assert row.status == "rejected", (name, row.reason)
+        assert name in row.reason and part in row.reason, (name, row.reason)
+    assert (result.loc[[f"good-{i}" for i in range(4)], "status"] == "accepted").all()
+
+
+def smk(workdir, *args):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.e2e
+def test_bad_models_never_block_the_collection_nor_change_the_others(tmp_path):
+    """A local collection of six good models and every bad case runs through; the bad ones are
+    listed in rejected.tsv with their reasons; every good model's results equal those of a run
+    of the good models alone."""
+    expect = {}
+    for name, models in (("mixed", True), ("clean", False)):
+        root = tmp_path / name
+        for i in range(6):
+            write_good(root / "models" / f"good-{i}", i)
+        if models:
+            expect = bad_models(root / "models")
+        config = {"collections": {"c": {"source": "local", "path": str(root / "models"), "evaluator": "none",
+                                        "split": {"heldout": ["good-5"]}}},
+                  "subspace": {"max_k": 4, "layer_groups": 1, "null_draws": 19}, "project": {"ks": [1, 2]},
+                  "export": {"ks": []}, "align": {"enabled": False}}
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+        smk(root)
+    rejected = pd.read_csv(tmp_path / "mixed" / "results" / "c" / "rejected.tsv", sep="\t").set_index("key")
+    assert set(rejected.index) == set(expect)
+    for name, part in expect.items():
+        assert part in rejected.loc[name, "reason"]
+    got, want = (pd.read_parquet(tmp_path / n / "results" / "c" / "evaluate" / "full" / "metrics.parquet")
+                 .sort_values(["model", "method", "k"]).reset_index(drop=True) for n in ("mixed", "clean"))
+    pd.testing.assert_frame_equal(got, want)
+
+
+def dry_run_fails(tmp_path, collection: dict, *needles):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"collections": {"c": collection}}))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and all(n in out for n in needles), out[-2000:]
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.zarr"))
+
+
+def test_settings_that_cannot_work_are_refused_when_the_config_is_read(tmp_path):
+    for i in range(3):
+        write_good(tmp_path / "models" / f"good-{i}", i)
+    # the zoo evaluator scores zoo MLPs only
+    dry_run_fails(tmp_path, {"source": "local", "path": str(tmp_path / "models")},
+                  "the zoo evaluator scores the built-in zoo's MLPs only", "good-0")
+    # a repo id huggingface_hub refuses, before any request
+    dry_run_fails(tmp_path, {"source": "hub", "repos": ["org/ok", "org/bad--name"], "evaluator": "none"},
+                  "'org/bad--name' is not a valid Hub repo id")
+    # two folders whose keys collide: both named
+    write_good(tmp_path / "clash" / "org m", 0)
+    write_good(tmp_path / "clash" / "org_m", 1)
+    from weightspace.collection import slugify
+
+    assert slugify("org m") == slugify("org_m")
+    dry_run_fails(tmp_path, {"source": "local", "path": str(tmp_path / "clash"), "evaluator": "none"},
+                  "org m", "org_m", "map to the same key")
+
+
+def test_a_dry_run_writes_nothing(tmp_path):
+    """-n on a fresh config: the DAG is planned from the lock held in memory; no file appears."""
+    for i in range(3):
+        write_good(tmp_path / "models" / f"good-{i}", i)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"collections": {"c": {"source": "local", "path": str(tmp_path / "models"), "evaluator": "none"}}}))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for flag in ("-n", "--lint"):
+        subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                        str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", flag],
+                       capture_output=True, text=True)
+        after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if ".snakemake" not in p.parts)
+        assert after == before, set(after) - set(before)
+
+
+def test_a_small_collection_still_gets_a_held_out_model(capsys):
+    from weightspace.collection import split_of, splits
+
+    keys = [f"m{i}" for i in range(4)]
+    split = {"heldout_fraction": 0.05}
+    assert [split_of(k, split) for k in keys] == ["basis"] * 4  # the hash alone holds none out
+    got = splits(keys, split)
+    assert got.count("heldout") == 1 and got == splits(keys, split)  # the same one every time
+    assert splits(keys[:2], split) == ["basis", "basis"] and "too few for a held-out model" in capsys.readouterr().err
