@@ -217,16 +217,23 @@ def u_center(K: torch.Tensor) -> torch.Tensor:
 
 def _block(metric: str, sides: list) -> tuple:
     """What ``_scores`` needs of a block of sides, stacked: one row per side for the Gram
-    metrics (mutual_knn: scaled neighbour indicators; cka, cka_rbf: unit centred kernels;
+    metrics (mutual_knn: sparse neighbour indicators and n·k; cka, cka_rbf: unit centred kernels;
     unbiased_cka: U-centred unit kernels), the masked kernels for CKNNA, neighbour indicators
     for cycle_knn, principal bases for SVCCA."""
     n = sides[0].shape[0] if torch.is_tensor(sides[0]) else sides[0][0].shape[0]
-    if metric in ("mutual_knn", "cycle_knn"):
+    if metric == "mutual_knn":  # sparse: n·k ones per side, at i·n + j for j among i's neighbours
+        from scipy.sparse import csr_matrix
+
         k = sides[0].shape[1]
+        cols = torch.stack([(torch.arange(n)[:, None] * n + idx).flatten() for idx in sides]).numpy()
+        rows = torch.arange(len(sides)).repeat_interleave(n * k).numpy()
+        return csr_matrix((torch.ones(rows.size, dtype=torch.float64).numpy(), (rows, cols.ravel())),
+                          shape=(len(sides), n * n)), n * k
+    if metric == "cycle_knn":
         ind = torch.zeros(len(sides), n, n, dtype=torch.float64)
         for r, idx in enumerate(sides):
             ind[r].scatter_(1, idx, 1.0)
-        return (ind.flatten(1) / (n * k) ** 0.5,) if metric == "mutual_knn" else (ind,)
+        return (ind,)
     if metric == "unbiased_cka":
         return (torch.stack([u_center(A).flatten() for A in sides]) / (n * (n - 3)) ** 0.5,)
     if metric in ("cka", "cka_rbf"):
@@ -251,7 +258,9 @@ def _scores(metric: str, a: tuple, b: tuple) -> torch.Tensor:
     S = K ⊙ M ⊙ Mᵀ; 1ᵀ(M⊙K_a)1 = ⟨M_a⊙K_a, M_b⟩; and 1ᵀ(M⊙K_a)(M⊙K_b)1 = Σ_j c_j r_j with
     c_j = Σ_i (M_a⊙K_a)_ij (M_b)_ij, r_j = Σ_l (M_a)_jl (M_b⊙K_b)_jl (batched products per j).
     SVCCA: batched singular values of Q_aᵀ Q_b."""
-    if metric in ("mutual_knn", "cka", "cka_rbf", "unbiased_cka"):
+    if metric == "mutual_knn":  # Σ_i |N_a(i) ∩ N_b(i)| / (n k): a sparse product of 0/1 rows
+        return torch.from_numpy((a[0] @ b[0].T).toarray()) / a[1]
+    if metric in ("cka", "cka_rbf", "unbiased_cka"):
         return a[0] @ b[0].T
     if metric == "cycle_knn":
         # T[i, a, b] = Σ_j I_a[j, i] I_b[i, j]

@@ -27,7 +27,7 @@ rule adapt:
         evaluator=lambda w: config["collections"][w.c]["evaluator"],
         taken=lambda w: sorted(set(table(w.c)["task"])),
         data_seed=config["data_seed"],
-        code=code_version("adapt", "core/coefficients", "zoo", "textzoo", "hosvd", "io"),
+        code=script_code("adapt.py"),
     threads: lambda w: 2 if text_zoo(w.c) else 1
     resources:
         mem_mb=2000,
@@ -53,7 +53,7 @@ rule adapt_figure:
         ),
     params:
         title=lambda w: f"{w.c} [{w.view}]",
-        code=code_version("figures"),
+        code=script_code("adapt_figure.py"),
     threads: 1
     resources:
         mem_mb=1000,

@@ -21,7 +21,7 @@ rule align_features:
         base=lambda w: base_folder(w.c),
         evaluation=lambda w: evaluation(w.c),
         data_seed=config["data_seed"],
-        code=code_version("representations", "evaluate", "hf_evaluate", "project", "layers", "zoo"),
+        code=script_code("align_features.py"),
     threads: config["align"]["threads"]
     resources:
         mem_mb=4000,
@@ -67,7 +67,7 @@ rule align:
         settings=config["align"],
         k=align_k(),
         title=lambda w: f"{w.c} [{w.view}]",
-        code=code_version("align", "representations", "figures"),
+        code=script_code("align.py"),
     threads: config["align"]["threads"]
     resources:
         mem_mb=2000,

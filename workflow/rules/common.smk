@@ -1,11 +1,9 @@
 # Input functions and the collection tables, read at parse time like a sample sheet.
-import hashlib
 import os
 import re
 import sys
 from pathlib import Path
 
-import weightspace
 from weightspace import zoo as _zoo
 from weightspace.collection import read_table, resolve_local, resolve_zoo, update_lock
 
@@ -21,15 +19,15 @@ wildcard_constraints:
 ENV = "../../envs/weightspace.yaml"
 
 
-def code_version(*modules):
-    """Hash of the library modules a step runs. Given as a param, a change to that code reruns
-    the step: Snakemake tracks the scripts itself, not the library they call. Compute steps
-    carry it; fetch and extract do not (a code edit must not re-download a collection: their
-    output format is versioned by weightspace.store.FORMAT instead)."""
-    h = hashlib.sha1()
-    for m in modules:
-        h.update((Path(weightspace.__file__).parent / f"{m}.py").read_bytes())
-    return h.hexdigest()[:16]
+def script_code(script):
+    """The code version of a step (weightspace.codehash): the hash of every library module its
+    script imports, directly or through other modules. Given as a param, an edit to any of them
+    reruns the step: Snakemake tracks the scripts itself, not the library they call. Compute
+    steps carry it; fetch and extract do not (a code edit must not re-download a collection:
+    their output format is versioned by weightspace.store.FORMAT instead)."""
+    from weightspace.codehash import script_version
+
+    return script_version(Path(workflow.basedir) / "workflow" / "scripts" / script)
 
 
 def zoo_spec(c):

@@ -21,7 +21,7 @@ rule evaluate:
         evaluation=lambda w: evaluation(w.c),
         data_seed=config["data_seed"],
         seed=config["evaluate"]["seed"],
-        code=code_version("evaluate", "hf_evaluate", "project", "hosvd", "layers", "zoo", "store"),
+        code=script_code("evaluate.py"),
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=2000,

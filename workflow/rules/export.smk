@@ -20,7 +20,7 @@ rule export:
         ),
     params:
         base=lambda w: base_folder(w.c),
-        code=code_version("export", "project", "layers", "store"),
+        code=script_code("export.py"),
     threads: 1
     resources:
         mem_mb=2000,

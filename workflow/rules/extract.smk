@@ -33,7 +33,7 @@ rule screen:
     params:
         reference=lambda w: config["collections"][w.c].get("reference"),
         strict=lambda w: config["collections"][w.c]["strict"],
-        code=code_version("collection"),
+        code=script_code("screen.py"),
     threads: 1
     resources:
         mem_mb=1000,

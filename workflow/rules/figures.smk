@@ -15,7 +15,7 @@ rule spectra_figure:
     params:
         title=lambda w: f"{w.c} [{w.view}]",
         max_k=config["subspace"]["max_k"],
-        code=code_version("figures"),
+        code=script_code("spectra_figure.py"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -50,7 +50,7 @@ rule figures:
     params:
         title=lambda w: f"{w.c} [{w.view}]",
         max_k=config["subspace"]["max_k"],
-        code=code_version("figures"),
+        code=script_code("figures.py"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -120,7 +120,7 @@ rule overview:
         margin=config["report"]["margin"],
         share=config["report"]["shared_share"],
         max_k=config["subspace"]["max_k"],
-        code=code_version("figures"),
+        code=script_code("overview.py"),
     threads: 1
     resources:
         mem_mb=1000,

@@ -27,7 +27,7 @@ rule merge:
         base=lambda w: base_folder(w.c),
         evaluation=lambda w: evaluation(w.c),
         data_seed=config["data_seed"],
-        code=code_version("merge", "core/merging", "evaluate", "hf_evaluate", "layers", "zoo", "store"),
+        code=script_code("merge.py"),
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=4000,
@@ -54,7 +54,7 @@ rule merge_figure:
         ),
     params:
         title=lambda w: f"{w.c} [{w.view}]",
-        code=code_version("figures", "merge"),
+        code=script_code("merge_figure.py"),
     threads: 1
     resources:
         mem_mb=1000,

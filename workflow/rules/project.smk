@@ -13,7 +13,7 @@ rule project:
     params:
         ks=config["project"]["ks"],
         splits=lambda w: splits(w.c),
-        code=code_version("project", "hosvd", "layers", "store", "io"),
+        code=script_code("project.py"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -27,7 +27,7 @@ rule subspace:
             if config["subspace"]["cache"]
             else None
         ),
-        code=code_version("subspace", "hosvd", "layers", "store", "io", "core/sharing"),
+        code=script_code("subspace.py"),
     threads: config["subspace"]["threads"]
     resources:
         mem_mb=subspace_mem_mb,
@@ -52,7 +52,7 @@ rule spectra:
     params:
         fdr=config["report"]["fdr"],
         margin=config["report"]["margin"],
-        code=code_version("subspace", "hosvd", "core/sharing"),
+        code=script_code("spectra.py"),
     threads: 1
     resources:
         mem_mb=1000,

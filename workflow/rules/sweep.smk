@@ -19,7 +19,7 @@ rule sweep:
         test_k=config["subspace"]["test_k"],
         fdr=config["report"]["fdr"],
         margin=config["report"]["margin"],
-        code=code_version("sweep", "subspace", "hosvd", "project", "layers", "store", "core/sharing"),
+        code=script_code("sweep.py"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -45,7 +45,7 @@ rule sweep_figure:
         ),
     params:
         title=lambda w: f"{w.c} [{w.view}]",
-        code=code_version("figures"),
+        code=script_code("sweep_figure.py"),
     threads: 1
     resources:
         mem_mb=1000,

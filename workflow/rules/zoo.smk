@@ -8,7 +8,7 @@ rule zoo:
     params:
         spec=lambda w: zoo_spec(w.c),
         data_seed=config["data_seed"],
-        code=lambda w: code_version("zoo", "io", *(["textzoo"] if text_zoo(w.c) else [])),
+        code=script_code("zoo.py"),
     threads: lambda w: 2 if text_zoo(w.c) else 1
     resources:
         mem_mb=lambda w: 4000 if text_zoo(w.c) else 2000,

@@ -1,0 +1,99 @@
+"""Code versions of workflow steps, derived from what their modules import (never listed by hand).
+
+A rule's code version is the hash of its stage module and of every ``weightspace`` module that
+module imports, directly or through others, at module level or inside a function (a lazy
+import is code the step may run). Given to the rule as a param, an edit to any of them reruns
+the step and nothing else: Snakemake tracks the scripts itself, not the library they call.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def _module_file(name: str, root: Path = PACKAGE) -> Path | None:
+    """``a.b`` (relative to the package) as its file: a/b.py or a/b/__init__.py."""
+    base = root.joinpath(*name.split(".")) if name else root
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path, root: Path) -> set[str]:
+    """The package modules one file imports (names relative to the package, dotted)."""
+    rel = path.relative_to(root).with_suffix("")
+    parts = list(rel.parts)
+    package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+    if parts[-1] == "__init__":
+        package = parts[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # from . import x / from .x import y / from ..core import z
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                mod = base + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == root.name:
+                mod = node.module.split(".")[1:]
+            else:
+                continue
+            found.add(".".join(mod))
+            for alias in node.names:  # from . import hosvd: hosvd may be a module
+                found.add(".".join(mod + [alias.name]))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == root.name:
+                    found.add(".".join(alias.name.split(".")[1:]))
+    # package __init__ files hold docstrings only: not counted (editing a docstring list of
+    # modules must not rerun every step)
+    return {m for m in found if (f := _module_file(m, root)) is not None and f.name != "__init__.py"}
+
+
+@lru_cache(maxsize=None)
+def closure(*modules: str, root: Path = PACKAGE) -> tuple[str, ...]:
+    """Every package module reached from ``modules`` by imports (themselves included), sorted.
+    Module names are relative to the package, dotted or with slashes (``core/sharing``)."""
+    todo = [m.replace("/", ".") for m in modules]
+    seen: set[str] = set()
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        path = _module_file(m, root)
+        if path is None:
+            raise ValueError(f"no module {m!r} in {root}")
+        seen.add(m)
+        todo.extend(_imports(path, root) - seen)
+    return tuple(sorted(seen))
+
+
+def code_version(*modules: str, root: Path = PACKAGE) -> str:
+    """16 hex digits of the hash of the files of ``closure(*modules)`` (names and contents)."""
+    h = hashlib.sha1()
+    for m in closure(*modules, root=root):
+        h.update(m.encode() + b"\0" + _module_file(m, root).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def script_modules(script: str | Path, root: Path = PACKAGE) -> tuple[str, ...]:
+    """The package modules a workflow script imports (``from weightspace.x import …``,
+    ``from weightspace import x``, ``import weightspace.x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(Path(script).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == root.name:
+            mod = node.module.split(".")[1:]
+            found.add(".".join(mod))
+            found.update(".".join(mod + [a.name]) for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(".".join(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == root.name)
+    return tuple(sorted(m for m in found if (f := _module_file(m, root)) is not None and f.name != "__init__.py"))
+
+
+def script_version(script: str | Path, root: Path = PACKAGE) -> str:
+    """The code version of a workflow script's step: ``code_version`` of what it imports."""
+    return code_version(*script_modules(script, root), root=root)

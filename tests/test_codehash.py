@@ -1,0 +1,43 @@
+"""Code versions derived from imports: an edit to a module a step imports, even indirectly,
+changes that step's hash and no other; no step misses a module it imports."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from weightspace import codehash
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "workflow" / "scripts").glob("*.py"))
+
+
+def test_an_indirect_import_changes_only_the_steps_that_reach_it(tmp_path):
+    pkg = tmp_path / "weightspace"
+    shutil.copytree(codehash.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    steps = {s.name: codehash.script_modules(s, pkg) for s in SCRIPTS}
+    before = {name: codehash.code_version(*mods, root=pkg) for name, mods in steps.items()}
+    # core/sharing.py is imported by subspace.py, not by the subspace script itself
+    assert "core.sharing" not in steps["subspace.py"]
+    with open(pkg / "core" / "sharing.py", "a") as f:
+        f.write("\n# an edit\n")
+    codehash.closure.cache_clear()
+    after = {name: codehash.code_version(*mods, root=pkg) for name, mods in steps.items()}
+    changed = {n for n in steps if before[n] != after[n]}
+    reach = {n for n, mods in steps.items() if "core.sharing" in codehash.closure(*mods, root=pkg)}
+    assert changed == reach and {"subspace.py", "spectra.py", "sweep.py"} <= changed
+    assert not {"extract.py", "fetch.py", "zoo.py", "screen.py"} & changed
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_no_step_misses_a_module_it_imports(script):
+    """Importing what the script imports loads only modules inside the step's closure."""
+    mods = codehash.script_modules(script)
+    code = ("import json, sys\n" + "".join(f"import weightspace.{m}\n" for m in mods)
+            + "print(json.dumps(sorted(k for k in sys.modules if k.startswith('weightspace.'))))")
+    loaded = {m.removeprefix("weightspace.") for m in json.loads(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)}
+    loaded = {m for m in loaded if not (codehash.PACKAGE / m.replace(".", "/") / "__init__.py").exists()}
+    assert loaded <= set(codehash.closure(*mods)), loaded - set(codehash.closure(*mods))
