@@ -101,7 +101,7 @@ def lock_file(c):
     """The lock as a rule input: written when this file is read (so always there in a real run);
     absent only in a dry run of a new collection, which writes nothing and plans without it."""
     path = f"results/{c}/collection.tsv"
-    return [path] if os.path.exists(path) else []
+    return path if os.path.exists(path) else []
 
 
 # The lock: results/{c}/collection.tsv (rows appended, never reordered; see collect.smk).
