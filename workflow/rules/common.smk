@@ -86,7 +86,7 @@ def _resolve_hub(c, spec):
 
 
 def _may_write_at_parse_time():
-    """Nothing is written while the workflow is only looked at (a dry run, lint, a rule list:
+    """Nothing is written while the workflow is only looked at (a dry run, lint, a list of rules;
     Snakemake's ``workflow.dryrun`` is not known yet when this file is read, so the command
     line decides), nor while another run holds the working directory (its lock)."""
     looking = ("--dry-run", "--dryrun", "--lint", "--list-rules", "--list", "--summary", "--detailed-summary",
@@ -98,8 +98,8 @@ def _may_write_at_parse_time():
 
 
 def lock_file(c):
-    """The lock as a rule input: written when this file is read (so always there in a real run);
-    absent only in a dry run of a new collection, which writes nothing and plans without it."""
+    """The lock, as an input of rules (written when this file is read, so always there in a real run;
+    absent only in a dry run of a new collection, which writes nothing and plans without it)."""
     path = f"results/{c}/collection.tsv"
     return path if os.path.exists(path) else []
 
