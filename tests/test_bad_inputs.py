@@ -206,3 +206,20 @@ def test_a_small_collection_still_gets_a_held_out_model(capsys):
     got = splits(keys, split)
     assert got.count("heldout") == 1 and got == splits(keys, split)  # the same one every time
     assert splits(keys[:2], split) == ["basis", "basis"] and "too few for a held-out model" in capsys.readouterr().err
+
+
+def test_the_lock_is_not_written_while_another_run_holds_the_directory(tmp_path):
+    """Snakemake's own lock in .snakemake/locks: a collection table that would change is not
+    written; the invocation stops saying why."""
+    for i in range(3):
+        write_good(tmp_path / "models" / f"good-{i}", i)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"collections": {"c": {"source": "local", "path": str(tmp_path / "models"), "evaluator": "none"}}}))
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.input.lock").write_text(str(tmp_path / "results" / "c" / "collection.tsv") + "\n")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "while another run holds this directory" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results" / "c" / "collection.tsv").exists()

@@ -118,13 +118,15 @@ def read_table(path: str | os.PathLike) -> "pd.DataFrame":
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
 
-def update_lock(path: str | os.PathLike, resolved: "pd.DataFrame", split: dict, write: bool = True) -> "pd.DataFrame":
+def update_lock(path: str | os.PathLike, resolved: "pd.DataFrame", split: dict, write: bool = True,
+                busy: bool = False) -> "pd.DataFrame":
     """Merge freshly resolved rows into the lock at ``path`` and return the table.
 
     Existing rows keep their order and pinned revision; rows of new keys are appended; the
     split column follows the split config. The file is rewritten (atomically) only when its
     content changes, so an unchanged rerun does not touch it; never with ``write`` False (a dry
-    run: the table is returned, nothing is written).
+    run: the table is returned, nothing is written). With ``busy`` (another run holds the working
+    directory) a table that would change is refused: that run reads it.
     """
     import pandas as pd
 
@@ -148,6 +150,10 @@ def update_lock(path: str | os.PathLike, resolved: "pd.DataFrame", split: dict, 
     if table["split"].eq("basis").sum() < 2:
         raise ValueError(f"{path}: fewer than two basis models; check the split config")
     if write and (not path.exists() or not read_table(path).equals(table)):
+        if busy:
+            raise RuntimeError(f"{path} would change (new models or another split) while another run holds "
+                               "this directory (.snakemake/locks): wait for it to end, or run "
+                               "`snakemake --unlock` if it was killed")
         write_table(table, path)
     return table
 

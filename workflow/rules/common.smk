@@ -88,13 +88,12 @@ def _resolve_hub(c, spec):
 def _may_write_at_parse_time():
     """Nothing is written while the workflow is only looked at (a dry run, lint, a list of rules;
     Snakemake's ``workflow.dryrun`` is not known yet when this file is read, so the command
-    line decides), nor while another run holds the working directory (its lock)."""
+    line decides)."""
     looking = ("--dry-run", "--dryrun", "--lint", "--list-rules", "--list", "--summary", "--detailed-summary",
                "--dag", "--rulegraph", "--filegraph", "--d3dag", "--list-changes", "--lc", "--report", "--unlock")
     args = sys.argv[1:]
-    if any(a in looking or a.split("=")[0] in looking or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", a) for a in args):
-        return False
-    return not any(Path(".snakemake/locks").glob("*"))
+    return not any(a in looking or a.split("=")[0] in looking or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", a)
+                   for a in args)
 
 
 def lock_file(c):
@@ -107,7 +106,7 @@ def lock_file(c):
 # The lock: results/{c}/collection.tsv (rows appended, never reordered; see collect.smk).
 TABLES = {
     c: update_lock(f"results/{c}/collection.tsv", _resolve(c), config["collections"][c]["split"],
-                   write=_may_write_at_parse_time())
+                   write=_may_write_at_parse_time(), busy=any(Path(".snakemake/locks").glob("*")))
     for c in config["collections"]
 }
 
