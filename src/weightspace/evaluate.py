@@ -211,6 +211,13 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
     return pd.DataFrame(rows)
 
 
+def original_bytes(store: ModelStore, view: str) -> int:
+    """Bytes of a model's tensors the view covers (its analysed matrices and the kept ones),
+    in their source dtype: what a compressed model stands for."""
+    kept = sum(store.nbytes(n) for n in layers.kept_tensors(store, view))
+    return kept + sum(store.nbytes(s) for t in layers.targets(store, view) for s in t.sources)
+
+
 def compression_table(store: ModelStore, subspaces: dict, view: str, ks: list[int], n_models: int) -> pd.DataFrame:
     """Bytes of each method at each k over the bytes of the original ``n_models`` models.
 
@@ -219,7 +226,7 @@ def compression_table(store: ModelStore, subspaces: dict, view: str, ks: list[in
     """
     tmap = {t.name: t for t in layers.targets(store, view)}
     kept = sum(store.nbytes(n) for n in layers.kept_tensors(store, view))
-    original = kept + sum(store.nbytes(s) for t in tmap.values() for s in t.sources)
+    original = original_bytes(store, view)
     rows = []
     for k in ks:
         for method in METHODS:

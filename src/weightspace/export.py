@@ -200,15 +200,6 @@ def load_from_bundle(path: str | os.PathLike, model: str) -> dict[str, torch.Ten
 
 
 # ----------------------------------------------------------------------------- the stage
-def original_bytes(store, view: str) -> int:
-    """Bytes of a model's tensors the view covers (its analysed matrices and the kept ones),
-    in their source dtype: what an export of it stands for."""
-    from . import layers
-
-    kept = sum(store.nbytes(n) for n in layers.kept_tensors(store, view))
-    return kept + sum(store.nbytes(s) for t in layers.targets(store, view) for s in t.sources)
-
-
 def lora_config_from(cfg: dict, out_dir: str | os.PathLike, base: str | None):
     """PEFT's ``LoraConfig`` from a source adapter config: the fields PEFT knows (others, e.g.
     the zoo's task label, are dropped), the base path relative to ``out_dir`` where it is local."""
@@ -238,6 +229,7 @@ def export_models(store_paths: list[str], subspaces: dict, coeff_path: str, view
     import zarr
 
     from . import layers
+    from .evaluate import original_bytes
     from .project import core_size
     from .store import ModelStore
 
