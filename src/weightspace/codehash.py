@@ -25,30 +25,23 @@ def _module_file(name: str, root: Path = PACKAGE) -> Path | None:
     return None
 
 
-def _imports(path: Path, root: Path) -> set[str]:
-    """The package modules one file imports (names relative to the package, dotted)."""
-    rel = path.relative_to(root).with_suffix("")
-    parts = list(rel.parts)
-    package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
-    if parts[-1] == "__init__":
-        package = parts[:-1]
+def _imports(path: Path, root: Path, package: list[str] | None) -> set[str]:
+    """The package modules one file imports (names relative to the package, dotted);
+    ``package``: the file's own package inside ``root`` (relative imports), None for a file
+    outside it (a workflow script: absolute imports only)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level:  # from . import x / from .x import y / from ..core import z
-                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
-                mod = base + (node.module.split(".") if node.module else [])
-            elif node.module and node.module.split(".")[0] == root.name:
+            if node.level and package is not None:  # from . import x / from .x import y / from ..core import z
+                mod = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            elif not node.level and node.module and node.module.split(".")[0] == root.name:
                 mod = node.module.split(".")[1:]
             else:
                 continue
             found.add(".".join(mod))
-            for alias in node.names:  # from . import hosvd: hosvd may be a module
-                found.add(".".join(mod + [alias.name]))
+            found.update(".".join(mod + [alias.name]) for alias in node.names)  # `from . import hosvd`
         elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.split(".")[0] == root.name:
-                    found.add(".".join(alias.name.split(".")[1:]))
+            found.update(".".join(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == root.name)
     # package __init__ files hold docstrings only: not counted (editing a docstring list of
     # modules must not rerun every step)
     return {m for m in found if (f := _module_file(m, root)) is not None and f.name != "__init__.py"}
@@ -68,7 +61,7 @@ def closure(*modules: str, root: Path = PACKAGE) -> tuple[str, ...]:
         if path is None:
             raise ValueError(f"no module {m!r} in {root}")
         seen.add(m)
-        todo.extend(_imports(path, root) - seen)
+        todo.extend(_imports(path, root, list(path.relative_to(root).parent.parts)) - seen)
     return tuple(sorted(seen))
 
 
@@ -83,15 +76,7 @@ def code_version(*modules: str, root: Path = PACKAGE) -> str:
 def script_modules(script: str | Path, root: Path = PACKAGE) -> tuple[str, ...]:
     """The package modules a workflow script imports (``from weightspace.x import …``,
     ``from weightspace import x``, ``import weightspace.x``)."""
-    found = set()
-    for node in ast.walk(ast.parse(Path(script).read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == root.name:
-            mod = node.module.split(".")[1:]
-            found.add(".".join(mod))
-            found.update(".".join(mod + [a.name]) for a in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(".".join(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == root.name)
-    return tuple(sorted(m for m in found if (f := _module_file(m, root)) is not None and f.name != "__init__.py"))
+    return tuple(sorted(_imports(Path(script), root, None)))
 
 
 def script_version(script: str | Path, root: Path = PACKAGE) -> str:
