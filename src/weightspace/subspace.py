@@ -437,14 +437,10 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> "
                        p=sharing.empirical_p(test["statistic"], t_null + margin), draws=len(t_null), K=test["K"])
             for j, mode in enumerate(modes):
                 row[f"excess_{mode}"] = test["mode_statistic"][j] - float(draws[:, j].mean())
+        curves = [[hosvd.explained_variance(torch.from_numpy(rec.array(key)), rec.attrs["total_uncentered"])
+                   for key in (f"eig_{mode}_uncentered", f"null_rotation_{mode}")] for mode in modes]
         for k in EXCESS_KS:
-            ex = []
-            for mode in modes:
-                data = hosvd.explained_variance(torch.from_numpy(rec.array(f"eig_{mode}_uncentered")),
-                                                rec.attrs["total_uncentered"])
-                null = hosvd.explained_variance(torch.from_numpy(rec.array(f"null_rotation_{mode}")),
-                                                rec.attrs["total_uncentered"])
-                ex.append(float(data[min(k, len(data)) - 1] - null[min(k, len(null)) - 1]))
+            ex = [float(data[min(k, len(data)) - 1] - null[min(k, len(null)) - 1]) for data, null in curves]
             row[f"excess_k{k}"] = float(np.mean(ex)) if ex else None
         rows.append(row)
     table = pd.DataFrame(rows)
