@@ -435,3 +435,23 @@ def test_load_weights_copies_only_changed_tensors():
     assert (lin.weight == 1.0).all()
     with pytest.raises(ValueError, match="missing"):
         load_weights(lin, {"weight": w}, names, loaded)
+
+
+def test_a_base_with_only_a_pickle_checkpoint_is_refused_not_unpickled(llama, tmp_path, monkeypatch):
+    """The evaluators load bases with safetensors only: a base folder holding just
+    pytorch_model.bin fails naming safetensors, and torch.load is never called."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(llama / "base", base)
+    weights = load_file(str(base / "model.safetensors"))
+    (base / "model.safetensors").unlink()
+    torch.save(weights, base / "pytorch_model.bin")
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("torch.load was called on a pickle checkpoint")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    ev = CausalLMEvaluator(base_folder=str(base), evaluation={"data": str(llama / "eval.jsonl")})
+    with pytest.raises(OSError, match="safetensors"):
+        ev.base_weights()

@@ -333,7 +333,7 @@ def test_missing_evaluation_file_fails_the_dry_run(tmp_path):
     assert proc.returncode != 0 and "no-such-examples.parquet" in proc.stdout + proc.stderr
 
 
-def test_interrupted_run_resumes(tmp_path):
+def test_interrupted_run_resumes_and_a_failed_rerun_is_redone(tmp_path):
     config = {"collections": {"tiny-shared": TINY["collections"]["tiny-shared"]},
               "subspace": TINY["subspace"], "project": TINY["project"]}
     write_config(tmp_path, config)
@@ -360,6 +360,41 @@ def test_interrupted_run_resumes(tmp_path):
     assert not list(weights.glob(".tmp-*")), "a half-written store was left behind"
     assert (tmp_path / "results" / "summary.csv").exists()
     assert "Nothing to be done" in snakemake(tmp_path, "-n").stdout
+
+    # A failure after a parameter change (issue 15): the changed stage's job dies as under the
+    # OOM killer (its process alone, SIGKILL); the next run must redo it and all after it.
+    config["project"] = {"ks": [1, 3, 4, 16]}
+    write_config(tmp_path, config)
+    summary = (tmp_path / "results" / "summary.csv").read_bytes()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    assert kill_job(proc, "project.py"), "the project job never started"
+    assert proc.wait() != 0
+    planned = job_counts(snakemake(tmp_path, "-n").stdout)
+    assert {"project", "evaluate", "figures", "overview"} <= set(planned), planned
+    snakemake(tmp_path)
+    metrics = pd.read_parquet(tmp_path / "results" / "tiny-shared" / "evaluate" / "full" / "metrics.parquet")
+    assert sorted(metrics["k"].dropna().unique()) == [1, 3, 4, 16]
+    assert (tmp_path / "results" / "summary.csv").read_bytes() != summary
+    assert "Nothing to be done" in snakemake(tmp_path, "-n").stdout
+
+
+def kill_job(proc, script: str, timeout: float = 240) -> bool:
+    """SIGKILL the first job of ``proc`` (a Snakemake run) whose command line names ``script``:
+    the job dies alone, as under the OOM killer, and Snakemake sees it fail."""
+    import psutil
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if any(script in part for part in child.cmdline()):
+                    time.sleep(0.3)  # inside its work, not at its start
+                    child.kill()
+                    return True
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.1)
+    return False
 
 
 def test_lint_is_clean():

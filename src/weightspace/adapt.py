@@ -117,7 +117,7 @@ class TextProblem:
     def __init__(self, base_folder: str, first_layer: int | None, settings: dict, data_seed: int):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.template = AutoModelForSequenceClassification.from_pretrained(str(base_folder)).eval()
+        self.template = AutoModelForSequenceClassification.from_pretrained(str(base_folder), use_safetensors=True).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
         self.head = [h for h in ("classifier", "score") if hasattr(self.template, h)][:1]
         self.cached = hasattr(self.template, "bert") and first_layer is not None

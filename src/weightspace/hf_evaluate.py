@@ -151,7 +151,7 @@ class _TransformersEvaluator:
         if not self.base_folder:
             return None
         if self._base is None:
-            model = self._auto().from_pretrained(str(self.base_folder), dtype=torch.float32)
+            model = self._auto().from_pretrained(str(self.base_folder), dtype=torch.float32, use_safetensors=True)
             names = checkpoint_names(model)
             own = model.state_dict()
             self._base = {ck: own[mk].detach().clone() for ck, mk in names.items()}

@@ -126,7 +126,7 @@ def write_base(out: Path, seed: int) -> None:
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    model = BertForSequenceClassification.from_pretrained(str(minilm_folder()), num_labels=2)
+    model = BertForSequenceClassification.from_pretrained(str(minilm_folder()), num_labels=2, use_safetensors=True)
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(minilm_folder())).save_pretrained(str(out))
 
@@ -174,7 +174,7 @@ def train_adapter(base_dir: Path, spec: dict, task: str, train: pd.DataFrame, se
     from transformers import BertForSequenceClassification
 
     torch.manual_seed(seed)
-    model = BertForSequenceClassification.from_pretrained(str(base_dir), num_labels=2)
+    model = BertForSequenceClassification.from_pretrained(str(base_dir), num_labels=2, use_safetensors=True)
     n_layers = model.config.num_hidden_layers
     first = n_layers - spec["lora_layers"]
     cfg = LoraConfig(r=spec["rank"], lora_alpha=spec["alpha"], lora_dropout=0.0,
