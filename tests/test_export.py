@@ -103,3 +103,11 @@ def test_bundle_rebuilds_models_and_its_size_is_the_accounted_one(tmp_path):
     assert accounted <= size <= accounted + 8 + 120 * n_tensors  # safetensors header only
     with pytest.raises(KeyError, match="model nope is not in the bundle"):
         export.load_from_bundle(tmp_path / "bundle.safetensors", "nope")
+
+
+def test_load_delta_export_refuses_a_folder_without_safetensors(tmp_path):
+    """PEFT falls back to adapter_model.bin (a pickle); the loader refuses before PEFT looks."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "adapter_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(FileNotFoundError, match="model org--a: no adapter_model.safetensors"):
+        export.load_delta_export(torch.nn.Linear(2, 2), tmp_path, "org--a")

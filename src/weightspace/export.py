@@ -123,6 +123,9 @@ def load_delta_export(base_model: torch.nn.Module, export_dir: str | os.PathLike
     from peft import PeftModel
 
     export_dir = Path(export_dir)
+    for folder in (export_dir / "shared", export_dir / "models" / model):
+        if not (folder / "adapter_model.safetensors").is_file():  # PEFT would fall back to a pickle
+            raise FileNotFoundError(f"model {model}: no adapter_model.safetensors in {folder}")
     peft_model = PeftModel.from_pretrained(base_model, str(export_dir / "shared"), adapter_name="shared")
     peft_model.load_adapter(str(export_dir / "models" / model), adapter_name="model")
     peft_model.base_model.set_adapter(["shared", "model"])
