@@ -49,9 +49,11 @@ report: setup
 	$(SMK) --report results/report.html
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 lint: setup
+	$(VENV)/bin/ruff check .
 	$(SMK) --lint
 
 clean:

@@ -80,7 +80,8 @@ def main():
     if args.write:
         from report import write_section
 
-        lines = ["| N | metric | sides (s) | all pairs batched (s) | pairwise loop (s) | speed-up | max diff | batched peak above sides (MB) |",
+        lines = ["| N | metric | sides (s) | all pairs batched (s) | pairwise loop (s) | speed-up | max diff "
+                 "| batched peak above sides (MB) |",
                  "|--:|:--|--:|--:|--:|--:|--:|--:|"]
         for r in rows:
             if "skipped" in r:

@@ -317,7 +317,7 @@ def main():
                  f"{principal_angle_deg(T, R):.1e} deg", "≥10x faster, same subspace"))
     if DEVICE == "cuda":
         rows[-1] = (rows[-1][0], rows[-1][1] + f"; GPU peak {gpu_mb(out64):.0f} MB", rows[-1][2])
-    rows.append((f"1b. the same with float32 products (precision: float32)",
+    rows.append(("1b. the same with float32 products (precision: float32)",
                  f"{w_stage32:.1f} s / {w_tucker:.1f} s = {w_tucker / w_stage32:.1f}x faster; peak RSS "
                  f"{rss_stage32:.0f} MB; angle to the float64 SVD: {ang(U32, V32)}",
                  "≥10x faster, same subspace"))

@@ -37,14 +37,14 @@ class SlurmCluster:
     def _run(self, *cmd, **kw):
         return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=60, **kw)
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         try:
             return self._start()
         except BaseException:
             self.stop()
             raise
 
-    def _start(self) -> "SlurmCluster":
+    def _start(self) -> SlurmCluster:
         missing = [b for b in BINARIES if shutil.which(b) is None]
         if missing:
             raise ClusterUnavailable(f"SLURM/munge binaries not installed: {missing} "

@@ -1,6 +1,5 @@
 """The collection lock and the baselines."""
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch

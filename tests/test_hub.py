@@ -76,7 +76,8 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     man = hub.fetch("org/big", server.repos["org/big"].sha, endpoint=server.endpoint,
                     cache_dir=str(tmp_path / "cache"))
     assert man["status"] == "ok"
-    gets = [hdr for m, p, hdr in server.log if m == "GET" and p.endswith("org/big/resolve/" + server.repos["org/big"].sha + "/model.safetensors")]
+    path = "org/big/resolve/" + server.repos["org/big"].sha + "/model.safetensors"
+    gets = [hdr for m, p, hdr in server.log if m == "GET" and p.endswith(path)]
     assert len(gets) == 2 and gets[1].get("Range", gets[1].get("range", "")).startswith("bytes=1")
     digest = {f["name"]: f["sha256"] for f in man["files"]}["model.safetensors"]
     assert digest == hashlib.sha256(server.repos["org/big"].files["model.safetensors"]).hexdigest()

@@ -404,3 +404,21 @@ def test_lint_is_clean():
     assert proc.returncode == 0 and "Congratulations, your workflow is in a good condition" in out, out
     assert "No validator found" not in out
 
+
+
+def test_a_script_reruns_outside_snakemake_from_its_job_file(finished, tmp_path):
+    """Each job writes its stand-in beside its log; ``python workflow/scripts/X.py job.yaml``
+    redoes the job by hand (for a debugger) with the same result."""
+    spec = yaml.safe_load((finished / "logs" / "tiny-shared" / "project" / "full.log.job.yaml").read_text())
+    assert spec["wildcards"] == {"c": "tiny-shared", "view": "full"} and spec["threads"] == 1
+    spec["output"] = {"coefficients": str(tmp_path / "coefficients.zarr"), "energy": str(tmp_path / "energy.parquet")}
+    spec["log"] = [str(tmp_path / "project.log")]
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, str(ROOT / "workflow" / "scripts" / "project.py"), str(tmp_path / "job.yaml")],
+                          cwd=finished, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr + (tmp_path / "project.log").read_text()
+    assert not (tmp_path / "project.log.job.yaml").exists()  # a stand-in does not rewrite its own file
+    ours = pd.read_parquet(tmp_path / "energy.parquet")
+    pd.testing.assert_frame_equal(ours, pd.read_parquet(finished / "results/tiny-shared/project/full/energy.parquet"))
+    usage = subprocess.run([sys.executable, str(ROOT / "workflow" / "scripts" / "project.py")], capture_output=True, text=True)
+    assert usage.returncode != 0 and "JOB.yaml" in usage.stderr

@@ -63,7 +63,7 @@ class TaskData:
     x: tuple
     y: torch.Tensor
 
-    def take(self, idx) -> "TaskData":
+    def take(self, idx) -> TaskData:
         return TaskData(tuple(t[idx] if t is not None else None for t in self.x), self.y[idx])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -47,7 +47,7 @@ def _imports(path: Path, root: Path, package: list[str] | None) -> set[str]:
     return {m for m in found if (f := _module_file(m, root)) is not None and f.name != "__init__.py"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def closure(*modules: str, root: Path = PACKAGE) -> tuple[str, ...]:
     """Every package module reached from ``modules`` by imports (themselves included), sorted.
     Module names are relative to the package, dotted or with slashes (``core/sharing``)."""

@@ -72,7 +72,7 @@ def splits(keys: list[str], split: dict) -> list[str]:
     return out
 
 
-def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> "pd.DataFrame":
+def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> pd.DataFrame:
     """Rows of a zoo collection: known from its config alone (training is deterministic)."""
     import pandas as pd
 
@@ -86,7 +86,7 @@ def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-def resolve_local(name: str, folder: str) -> "pd.DataFrame":
+def resolve_local(name: str, folder: str) -> pd.DataFrame:
     """Rows of a local collection: one per model folder (a folder with safetensors)."""
     import pandas as pd
 
@@ -112,14 +112,14 @@ def resolve_local(name: str, folder: str) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-def read_table(path: str | os.PathLike) -> "pd.DataFrame":
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
 
-def update_lock(path: str | os.PathLike, resolved: "pd.DataFrame", split: dict, write: bool = True,
-                busy: bool = False) -> "pd.DataFrame":
+def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, write: bool = True,
+                busy: bool = False) -> pd.DataFrame:
     """Merge freshly resolved rows into the lock at ``path`` and return the table.
 
     Existing rows keep their order and pinned revision; rows of new keys are appended; the
@@ -176,7 +176,7 @@ def dtype_mismatches(reference: dict, manifest: dict) -> list[tuple[str, str, st
             if (ref[n][1] in FLOAT_DTYPES) != (own[n][1] in FLOAT_DTYPES)]
 
 
-def screen(manifests: dict[str, dict], reference: str | None = None) -> "pd.DataFrame":
+def screen(manifests: dict[str, dict], reference: str | None = None) -> pd.DataFrame:
     """Accept or reject every model: rejected at fetch, or of another architecture than the
     reference model (``reference`` key, else the most common architecture among the models).
 
@@ -229,7 +229,7 @@ class RejectedModels(ValueError):
     """Raised with ``strict: true`` when any model of a collection was rejected."""
 
 
-def enforce_strict(screened: "pd.DataFrame") -> None:
+def enforce_strict(screened: pd.DataFrame) -> None:
     """With ``strict: true`` a rejected model stops the run: raise naming every one of them."""
     rejected = screened[screened["status"] == "rejected"]
     if len(rejected):

@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+if TYPE_CHECKING:  # pandas is imported where a table is built (a light import for most jobs)
+    import pandas as pd
 
 from .io import atomic_path
 from .zoo import PEFT_PREFIX
@@ -297,7 +301,7 @@ def export_models(store_paths: list[str], subspaces: dict, coeff_path: str, view
     return rows
 
 
-def export_table(rows: list[dict]) -> "pd.DataFrame":
+def export_table(rows: list[dict]) -> pd.DataFrame:
     """Bytes on disk of the export per model against the original it stands for: its own
     folder plus its 1/N share of the ``shared`` adapter (delta view), and the ratio."""
     import pandas as pd

@@ -231,7 +231,7 @@ class ModeSums:
     def mean(self) -> torch.Tensor:
         return self.held_mean if self.shift is None else self.held_mean + self.shift
 
-    def refinement(self) -> "ColumnRefinement":
+    def refinement(self) -> ColumnRefinement:
         """The second-pass accumulator of the sketched column mode: Q = orth(G_c Ω) from the
         centred one-pass sketch; feed it every model's row blocks, then ``finish``."""
         Om = self.omega("col")

@@ -77,7 +77,7 @@ def check_repo_id(model_id: str, collection: str = "?") -> None:
         raise ValueError(f"collection {collection}: {model_id!r} is not a valid Hub repo id ({exc})") from None
 
 
-def resolve_repos(entries: list, endpoint: str | None = None) -> "pd.DataFrame":
+def resolve_repos(entries: list, endpoint: str | None = None) -> pd.DataFrame:
     """Rows for explicit repos: ``"org/name"`` or ``{id, revision}``; each pinned to its sha.
 
     A repo the Hub refuses gets a row with an empty revision and the reason in ``note``; its
@@ -99,7 +99,7 @@ def resolve_repos(entries: list, endpoint: str | None = None) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-def resolve_query(query: dict, endpoint: str | None = None) -> "pd.DataFrame":
+def resolve_query(query: dict, endpoint: str | None = None) -> pd.DataFrame:
     """Rows for a model query (``author``, ``search``, ``filter``, ``sort``, ``limit``)."""
     api = _api(endpoint)
     kwargs = {k: query[k] for k in ("author", "search", "filter", "sort", "limit") if query.get(k) is not None}

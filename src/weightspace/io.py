@@ -12,7 +12,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from typing import TYPE_CHECKING
 
@@ -55,7 +55,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
 
 
-def write_table(df: "pd.DataFrame", path: str | os.PathLike) -> None:
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a table atomically; the format follows the suffix (.parquet, .csv, .tsv)."""
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -22,7 +22,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the manifest step needs none
     import numpy as np
@@ -106,7 +107,7 @@ class RowReader:
         return self.dtype
 
     @property
-    def torch_dtype(self) -> "torch.dtype":
+    def torch_dtype(self) -> torch.dtype:
         import torch
 
         return getattr(torch, self._TORCH[self.dtype])
@@ -121,7 +122,7 @@ class RowReader:
             f.readinto(buf)
         return buf, [b - a] + self.shape[1:] if self.shape else []
 
-    def __getitem__(self, idx) -> "torch.Tensor":
+    def __getitem__(self, idx) -> torch.Tensor:
         import torch
 
         buf, shape = self._read(idx)
@@ -129,7 +130,7 @@ class RowReader:
         flat = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
         return flat.reshape(shape)
 
-    def numpy(self, idx) -> "np.ndarray":
+    def numpy(self, idx) -> np.ndarray:
         """Rows as numpy without torch (bfloat16 as its uint16 bits, as the stores keep it)."""
         import numpy as np
 

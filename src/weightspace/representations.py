@@ -10,8 +10,8 @@ Alignment (``alignment_table``) is measured for every pair of models within each
 between each model and its own projection (variant ``original~projected``), with every metric
 of :mod:`weightspace.align` on the prepared features. Its baseline (variant ``null``) is the
 same comparison after shuffling one model's probe inputs (pairs among the first
-``NULL_MODELS`` models, best layer pair included, so the null carries the same selection bias). The layer pair is the one maximising the
-metric over all layer pairs (Huh et al.), or fixed (``layers: last`` or a layer index).
+``NULL_MODELS`` models, best layer pair included, so the null carries the same selection bias).
+The layer pair is the one maximising the metric over all layer pairs (Huh et al.), or fixed (``layers: last`` or a layer index).
 
 Weight-space similarity of a pair (``weight_similarity``) is the cosine of the centred
 model-mode Gram summed over the view's targets, G_ij = Σ_t ⟨W_i,t − μ_t, W_j,t − μ_t⟩ and

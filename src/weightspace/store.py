@@ -121,7 +121,7 @@ def create_array(group: zarr.Group, name: str, tensor, model: str = "?",
     return arr, tensor, data
 
 
-def fill_array(arr: zarr.Array | None, tensor, data: np.ndarray | None, layout: "PlainLayout | None" = None) -> None:
+def fill_array(arr: zarr.Array | None, tensor, data: np.ndarray | None, layout: PlainLayout | None = None) -> None:
     """The second half of ``write_tensor``: the tensor's bytes into the array's files (``arr``
     may be None where ``layout`` is given and the bytes come from a file)."""
     if data is None and hasattr(tensor, "path"):
@@ -333,7 +333,7 @@ def source_dtype(arr: zarr.Array) -> str:
     return arr.attrs.get("dtype", str(arr.dtype))
 
 
-def to_torch(data: np.ndarray, dtype: str) -> "torch.Tensor":
+def to_torch(data: np.ndarray, dtype: str) -> torch.Tensor:
     """Numpy data read from a store back to a torch tensor of the source dtype."""
     import torch
 
@@ -372,7 +372,7 @@ class ModelStore:
     def dtype(self, name: str) -> str:
         return source_dtype(self.array(name))
 
-    def read(self, name: str, rows: slice | None = None, out: "torch.Tensor | None" = None) -> "torch.Tensor":
+    def read(self, name: str, rows: slice | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """The tensor (or a row block of it) in its source dtype. ``out``: a contiguous CPU
         tensor of the stored dtype and as many elements, filled in place (no new buffer) and
         returned reshaped; otherwise ignored."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 import zlib
 from dataclasses import dataclass
 
@@ -19,6 +20,9 @@ import numpy as np
 import torch
 import zarr
 from tqdm import tqdm
+
+if TYPE_CHECKING:  # pandas is imported where a table is built (a light import for most jobs)
+    import pandas as pd
 
 from . import hosvd, layers
 from .core import sharing
@@ -388,7 +392,7 @@ SPECTRA = {  # array in the store → (mode, centred, source)
 }
 
 
-def spectra_table(paths: list[str]) -> "pd.DataFrame":
+def spectra_table(paths: list[str]) -> pd.DataFrame:
     """Long table of every stored spectrum: target, mode, centred, source, k, eigenvalue and
     cumulative explained variance at k."""
     import pandas as pd
@@ -413,7 +417,7 @@ def spectra_table(paths: list[str]) -> "pd.DataFrame":
 EXCESS_KS = (4, 16)  # the verdict's excess columns
 
 
-def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> "pd.DataFrame":
+def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> pd.DataFrame:
     """One row per matrix of a view: the sharing statistic T (``core.sharing``), the mean and
     spread of its rotation-null draws, z, the empirical p of T against draw + ``margin``, the
     Benjamini–Hochberg q across the view's matrices, ``shared`` (q ≤ fdr), the excess of T over
@@ -456,7 +460,7 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> "
                   "excess_row", "excess_col", *[f"excess_k{k}" for k in EXCESS_KS], "draws", "K"]]
 
 
-def view_verdict(table: "pd.DataFrame", fdr: float, share: float) -> dict:
+def view_verdict(table: pd.DataFrame, fdr: float, share: float) -> dict:
     """A view's line of the verdict from its ``sharing_table``: matrices tested and called
     shared, and whether that is at least ``share`` of them; median excess at k = 4 and 16."""
     tested = table[table["p"].notna()]

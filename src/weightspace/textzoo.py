@@ -41,12 +41,11 @@ import torch
 import torch.nn.functional as F
 
 from .io import atomic_path
+from .zoo import TEXT_TASKS as TASKS
+from .zoo import _write_folder, model_keys, zoo_tasks
 
 POOL = 4  # a task's training pool: POOL × train_examples examples, encoded once
-from .zoo import TEXT_TASKS as TASKS
-
 NEW_TASKS = ("convention-party",)  # text tasks no zoo adapter trains on (the adapt stage's)
-from .zoo import _write_folder, model_keys, zoo_tasks
 
 
 def minilm_folder() -> Path:

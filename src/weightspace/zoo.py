@@ -180,7 +180,7 @@ class MLP(torch.nn.Module):
         return x
 
     @classmethod
-    def from_weights(cls, weights: dict[str, torch.Tensor], dtype=torch.float32) -> "MLP":
+    def from_weights(cls, weights: dict[str, torch.Tensor], dtype=torch.float32) -> MLP:
         n = sum(1 for k in weights if k.endswith(".weight"))
         sizes = [weights["fc1.weight"].shape[1]] + [weights[f"fc{i}.weight"].shape[0] for i in range(1, n + 1)]
         model = cls(sizes).to(dtype)
@@ -188,7 +188,7 @@ class MLP(torch.nn.Module):
         return model
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, dtype=torch.float32) -> "MLP":
+    def from_folder(cls, folder: str | os.PathLike, dtype=torch.float32) -> MLP:
         from safetensors.torch import load_file
 
         return cls.from_weights(load_file(str(Path(folder) / "model.safetensors")), dtype)

@@ -4,11 +4,13 @@ import os
 from weightspace import adapt
 from weightspace.collection import accepted_stores
 from weightspace.io import write_table
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 from weightspace.subspace import load_subspaces
 
-with script(snakemake) as log:  # noqa: F821
-    inp, out, p, view = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards.view  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    inp, out, p, view = smk.input, smk.output, smk.params, smk.wildcards.view
     subspaces, _ = load_subspaces(list(inp.subspace))
     mean_model = None if p.base else adapt.mean_weights(accepted_stores(list(inp.stores), inp.screen))
     problem = adapt.make_problem(p.evaluator, p.base, mean_model, subspaces, view, p.settings, p.data_seed)

@@ -5,11 +5,13 @@ from weightspace import figures
 from weightspace.collection import read_table
 from weightspace.io import write_table
 from weightspace.representations import alignment_table, load_features, matrix, weight_similarity
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 from weightspace.subspace import load_subspaces
 
-with script(snakemake) as log:  # noqa: F821
-    inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    inp, out, p = smk.input, smk.output, smk.params
     s = p.settings
     features, keys = load_features(inp.features)
     table = alignment_table(features, keys, s["metrics"], s["topk"], s["cca_dim"], s["layers"],

@@ -2,11 +2,13 @@
 from weightspace.collection import accepted_stores
 from weightspace.evaluate import make_evaluator
 from weightspace.representations import extract_features
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 from weightspace.subspace import load_subspaces
 
-with script(snakemake) as log:  # noqa: F821
-    inp, p, view = snakemake.input, snakemake.params, snakemake.wildcards.view  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    inp, p, view = smk.input, smk.params, smk.wildcards.view
     evaluation = {**p.evaluation, **({"data": p.probe} if p.probe else {})}  # align.probe: own probe set
     evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base, evaluation=evaluation)
     if not hasattr(evaluator, "features"):
@@ -14,4 +16,4 @@ with script(snakemake) as log:  # noqa: F821
                          "or give the collection an evaluator")
     subspaces, _ = load_subspaces(list(inp.subspace))
     extract_features(accepted_stores(list(inp.stores), inp.screen), subspaces, inp.coefficients, view,
-                     p.k, evaluator, p.n, snakemake.output[0], pooling=p.pooling)  # noqa: F821
+                     p.k, evaluator, p.n, smk.output[0], pooling=p.pooling)

@@ -1,7 +1,9 @@
 """The collection table as CSV for people and the report."""
 from weightspace.collection import read_table
 from weightspace.io import write_table
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 
-with script(snakemake) as log:  # noqa: F821
-    write_table(read_table(snakemake.input[0]), snakemake.output[0])  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    write_table(read_table(smk.input[0]), smk.output[0])

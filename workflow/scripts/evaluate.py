@@ -2,12 +2,14 @@
 from weightspace.collection import accepted_stores
 from weightspace.evaluate import compression_table, evaluate_models, make_evaluator
 from weightspace.io import write_table
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 from weightspace.store import ModelStore
 from weightspace.subspace import load_subspaces
 
-with script(snakemake) as log:  # noqa: F821
-    inp, p, view = snakemake.input, snakemake.params, snakemake.wildcards.view  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    inp, p, view = smk.input, smk.params, smk.wildcards.view
     stores = accepted_stores(list(inp.stores), inp.screen)
     subspaces, _ = load_subspaces(list(inp.subspace))
     evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base,
@@ -16,5 +18,5 @@ with script(snakemake) as log:  # noqa: F821
                               evaluator, p.splits, seed=p.seed)
     comp = compression_table(ModelStore(stores[0]), subspaces, view, p.ks, len(stores))
     metrics = metrics.merge(comp[["method", "k", "compression"]], on=["method", "k"], how="left")
-    write_table(metrics, snakemake.output.metrics)  # noqa: F821
-    write_table(comp, snakemake.output.compression)  # noqa: F821
+    write_table(metrics, smk.output.metrics)
+    write_table(comp, smk.output.compression)

@@ -2,9 +2,11 @@
 import json
 
 from weightspace.extract import extract_from_manifest
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 
-with script(snakemake) as log:  # noqa: F821
-    manifest = json.loads(open(snakemake.input[0]).read())  # noqa: F821
-    extract_from_manifest(manifest, snakemake.output[0], snakemake.wildcards.model,  # noqa: F821
-                          snakemake.params.row)  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    manifest = json.loads(open(smk.input[0]).read())
+    extract_from_manifest(manifest, smk.output[0], smk.wildcards.model,
+                          smk.params.row)

@@ -2,10 +2,12 @@
 import pandas as pd
 
 from weightspace import figures
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 
-with script(snakemake) as log:  # noqa: F821
-    inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    inp, out, p = smk.input, smk.output, smk.params
     metrics = pd.read_parquet(inp.metrics)
     figures.accuracy_figure(metrics, p.title, out.accuracy)
     figures.compression_figure(metrics, pd.read_csv(inp.compression), p.title, out.compression)

@@ -3,11 +3,13 @@ from weightspace import merge
 from weightspace.collection import accepted_stores
 from weightspace.evaluate import make_evaluator
 from weightspace.io import write_table
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 from weightspace.subspace import load_subspaces
 
-with script(snakemake) as log:  # noqa: F821
-    inp, out, p, view = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards.view  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    inp, out, p, view = smk.input, smk.output, smk.params, smk.wildcards.view
     subspaces, _ = load_subspaces(list(inp.subspace))
     evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base, evaluation=p.evaluation)
     scores, diag = merge.merge_models(accepted_stores(list(inp.stores), inp.screen), subspaces, view,

@@ -2,11 +2,13 @@
 import pandas as pd
 
 from weightspace import figures, merge
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 
-with script(snakemake) as log:  # noqa: F821
-    inp = snakemake.input  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    inp = smk.input
     diag = pd.read_csv(inp.diagnostics)
     _, verdict = merge.testbed_verdict(diag)
-    figures.merge_figure(pd.read_parquet(inp.scores), diag, f"{snakemake.params.title}\n{verdict}",  # noqa: F821
-                         snakemake.output[0])  # noqa: F821
+    figures.merge_figure(pd.read_parquet(inp.scores), diag, f"{smk.params.title}\n{verdict}",
+                         smk.output[0])

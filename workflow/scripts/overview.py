@@ -6,10 +6,12 @@ import pandas as pd
 
 from weightspace import figures
 from weightspace.io import atomic_path, write_table
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 
-with script(snakemake) as log:  # noqa: F821
-    inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    inp, out, p = smk.input, smk.output, smk.params
     spectra, methods, verdicts, tests = [], [], [], []
     for (c, v), s, m, comp, sh in zip(p.labels, inp.spectra, inp.metrics, inp.compression, inp.sharing):
         metrics, sharing = pd.read_parquet(m), pd.read_csv(sh)

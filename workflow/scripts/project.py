@@ -2,12 +2,14 @@
 from weightspace.collection import accepted_stores
 from weightspace.io import write_table
 from weightspace.project import project_models
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 from weightspace.subspace import load_subspaces
 
-with script(snakemake) as log:  # noqa: F821
-    subspaces, _ = load_subspaces(list(snakemake.input.subspace))  # noqa: F821
-    energy = project_models(accepted_stores(list(snakemake.input.stores), snakemake.input.screen),  # noqa: F821
-                            subspaces, snakemake.wildcards.view,  # noqa: F821
-                            snakemake.output.coefficients, snakemake.params.ks, snakemake.params.splits)  # noqa: F821
-    write_table(energy, snakemake.output.energy)  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    subspaces, _ = load_subspaces(list(smk.input.subspace))
+    energy = project_models(accepted_stores(list(smk.input.stores), smk.input.screen),
+                            subspaces, smk.wildcards.view,
+                            smk.output.coefficients, smk.params.ks, smk.params.splits)
+    write_table(energy, smk.output.energy)

@@ -3,10 +3,12 @@ import json
 
 from weightspace.collection import enforce_strict, screen
 from weightspace.io import write_table
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 
-with script(snakemake) as log:  # noqa: F821
-    inp, p, out = snakemake.input, snakemake.params, snakemake.output  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    inp, p, out = smk.input, smk.params, smk.output
     mans = {}
     for path in inp.manifests:
         m = json.loads(open(path).read())

@@ -2,8 +2,10 @@
 import pandas as pd
 
 from weightspace import figures
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 
-with script(snakemake) as log:  # noqa: F821
-    p = snakemake.params  # noqa: F821
-    figures.spectra_figure(pd.read_parquet(snakemake.input[0]), p.title, snakemake.output[0], p.max_k)  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    p = smk.params
+    figures.spectra_figure(pd.read_parquet(smk.input[0]), p.title, smk.output[0], p.max_k)

@@ -2,7 +2,9 @@
 import pandas as pd
 
 from weightspace import figures
-from weightspace.runtime import script
+from weightspace.runtime import job, script
 
-with script(snakemake) as log:  # noqa: F821
-    figures.sweep_figure(pd.read_csv(snakemake.input[0]), snakemake.params.title, snakemake.output[0])  # noqa: F821
+smk = job(globals())
+
+with script(smk) as log:
+    figures.sweep_figure(pd.read_csv(smk.input[0]), smk.params.title, smk.output[0])
