@@ -238,6 +238,10 @@ class LowRank:
     def dense(self) -> torch.Tensor:
         return self.scale * (self.B @ self.A)
 
+    def map_tensors(self, fn) -> LowRank:
+        """The same matrix with ``fn`` applied to each factor (e.g. a move to another device)."""
+        return LowRank(fn(self.B), fn(self.A), self.scale)
+
 
 def targets(store, view: str) -> list[Target]:
     """The matrices of one view in a model store (see the module docstring)."""

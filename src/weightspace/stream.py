@@ -31,12 +31,11 @@ def prefetched(items: Iterable[T], load: Callable[[T], R], depth: int = 2) -> It
 
 
 def to_device(x, device: str):
-    """Move a CPU tensor (or LowRank) to ``device``; on cuda through pinned memory, without
-    blocking, so the copy overlaps with the previous model's products."""
-    from .layers import LowRank
-
-    if isinstance(x, LowRank):
-        return LowRank(to_device(x.B, device), to_device(x.A, device), x.scale)
+    """Move a CPU tensor (or an object of tensors with ``map_tensors``, as layers.LowRank) to
+    ``device``; on cuda through pinned memory, without blocking, so the copy overlaps with the
+    previous model's products."""
+    if hasattr(x, "map_tensors"):
+        return x.map_tensors(lambda t: to_device(t, device))
     if str(device).startswith("cuda"):
         return x.pin_memory().to(device, non_blocking=True)
     return x

@@ -356,12 +356,12 @@ def _write_folder(folder: Path, tensors: dict, config: dict, weights_name: str, 
 def build_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, log=print) -> None:
     """Train a zoo collection and write its model folders under ``out_dir`` (atomically).
 
-    ``out_dir/{key}/`` for every model; a LoRA zoo also writes ``out_dir/base/``.
+    ``out_dir/{key}/`` for every model; a LoRA zoo also writes ``out_dir/base/``. The text
+    zoo (kind ``text-lora``) is :func:`weightspace.textzoo.build_text_zoo`, which builds on this
+    module (never the reverse: no import circle).
     """
     if spec["kind"] == "text-lora":
-        from .textzoo import build_text_zoo
-
-        return build_text_zoo(spec, out_dir, data_seed, log=log)
+        raise ValueError("zoo kind text-lora: built by weightspace.textzoo.build_text_zoo")
     data = load_digits(data_seed)
     tasks, keys = zoo_tasks(spec), model_keys(spec)
     with atomic_path(out_dir) as tmp:
