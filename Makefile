@@ -9,7 +9,7 @@ SMK   := $(VENV)/bin/snakemake
 export OMP_WAIT_POLICY ?= PASSIVE
 CORES ?= all
 
-.PHONY: setup run realism report test lint clean
+.PHONY: setup run realism docs report test lint clean
 
 # torch is installed first and pinned (constraints.txt): an open range in a fresh venv would
 # pull the newest torch with several GB of CUDA packages.
@@ -23,30 +23,26 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
+# CONFIG=my.yaml runs another config (any of config/collections/, or your own); the report is
+# that config's. make run writes only results/ and logs/: the tree stays as it was.
+CONFIG ?= config/config.yaml
+SMKCONF := --workflow-profile profiles/default --configfile $(CONFIG)
+
 run: setup
-	$(SMK) --workflow-profile profiles/default --cores $(CORES)
-	$(MAKE) report
-	mkdir -p docs/figures
-	cp results/figures/overview_sharing.png docs/figures/overview_sharing.png
-	cp results/digits-mlp-shared/figures/full/accuracy_vs_k.png docs/figures/accuracy_vs_k_mlp_shared.png
-	cp results/summary.csv docs/summary.csv
-	cp results/methods.csv docs/methods.csv
-	cp results/digits-mlp-shared/figures/full/error_vs_basis_size.png docs/figures/basis_size_mlp_shared.png
-	cp results/digits-mlp-independent/figures/full/error_vs_basis_size.png docs/figures/basis_size_mlp_independent.png
-	cp results/digits-lora/figures/delta/adapt_accuracy_vs_trainable.png docs/figures/adapt_digits_lora.png
-	cp results/digits-finetune/figures/full/merge_normalised_accuracy.png docs/figures/merge_digits_finetune.png
-	$(PY) docs/readme_table.py
+	$(SMK) $(SMKCONF) --cores $(CORES)
+	$(SMK) $(SMKCONF) --report results/report.html
 
 # The realism collection (real PEFT LoRAs on the real MiniLM, real text, with adapt and merge).
-realism: setup
-	$(SMK) --workflow-profile profiles/default --configfile config/collections/minilm-lora.yaml --cores $(CORES)
-	mkdir -p docs/figures
-	for f in accuracy_vs_k alignment_vs_weights alignment_heatmap adapt_accuracy_vs_trainable merge_normalised_accuracy; do \
-	  cp results/minilm-lora/figures/delta/$$f.png docs/figures/minilm_$$f.png; done
-	$(PY) docs/readme_table.py --stages
+realism:
+	$(MAKE) run CONFIG=config/collections/minilm-lora.yaml
+
+# The documentation's tables and figures from the last runs' results, and config/README.md
+# from config/schema.yaml (docs/make_docs.py).
+docs: setup
+	$(PY) docs/make_docs.py
 
 report: setup
-	$(SMK) --report results/report.html
+	$(SMK) $(SMKCONF) --report results/report.html
 
 test: setup
 	$(VENV)/bin/ruff check .

@@ -308,7 +308,7 @@ def test_text_problem_on_user_files_and_cached_states(tmp_path):
 
 def test_figures_are_byte_identical_across_runs(tmp_path):
     """Seeded confidence bands and deterministic training: the same inputs give the same PNG
-    bytes (make run leaves docs/figures unchanged)."""
+    bytes (make docs leaves docs/figures unchanged)."""
     from weightspace import figures
 
     rng = np.random.default_rng(0)

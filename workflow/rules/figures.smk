@@ -22,8 +22,6 @@ rule spectra_figure:
         runtime=10,
     log:
         "logs/{c}/figures/{view}-spectra.log",
-    conda:
-        ENV
     script:
         "../scripts/spectra_figure.py"
 
@@ -59,8 +57,6 @@ rule figures:
         q="accuracy|error",
     log:
         "logs/{c}/figures/{view}-{q}.log",
-    conda:
-        ENV
     script:
         "../scripts/figures.py"
 
@@ -127,7 +123,5 @@ rule overview:
         runtime=10,
     log:
         "logs/overview.log",
-    conda:
-        ENV
     script:
         "../scripts/overview.py"

@@ -34,8 +34,6 @@ rule merge:
         runtime=60,
     log:
         "logs/{c}/merge/{view}.log",
-    conda:
-        ENV
     script:
         "../scripts/merge.py"
 
@@ -61,7 +59,5 @@ rule merge_figure:
         runtime=10,
     log:
         "logs/{c}/merge/{view}_figure.log",
-    conda:
-        ENV
     script:
         "../scripts/merge_figure.py"

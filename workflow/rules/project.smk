@@ -20,7 +20,5 @@ rule project:
         runtime=60,
     log:
         "logs/{c}/project/{view}.log",
-    conda:
-        ENV
     script:
         "../scripts/project.py"

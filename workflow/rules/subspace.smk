@@ -37,8 +37,6 @@ rule subspace:
         "logs/{c}/subspace/{view}/group-{g}.log",
     benchmark:
         "benchmarks/{c}/subspace/{view}/group-{g}.tsv"
-    conda:
-        ENV
     script:
         "../scripts/subspace.py"
 
@@ -59,7 +57,5 @@ rule spectra:
         runtime=10,
     log:
         "logs/{c}/subspace/{view}/spectra.log",
-    conda:
-        ENV
     script:
         "../scripts/spectra.py"

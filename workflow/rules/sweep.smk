@@ -26,8 +26,6 @@ rule sweep:
         runtime=60,
     log:
         "logs/{c}/sweep/{view}.log",
-    conda:
-        ENV
     script:
         "../scripts/sweep.py"
 
@@ -52,7 +50,5 @@ rule sweep_figure:
         runtime=10,
     log:
         "logs/{c}/figures/{view}-sweep.log",
-    conda:
-        ENV
     script:
         "../scripts/sweep_figure.py"

@@ -15,7 +15,5 @@ rule zoo:
         runtime=30,
     log:
         "logs/{c}/zoo.log",
-    conda:
-        ENV
     script:
         "../scripts/zoo.py"

@@ -1,0 +1,213 @@
+"""``make docs``: the documentation's tables and figures from a finished run, and
+config/README.md from config/schema.yaml. Never run by ``make run`` (a run leaves the tree as
+it found it).
+
+Tables between markers, in README.md, docs/results.md and docs/guide.md:
+``<!-- verdict:start -->`` … from results/summary.csv (the verdict per collection and view);
+``<!-- summary:start -->`` … from results/methods.csv (every method at the report's k);
+``<!-- exports:start -->`` … from the delta exports' k{k}-sizes.csv;
+``<!-- adapt:{c}:start -->`` and ``<!-- merge:{c}:start -->`` … from results/{c}/adapt|merge/{view}/
+where they exist (a table whose collection did not run is left as it is). Figures: FIGURES,
+each copied when the run made it.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = {"original": 0, "base_only": 1, "projected": 2, "svd": 3, "random": 4, "mean": 5}
+
+
+def table(summary: pd.DataFrame) -> str:
+    s = summary[summary["method"].isin(ORDER)]
+    acc = s.pivot_table(index=["collection", "view", "method"], columns="split", values="accuracy")
+    n = s.pivot_table(index=["collection", "view", "method"], columns="split", values="models")
+    comp = s[s["split"] == "basis"].set_index(["collection", "view", "method"])["compression"]
+    lines = ["| collection | view | method | basis | held-out | bytes vs originals |", "|:--|:--|:--|--:|--:|--:|"]
+    rows = sorted(acc.index, key=lambda r: (r[0], r[1], ORDER[r[2]]))
+    for c, v, m in rows:
+        b = comp.get((c, v, m))
+        lines.append(f"| {c} | {v} | {m} | {acc.loc[(c, v, m), 'basis']:.3f} | {acc.loc[(c, v, m), 'heldout']:.3f} "
+                     f"| {'' if pd.isna(b) else f'{b:.3f}'} |")
+    counts = n.xs("original", level="method").groupby(level="collection").max()
+    lines += ["", "Models (basis / held-out): " + ", ".join(
+        f"{c} {int(r['basis'])} / {int(r['heldout'])}" for c, r in counts.iterrows()) + "."]
+    return "\n".join(lines)
+
+
+def verdict_table(v: pd.DataFrame) -> str:
+    lines = ["| collection | view | verdict | matrices shared | median excess k=4 / 16 "
+             "| ‖W−μ‖/‖W‖ basis / held-out | held-out accuracy projected / original |",
+             "|:--|:--|:--|--:|--:|--:|--:|"]
+    for _, r in v.iterrows():
+        acc = (f"{r['heldout_accuracy_projected']:.3f} / {r['heldout_accuracy_original']:.3f}"
+               if "heldout_accuracy_projected" in r and pd.notna(r["heldout_accuracy_projected"]) else "–")
+        lines.append(f"| {r['collection']} | {r['view']} | **{r['verdict']}** | {int(r['matrices_shared'])} of "
+                     f"{int(r['matrices_tested'])} | {r['median_excess_k4']:.3f} / {r['median_excess_k16']:.3f} "
+                     f"| {r['mean_only_error_basis']:.3f} / {r['mean_only_error_heldout']:.3f} | {acc} |")
+    r = v.iloc[0]
+    lines += ["", f"FDR {r['fdr']}, margin {r['margin']}, projected models at k = {int(r['k'])}; "
+              "per-matrix numbers in `results/{c}/subspace/{view}/sharing.csv`."]
+    return "\n".join(lines)
+
+
+def export_table() -> str | None:
+    """Bytes of the delta view's PEFT exports against the adapters they stand for."""
+    found = sorted((ROOT / "results").glob("*/export/delta/k*-sizes.csv"))
+    if not found:
+        return None
+    lines = ["| collection | k | own adapter rank | own adapter / original | with its share of shared/ |",
+             "|:--|--:|--:|--:|--:|"]
+    for f in found:
+        t = pd.read_csv(f)
+        lines.append(f"| {f.parts[-4]} | {int(t['k'].iloc[0])} | {int(t['rank'].max())} "
+                     f"| {(t['export_bytes'] / t['original_bytes']).mean():.2f} | {t['ratio_to_original'].mean():.2f} |")
+    return "\n".join(lines)
+
+
+def adapt_table(summary: pd.DataFrame) -> str:
+    """Rows: method (k); columns: training-set sizes; cells: test accuracy ± seeds' std."""
+    sizes = sorted(summary["n_train"].unique())
+    lines = ["| method | k | trainable | " + " | ".join(f"{n} examples" for n in sizes) + " |",
+             "|:--|--:|--:|" + "--:|" * len(sizes)]
+    summary = summary.assign(order=summary["method"].map(lambda m: METHODS_ADAPT.index(m) if m in METHODS_ADAPT else 99))
+    for (method, k), d in summary.sort_values(["order", "k"]).groupby(["method", "k"], sort=False):
+        by = d.set_index("n_train")
+        cells = [f"{by.loc[n, 'accuracy']:.3f} ± {by.loc[n, 'seed_std']:.3f}" if n in by.index else "" for n in sizes]
+        lines.append(f"| {method} | {k or ''} | {int(by['trainable'].iloc[-1])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+METHODS_ADAPT = ["none-base", "none-mean", "coef-base", "coef-mean", "random", "tinylora", "fourierft", "vera",
+                 "lora", "head", "full"]
+
+
+def merge_table(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
+    from weightspace.merge import testbed_verdict
+
+    lines = ["| method | λ | tuned on | normalised accuracy (mean) | (worst task) |", "|:--|--:|:--|--:|--:|"]
+    for _, r in summary.iterrows():
+        lam = {"mean": "1/N", "subspace_mean": "–"}.get(r["method"], f"{r['lam']:g}")
+        lines.append(f"| {r['method']} | {lam} | {r['tuned_on']} | {r['normalised_mean']:.3f} "
+                     f"| {r['normalised_min']:.3f} |")
+    ok, verdict = testbed_verdict(diagnostics)
+    lines += ["", f"{int(summary['tasks'].iloc[0])} models merged, task vectors against the "
+              f"{summary['reference'].iloc[0]}; largest |W_subspace mean − W_mean| = "
+              f"{summary['subspace_mean_vs_mean'].iloc[0]:.2g}. "
+              f"Testbed: {verdict}."]
+    return "\n".join(lines)
+
+
+def replace(text: str, name: str, new: str) -> str:
+    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->\n).*?(<!-- {re.escape(name)}:end -->)", re.S)
+    return pattern.sub(lambda m: m[1] + new + "\n" + m[2], text)
+
+
+DOCS = ("README.md", "docs/results.md", "docs/guide.md")
+FIGURES = {  # docs/figures/<name>: results/<path>
+    "overview_sharing.png": "figures/overview_sharing.png",
+    "accuracy_vs_k_mlp_shared.png": "digits-mlp-shared/figures/full/accuracy_vs_k.png",
+    "basis_size_mlp_shared.png": "digits-mlp-shared/figures/full/error_vs_basis_size.png",
+    "basis_size_mlp_independent.png": "digits-mlp-independent/figures/full/error_vs_basis_size.png",
+    "adapt_digits_lora.png": "digits-lora/figures/delta/adapt_accuracy_vs_trainable.png",
+    "merge_digits_finetune.png": "digits-finetune/figures/full/merge_normalised_accuracy.png",
+    **{f"minilm_{f}.png": f"minilm-lora/figures/delta/{f}.png" for f in (
+        "accuracy_vs_k", "alignment_vs_weights", "alignment_heatmap", "adapt_accuracy_vs_trainable",
+        "merge_normalised_accuracy")},
+}
+
+
+def update_tables(text: str, summary: Path, methods: Path) -> str:
+    """Every marked table of ``text`` whose results exist, rewritten."""
+    if "<!-- verdict:start -->" in text and summary.exists():
+        text = replace(text, "verdict", verdict_table(pd.read_csv(summary)))
+    if "<!-- summary:start -->" in text and methods.exists():
+        text = replace(text, "summary", table(pd.read_csv(methods)))
+    exports = export_table() if "<!-- exports:start -->" in text else None
+    if exports:
+        text = replace(text, "exports", exports)
+    for stage, c in re.findall(r"<!-- (adapt|merge):([A-Za-z0-9_.-]+):start -->", text):
+        found = sorted((ROOT / "results" / c / stage).glob("*/summary.csv"))
+        if not found:
+            continue
+        s = pd.read_csv(found[0])
+        new = adapt_table(s) if stage == "adapt" else merge_table(s, pd.read_csv(found[0].parent / "diagnostics.csv"))
+        text = replace(text, f"{stage}:{c}", new)
+    return text
+
+
+def config_reference(schema: dict) -> str:
+    """config/README.md: one table per section of the schema, every key with its type, default
+    and description."""
+
+    def kind(node):
+        if "$ref" in node:
+            return "see " + node["$ref"].split("/")[-1]
+        if "enum" in node:
+            return " \\| ".join(str(e) for e in node["enum"])
+        if "oneOf" in node:
+            return " or ".join(kind(o) for o in node["oneOf"])
+        t = node.get("type", "")
+        t = " or ".join(t) if isinstance(t, list) else t
+        if t == "array" and isinstance(node.get("items"), dict) and "enum" not in node["items"]:
+            t = f"list of {kind(node['items'])}"
+        return t or "any"
+
+    def rows(props, prefix=""):
+        out = []
+        for key, node in props.items():
+            default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
+            desc = node.get("description", "").replace("|", "\\|").replace("\n", " ").strip()
+            out.append(f"| `{prefix}{key}` | {kind(node)} | {default} | {desc} |")
+            sub = node.get("properties") or (node.get("items") or {}).get("properties")
+            if node.get("type") == "object" and sub and "$ref" not in node:
+                out += rows(sub, f"{prefix}{key}.")
+            for alt in node.get("oneOf", []):
+                if isinstance(alt, dict) and alt.get("properties"):
+                    out += rows(alt["properties"], f"{prefix}{key}.")
+            if isinstance(node.get("items"), dict):
+                for alt in node["items"].get("oneOf", []):
+                    if isinstance(alt, dict) and alt.get("properties"):
+                        out += rows(alt["properties"], f"{prefix}{key}[].")
+        return out
+
+    head = ["| key | type | default | description |", "|:--|:--|:--|:--|"]
+    parts = ["# Configuration", "",
+             "Generated from `config/schema.yaml` by `make docs` (a test checks it is current). The config "
+             "is validated against that schema when the workflow starts; defaults are filled in, and a wrong "
+             "key or value stops the run naming it. `config/config.yaml` is the default (the offline zoo); "
+             "`config/collections/*.yaml` are ready configs for real collections; `.test/config/config.yaml` "
+             "is the small config CI runs. Run any of them with `make run CONFIG=<file>`.", ""]
+    top = {k: v for k, v in schema["properties"].items() if k != "collections"}
+    coll = schema["properties"]["collections"]
+    parts += ["## Top level", ""] + head + rows(top) + [""]
+    parts += ["## collections.<name>", "", coll.get("description", ""), ""] + head
+    parts += rows(coll["additionalProperties"]["properties"]) + [""]
+    for name, node in schema["$defs"].items():
+        parts += [f"## {name}", "", node.get("description", ""), ""] + head + rows(node["properties"]) + [""]
+    return "\n".join(parts).replace("\n\n\n", "\n\n")
+
+
+def main(summary="results/summary.csv", methods="results/methods.csv", tables_only=False):
+    import shutil
+
+    import yaml
+
+    for doc in DOCS:
+        path = ROOT / doc
+        path.write_text(update_tables(path.read_text(), ROOT / summary, ROOT / methods))
+    if tables_only:
+        return
+    (ROOT / "docs" / "figures").mkdir(exist_ok=True)
+    for name, source in FIGURES.items():
+        if (ROOT / "results" / source).exists():
+            shutil.copyfile(ROOT / "results" / source, ROOT / "docs" / "figures" / name)
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    (ROOT / "config" / "README.md").write_text(config_reference(schema))
+
+
+if __name__ == "__main__":
+    main()

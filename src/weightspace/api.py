@@ -1,0 +1,108 @@
+"""The library from Python (a notebook), without the workflow: fit the shared subspace of
+in-memory models, project and reconstruct, and open a finished run's subspaces.
+
+>>> from weightspace.api import fit
+>>> sub = fit({"a": sd_a, "b": sd_b, "c": sd_c}, max_k=8)      # name → state dict
+>>> C = sub.project(sd_new, k=4)                                # k×k coefficients per matrix
+>>> sd_hat = sub.reconstruct(C)                                  # state dict of μ + U_r C U_cᵀ
+
+The decomposition is the workflow's own (:mod:`weightspace.hosvd`: float64 mode sums of the
+stack, exact eigendecompositions): per weight matrix (every tensor of two or more dimensions,
+a conv kernel as out × in·kh·kw) with μ the mean of the models and X_i = W_i − μ, U_row and
+U_col are the leading eigenvectors of Σ X_i X_iᵀ and Σ X_iᵀ X_i, a model's coefficients are
+C = U_row,kᵀ (W − μ) U_col,k and its reconstruction μ + U_row,k C U_col,kᵀ. Tensors of one
+dimension (biases, norms) are not decomposed: ``reconstruct`` leaves them out. Everything is
+held in memory: for hundreds of large models use the workflow, which streams.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import hosvd
+from .project import coefficients, reconstruct
+
+
+@dataclass
+class Basis:
+    """One matrix's subspace: mean μ (m×n), U_row (m×k_max), U_col (n×k_max), the tensor's own
+    shape, and the centred row-mode spectrum (None when read from a run)."""
+
+    mean: torch.Tensor
+    U_row: torch.Tensor
+    U_col: torch.Tensor
+    shape: tuple[int, ...]
+    eig_row: torch.Tensor | None = None
+
+    def explained_variance(self, k: int) -> float:
+        """Σ_{j≤k} λ_j / Σ_j λ_j of the centred row mode."""
+        return float(hosvd.explained_variance(self.eig_row)[k - 1])
+
+
+class Subspaces(dict):
+    """name → :class:`Basis`, with projection and reconstruction of whole state dicts."""
+
+    def project(self, state_dict: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        """C = U_row,kᵀ (W − μ) U_col,k for every matrix of the subspace (k limited by the
+        stored directions)."""
+        out = {}
+        for name, b in self.items():
+            if name not in state_dict:
+                raise KeyError(f"the state dict has no tensor {name!r}")
+            W = _matrix(state_dict[name], name, b.shape)
+            out[name] = coefficients(W, b.mean, b.U_row[:, :k], b.U_col[:, :k])
+        return out
+
+    def reconstruct(self, coeffs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """μ + U_row C U_colᵀ for every matrix, in its tensor's shape (float64)."""
+        return {name: reconstruct(C.to(torch.float64), self[name].mean, self[name].U_row,
+                                  self[name].U_col).reshape(self[name].shape) for name, C in coeffs.items()}
+
+
+def _matrix(t: torch.Tensor, name: str, shape) -> torch.Tensor:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"tensor {name}: shape {tuple(t.shape)}, the subspace's is {tuple(shape)}")
+    return t.detach().reshape(t.shape[0], -1).to(torch.float64)
+
+
+def fit(models: Mapping[str, Mapping[str, torch.Tensor]], max_k: int = 16, center: bool = True) -> Subspaces:
+    """The subspace of every weight matrix of ``models`` (name → state dict, all with the same
+    matrices), exactly as the subspace stage computes it from stores."""
+    if len(models) < 2:
+        raise ValueError(f"fit needs at least two models, got {len(models)}")
+    names = list(models)
+    first = models[names[0]]
+    out = Subspaces()
+    for t, W0 in first.items():
+        if W0.ndim < 2:
+            continue
+        mats = []
+        for n in names:
+            if t not in models[n]:
+                raise ValueError(f"model {n}: no tensor {t!r} (model {names[0]} has one)")
+            mats.append(_matrix(models[n][t], f"{t} of model {n}", W0.shape))
+        sums = hosvd.ModeSums(*mats[0].shape)
+        for W in mats:
+            sums.add(W)
+        flat = torch.stack([W.reshape(-1) for W in mats])
+        sub = hosvd.decompose(sums, flat @ flat.T, max_k, center)
+        out[t] = Basis(sub.mean, sub.U_row, sub.U_col, tuple(W0.shape), sub.eig_row)
+    return out
+
+
+def load_run(results: str | os.PathLike, collection: str, view: str = "full") -> Subspaces:
+    """The subspaces of a finished run (``results/{collection}/subspace/{view}/group-*.zarr``),
+    as :func:`fit` returns them, with matrix shapes (a conv kernel reconstructs as out ×
+    in·kh·kw) and no spectra (those are in the run's spectra.parquet)."""
+    from .subspace import load_subspaces
+
+    groups = sorted((Path(results) / collection / "subspace" / view).glob("group-*.zarr"))
+    if not groups:
+        raise FileNotFoundError(f"no subspace of {collection} ({view}) under {results}")
+    records, _ = load_subspaces([str(g) for g in groups])
+    return Subspaces({name: Basis(r.mean, r.U_row, r.U_col, tuple(r.shape)) for name, r in records.items()})

@@ -1,0 +1,99 @@
+"""weightspace.api (the library without the workflow) against the subspace stage, and
+docs/api.md run as written."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from weightspace import api
+from weightspace.store import write_store
+from weightspace.subspace import load_subspaces, run_group
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def models(N=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randn(7, 2, generator=g)
+    return {f"m{i}": {"fc.weight": shared @ torch.randn(2, 5, generator=g) + 0.01 * torch.randn(7, 5, generator=g),
+                      "conv.weight": torch.randn(4, 3, 2, 2, generator=g), "fc.bias": torch.randn(7, generator=g)}
+            for i in range(N)}
+
+
+def test_fit_equals_the_subspace_stage(tmp_path):
+    ms = models()
+    sub = api.fit(ms, max_k=4)
+    assert sorted(sub) == ["conv.weight", "fc.weight"]  # 1-D tensors are not decomposed
+    paths = []
+    for name, sd in ms.items():
+        write_store(tmp_path / f"{name}.zarr", sd.items(), {"model": name})
+        paths.append(str(tmp_path / f"{name}.zarr"))
+    run_group(paths, "full", 1, 0, str(tmp_path / "g.zarr"), max_k=4, center=True, gaussian_null=False,
+              rotation_null=False, seed=0, device="cpu")
+    stage, _ = load_subspaces([str(tmp_path / "g.zarr")])
+    for name, b in sub.items():  # the stage stores its results in float32
+        for key in ("mean", "U_row", "U_col"):
+            torch.testing.assert_close(getattr(b, key), getattr(stage[name], key), rtol=0, atol=1e-6)
+    (tmp_path / "c" / "subspace" / "full").mkdir(parents=True)
+    (tmp_path / "g.zarr").rename(tmp_path / "c" / "subspace" / "full" / "group-0.zarr")
+    loaded = api.load_run(tmp_path, "c")
+    torch.testing.assert_close(loaded["fc.weight"].U_row, sub["fc.weight"].U_row, rtol=0, atol=1e-6)
+    assert loaded["conv.weight"].shape == (4, 12)  # a run stores matrices: conv kernels as out × in·kh·kw
+    with pytest.raises(FileNotFoundError, match="no subspace of other"):
+        api.load_run(tmp_path, "other")
+
+
+def test_project_and_reconstruct():
+    ms = models(N=4)
+    sub = api.fit(ms, max_k=8)
+    C = sub.project(ms["m1"], k=3)
+    assert C["fc.weight"].shape == (3, 3) and C["conv.weight"].shape == (3, 3)
+    back = sub.reconstruct(C)
+    for name, b in sub.items():  # μ + P_r (W − μ) P_c with the leading 3 directions, in the tensor's shape
+        W = ms["m1"][name].double().reshape(b.shape[0], -1)
+        Pr, Pc = b.U_row[:, :3] @ b.U_row[:, :3].T, b.U_col[:, :3] @ b.U_col[:, :3].T
+        assert back[name].shape == ms["m1"][name].shape
+        torch.testing.assert_close(back[name].reshape(W.shape), b.mean + Pr @ (W - b.mean) @ Pc, rtol=0, atol=1e-10)
+    # every direction of fc.weight (7×5) is stored at max_k = 8: reconstruction is exact
+    full = sub.reconstruct(sub.project(ms["m1"], k=8))["fc.weight"]
+    torch.testing.assert_close(full, ms["m1"]["fc.weight"].double(), rtol=0, atol=1e-10)
+    assert sub["fc.weight"].explained_variance(2) > 0.99  # the planted rank-2 row space
+
+
+def test_bad_inputs_are_named():
+    ms = models(N=3)
+    with pytest.raises(ValueError, match="at least two models"):
+        api.fit({"m0": ms["m0"]})
+    ms["m2"]["fc.weight"] = torch.randn(7, 6)
+    with pytest.raises(ValueError, match=r"fc.weight of model m2: shape \(7, 6\)"):
+        api.fit(ms)
+    sub = api.fit(models(N=3))
+    with pytest.raises(KeyError, match="no tensor 'conv.weight'"):
+        sub.project({"fc.weight": torch.randn(7, 5)}, k=2)
+
+
+def code_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, re.S)
+
+
+def test_docs_api_runs_as_written(tmp_path, monkeypatch):
+    """Every python block of docs/api.md, in order, in one namespace; the finished-run part
+    reads a small run made here by the stage functions in the layout the workflow writes."""
+    ms = models()
+    run = tmp_path / "results" / "digits-mlp-shared"
+    (run / "subspace" / "full").mkdir(parents=True)
+    paths = []
+    for name, sd in ms.items():
+        write_store(tmp_path / f"{name}.zarr", sd.items(), {"model": name})
+        paths.append(str(tmp_path / f"{name}.zarr"))
+    run_group(paths, "full", 1, 0, str(run / "subspace" / "full" / "group-0.zarr"), max_k=4, center=True,
+              gaussian_null=False, rotation_null=False, seed=0, device="cpu")
+    monkeypatch.chdir(tmp_path)
+    blocks = code_blocks((ROOT / "docs" / "api.md").read_text())
+    assert len(blocks) >= 2
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "docs/api.md", "exec"), namespace)
+    assert "coeffs" in namespace and "hat" in namespace
