@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from weightspace import align
+from weightspace.core import align
 
 METRICS = ("mutual_knn", "cka", "unbiased_cka", "cknna", "svcca")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from weightspace import align
+from weightspace.core import align
 
 ALL = list(align.METRICS)
 

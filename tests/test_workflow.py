@@ -108,7 +108,7 @@ def test_alignment_stage(finished):
     import zarr
 
     from weightspace import zoo
-    from weightspace.align import METRICS
+    from weightspace.core.align import METRICS
 
     res = finished / "results" / "tiny-shared"
     t = pd.read_parquet(res / "align" / "full" / "alignment.parquet")

@@ -1,19 +1,34 @@
 """weightspace: the shared low-rank weight subspace of a collection of models.
 
-Library modules, one concept each (none imports Snakemake):
+Modules, by layer (docs/ARCHITECTURE.md; tests/test_architecture.py checks that imports only
+point down and never form a circle; none imports Snakemake):
 
+Pure numerics (``core``: tensors in, tensors out)
+- ``core.sharing``       the sharing test: rotation-null draws, statistics, p-values, BH
+- ``core.coefficients``  a change held in a shared basis, ΔW = U_row C U_colᵀ
+- ``core.merging``       merging task vectors (PEFT's merge utilities, and in the basis)
+- ``core.align``         the representation alignment metrics, pairwise and all pairs at once
+- ``hosvd``              the decomposition: streamed mode sums, eigendecomposition, nulls
+
+Files, tables and sources
 - ``io``          atomic writes of files, tables and directories
 - ``store``       per-model Zarr stores (source dtype kept, bf16 as uint16 bits)
-- ``layers``      reading model folders (safetensors only), LoRA pairing, matrix views
-- ``collection``  the collection table (the lock): keys, revisions, splits
-- ``zoo``         the built-in offline model zoo (digits MLPs and LoRA adapters)
-- ``hosvd``       the decomposition: streaming Grams, eigendecomposition, spectra, nulls
-- ``project``     coefficients, reconstructions and the baselines
-- ``evaluate``    reconstruction error, task accuracy and memory accounting
-- ``adapt``       new tasks learned by coefficients only, beside PEFT's tuners and controls
-- ``merge``       models merged by PEFT's merge utilities and in the subspace, own heads
-- ``core``        pure numerics: coefficient parametrization, merging (no I/O)
-- ``figures``     seaborn figures
+- ``stream``      reading ahead on a thread; moves to the device
+- ``layers``      safetensors headers and checks, LoRA pairing, matrix views of a model
+- ``collection``  the collection table (the lock): keys, revisions, splits, screening
+- ``hub``         Hugging Face Hub collections: resolving, fetching, manifests, errors
+- ``zoo``         the built-in offline zoo (digits MLPs, LoRA adapters, fine-tunes)
+- ``textzoo``     the realism zoo: PEFT LoRAs on the real MiniLM, real text tasks
+
+Stages (one per rule file) and their helpers
+- ``extract``, ``subspace``, ``project``, ``evaluate`` (+ ``hf_evaluate``: transformers
+  evaluators), ``export``, ``sweep``, ``adapt``, ``merge``, ``representations`` (the align
+  stage), ``figures``
+
+Around them
+- ``api``         the library from Python without the workflow (docs/api.md)
+- ``runtime``     what every workflow script needs: the job (or its stand-in), logs, threads
+- ``codehash``    rule code versions from the modules a script imports
 """
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ model). They are cached in ``features.zarr``: ``{variant}/{model}/{layer}`` arra
 
 Alignment (``alignment_table``) is measured for every pair of models within each variant, and
 between each model and its own projection (variant ``original~projected``), with every metric
-of :mod:`weightspace.align` on the prepared features. Its baseline (variant ``null``) is the
+of :mod:`weightspace.core.align` on the prepared features. Its baseline (variant ``null``) is the
 same comparison after shuffling one model's probe inputs (pairs among the first
 ``NULL_MODELS`` models, best layer pair included, so the null carries the same selection bias).
 The layer pair is the one maximising the metric over all layer pairs (Huh et al.), or fixed (``layers: last`` or a layer index).
@@ -29,7 +29,8 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from . import align, layers
+from . import layers
+from .core import align
 from .evaluate import effective_weights, model_config
 from .io import atomic_path
 from .hosvd import dense
