@@ -31,13 +31,33 @@ def test_an_indirect_import_changes_only_the_steps_that_reach_it(tmp_path):
     assert not {"extract.py", "fetch.py", "zoo.py", "screen.py"} & changed
 
 
+LOADER = """
+import importlib, json, sys
+out = {}
+for name, mods in json.loads(sys.argv[1]).items():
+    for k in [k for k in sys.modules if k == "weightspace" or k.startswith("weightspace.")]:
+        del sys.modules[k]  # each script's imports from scratch (third-party modules stay loaded)
+    for m in mods:
+        importlib.import_module("weightspace." + m)
+    out[name] = sorted(k for k in sys.modules if k.startswith("weightspace."))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded_by_script():
+    """For every script: the package modules that importing what it imports loads (one
+    process for all scripts, the package's modules dropped from sys.modules between them)."""
+    mods = {s.name: codehash.script_modules(s) for s in SCRIPTS}
+    proc = subprocess.run([sys.executable, "-c", LOADER, json.dumps(mods)], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_no_step_misses_a_module_it_imports(script):
+def test_no_step_misses_a_module_it_imports(script, loaded_by_script):
     """Importing what the script imports loads only modules inside the step's closure."""
     mods = codehash.script_modules(script)
-    code = ("import json, sys\n" + "".join(f"import weightspace.{m}\n" for m in mods)
-            + "print(json.dumps(sorted(k for k in sys.modules if k.startswith('weightspace.'))))")
-    loaded = {m.removeprefix("weightspace.") for m in json.loads(
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)}
+    loaded = {m.removeprefix("weightspace.") for m in loaded_by_script[script.name]}
     loaded = {m for m in loaded if not (codehash.PACKAGE / m.replace(".", "/") / "__init__.py").exists()}
+    assert loaded, "nothing loaded: the check would pass vacuously"
     assert loaded <= set(codehash.closure(*mods)), loaded - set(codehash.closure(*mods))

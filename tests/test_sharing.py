@@ -98,3 +98,15 @@ def test_benjamini_hochberg_against_a_hand_computed_example():
 def test_evr_area_pads_short_spectra_with_full_explained_variance():
     eigs = torch.tensor([3.0, 1.0], dtype=F64)
     assert float(sharing.evr_area(eigs, 4)) == pytest.approx((0.75 + 1 + 1 + 1) / 4)
+
+
+def test_shared_calls_is_p_against_draws_plus_margin_then_bh():
+    rng = np.random.default_rng(3)
+    stats = [0.9, 0.52, 0.5, 0.3]
+    draws = [rng.normal(0.5, 0.001, 99) for _ in stats]
+    p, q, calls = sharing.shared_calls(stats, draws, margin=0.05, fdr=0.05)
+    expected = [sharing.empirical_p(T, d + 0.05) for T, d in zip(stats, draws)]
+    np.testing.assert_allclose(p, expected)
+    np.testing.assert_allclose(q, sharing.benjamini_hochberg(np.array(expected)))
+    assert calls.tolist() == [True, False, False, False]  # 0.52 beats the draws but not the margin
+    assert sharing.shared_calls([0.52], [draws[1]], margin=0.0, fdr=0.05)[2].tolist() == [True]

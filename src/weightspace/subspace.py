@@ -428,7 +428,7 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> p
     import pandas as pd
 
     subs, _ = load_subspaces(paths)
-    rows = []
+    rows, nulls = [], {}
     for name, rec in sorted(subs.items()):
         test = rec.attrs.get("sharing") or {}
         modes = test.get("modes", [])
@@ -436,9 +436,9 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> p
         if test:
             draws = rec.array("null_rotation_statistic")  # R × modes
             t_null = draws.mean(1)
+            nulls[name] = t_null
             row.update(null_mean=float(t_null.mean()), null_sd=float(t_null.std(ddof=1)),
-                       z=sharing.z_score(test["statistic"], t_null),
-                       p=sharing.empirical_p(test["statistic"], t_null + margin), draws=len(t_null), K=test["K"])
+                       z=sharing.z_score(test["statistic"], t_null), draws=len(t_null), K=test["K"])
             for j, mode in enumerate(modes):
                 row[f"excess_{mode}"] = test["mode_statistic"][j] - float(draws[:, j].mean())
         curves = [[hosvd.explained_variance(torch.from_numpy(rec.array(key)), rec.attrs["total_uncentered"])
@@ -448,14 +448,16 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> p
             row[f"excess_k{k}"] = float(np.mean(ex)) if ex else None
         rows.append(row)
     table = pd.DataFrame(rows)
-    for col in ("null_mean", "null_sd", "z", "p", "draws", "K", "excess_row", "excess_col"):
+    for col in ("null_mean", "null_sd", "z", "draws", "K", "excess_row", "excess_col"):
         if col not in table:
             table[col] = np.nan
-    tested = table["p"].notna()
-    table["q"] = np.nan
-    table.loc[tested, "q"] = sharing.benjamini_hochberg(table.loc[tested, "p"].to_numpy(float))
-    table["shared"] = pd.array([bool(q <= fdr) if t else pd.NA for q, t in zip(table["q"], tested)],
-                               dtype="boolean")
+    tested = table["target"].isin(list(nulls))
+    p, q, calls = sharing.shared_calls(table.loc[tested, "statistic"].to_numpy(float),
+                                       [nulls[n] for n in table.loc[tested, "target"]], margin, fdr)
+    table["p"], table["q"] = np.nan, np.nan
+    table.loc[tested, "p"], table.loc[tested, "q"] = p, q
+    table["shared"] = pd.array([pd.NA] * len(table), dtype="boolean")
+    table.loc[tested, "shared"] = calls
     return table[["target", "shape", "statistic", "null_mean", "null_sd", "z", "p", "q", "shared",
                   "excess_row", "excess_col", *[f"excess_k{k}" for k in EXCESS_KS], "draws", "K"]]
 

@@ -70,13 +70,12 @@ def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: li
                 cnorm2 += float(((W - mu) ** 2).sum())
             if sub.sharing:
                 stats.append((sub.sharing["statistic"], sub.nulls["rotation_statistic"].mean(1).numpy()))
-        p = np.array([sharing.empirical_p(T, draws + margin) for T, draws in stats])
-        q = sharing.benjamini_hochberg(p)
+        _, _, calls = sharing.shared_calls([T for T, _ in stats], [d for _, d in stats], margin, fdr)
         rows.append({"n_basis": n, "k": k, "heldout_models": len(held),
                      "heldout_error": (err2 / norm2) ** 0.5, "heldout_error_centered": (err2 / cnorm2) ** 0.5,
                      "heldout_mean_only_error": (mean2 / norm2) ** 0.5,
                      "median_excess": float(np.median([T - d.mean() for T, d in stats])) if stats else np.nan,
-                     "matrices_shared": int((q <= fdr).sum()), "matrices_tested": len(stats)})
+                     "matrices_shared": int(calls.sum()), "matrices_tested": len(stats)})
         log.info("basis size %d: held-out error %.4f (mean only %.4f), %d of %d matrices shared", n,
                  rows[-1]["heldout_error"], rows[-1]["heldout_mean_only_error"], rows[-1]["matrices_shared"],
                  len(stats))

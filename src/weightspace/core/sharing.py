@@ -108,6 +108,14 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     return false_discovery_control(p, method="bh") if len(p) else p
 
 
+def shared_calls(statistics, null_draws, margin: float, fdr: float):
+    """The test of a view's matrices j: p_j = empirical_p(T_j, null_j + margin),
+    q = benjamini_hochberg(p), and matrix j called shared where q_j ≤ fdr. Returns (p, q, calls)."""
+    p = np.array([empirical_p(T, np.asarray(d, dtype=float) + margin) for T, d in zip(statistics, null_draws)])
+    q = benjamini_hochberg(p)
+    return p, q, q <= fdr
+
+
 def min_detectable_share(draws: int, q: float) -> float:
     """The smallest share of a view's matrices that BH at FDR q can call shared when their
     p-values sit at the floor 1/(1 + R): s/m ≥ (1/(1+R)) / q."""
