@@ -160,8 +160,7 @@ def model_config(store: ModelStore) -> dict:
 
 
 def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, view: str,
-                    ks: list[int], evaluator, splits: dict[str, str], seed: int = 0,
-                    device: str = "cpu") -> pd.DataFrame:
+                    ks: list[int], evaluator, splits: dict[str, str], seed: int = 0) -> pd.DataFrame:
     """One row per (model, method, k): errors and task metrics (see the module docstring)."""
     coeffs = zarr.open_group(coeff_path, mode="r")
     index = {k: i for i, k in enumerate(coeffs.attrs["models"])}
@@ -172,11 +171,11 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
     for path in tqdm(store_paths, desc="evaluate", mininterval=5):
         st = ModelStore(path)
         cfg, tmap = model_config(st), {t.name: t for t in layers.targets(st, view)}
-        W = {n: layers.read_target(st, tmap[n], device=device) for n in names}
+        W = {n: layers.read_target(st, tmap[n]) for n in names}
         W = {n: dense(w) for n, w in W.items()}
         norm2 = sum(float((w ** 2).sum()) for w in W.values())
         cnorm2 = sum(float(((W[n] - subspaces[n].mean) ** 2).sum()) for n in names)
-        C = {n: torch.from_numpy(np.asarray(coeffs[n][index[st.key]])).to(device, torch.float64) for n in names}
+        C = {n: torch.from_numpy(np.asarray(coeffs[n][index[st.key]])).to(torch.float64) for n in names}
         svds = {n: torch.linalg.svd(W[n] - subspaces[n].mean, full_matrices=False) for n in names}
 
         def record(method, k, mats):

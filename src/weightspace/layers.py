@@ -280,9 +280,9 @@ def kept_tensors(store, view: str) -> list[str]:
 SOURCE_DTYPE = "source"  # read_target(dtype=SOURCE_DTYPE): keep the stored dtype
 
 
-def read_target(store, target: Target, dtype=None, device="cpu"):
-    """One model's matrix for ``target``: a dense tensor, or LowRank for a delta target; in
-    float64 on ``device`` unless ``dtype`` (SOURCE_DTYPE keeps the stored dtype, on the CPU)."""
+def read_target(store, target: Target, dtype=None):
+    """One model's matrix for ``target`` on the CPU: a dense tensor, or LowRank for a delta
+    target; in float64 unless ``dtype`` (SOURCE_DTYPE keeps the stored dtype)."""
     import torch
 
     if target.view == "delta":
@@ -295,8 +295,8 @@ def read_target(store, target: Target, dtype=None, device="cpu"):
         return W
     dtype = dtype or torch.float64
     if isinstance(W, LowRank):
-        return LowRank(W.B.to(device=device, dtype=dtype), W.A.to(device=device, dtype=dtype), W.scale)
-    return W.to(device=device, dtype=dtype)
+        return LowRank(W.B.to(dtype=dtype), W.A.to(dtype=dtype), W.scale)
+    return W.to(dtype=dtype)
 
 
 def manifest(folder: str | os.PathLike, model: str = "?") -> dict:

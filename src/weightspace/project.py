@@ -98,7 +98,7 @@ def shared_numbers(method: str, k: int, m: int, n: int) -> int:
 
 # ----------------------------------------------------------------------------- the stage
 def project_models(store_paths: list[str], subspaces: dict, view: str, out_path: str, ks: list[int],
-                   splits: dict[str, str], device: str = "cpu"):
+                   splits: dict[str, str]):
     """Coefficients of every model (basis and held-out) at k_max, and the captured energy.
 
     Writes ``out_path`` (Zarr: one array N×k_max×k_max per target, attribute ``models``) and
@@ -125,7 +125,7 @@ def project_models(store_paths: list[str], subspaces: dict, view: str, out_path:
             if name not in tmap or tmap[name].shape != sub.shape:
                 raise ValueError(f"model {st.key}: target {name} missing or of another shape "
                                  f"than the subspace {sub.shape}")
-            W = layers.read_target(st, tmap[name], device=device)
+            W = layers.read_target(st, tmap[name])
             X = dense(W) - sub.mean
             C = sub.U_row.T @ X @ sub.U_col
             coeffs[name].append(C.float().cpu())
