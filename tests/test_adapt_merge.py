@@ -11,7 +11,7 @@ import torch
 
 from weightspace import adapt, merge, zoo
 from weightspace.core import coefficients, merging
-from weightspace.hosvd import random_orthonormal
+from weightspace.core.hosvd import random_orthonormal
 
 
 def _subspace(mean, U_row, U_col):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from weightspace import collection, project
-from weightspace.hosvd import random_orthonormal
+from weightspace.core.hosvd import random_orthonormal
 
 
 def rows(keys):

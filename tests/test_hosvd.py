@@ -6,9 +6,10 @@ import tensorly as tl
 import torch
 from tensorly.decomposition import tucker
 
-from weightspace import hosvd
-from weightspace.layers import LowRank
+from weightspace.core import hosvd
+from weightspace.core.lowrank import LowRank
 from weightspace.project import coefficients, reconstruct
+from weightspace.stream import model_gram_dense
 
 F64 = torch.float64
 
@@ -136,7 +137,7 @@ def test_lowrank_grams_equal_dense():
 
 def test_model_gram_in_row_blocks_equals_full():
     Ws = stack(N=6, m=11, n=4)
-    K = hosvd.model_gram_dense(lambda i, rows, out=None: Ws[i][rows], 6, 11, 4, block_rows=3)
+    K = model_gram_dense(lambda i, rows, out=None: Ws[i][rows], 6, 11, 4, block_rows=3)
     np.testing.assert_allclose(K, torch.einsum("imn,jmn->ij", Ws, Ws), atol=1e-12)
 
 
@@ -146,7 +147,7 @@ def test_model_gram_blocks_of_mixed_source_dtypes():
     Ws = stack(N=4, m=9, n=5)
     src = [Ws[0].bfloat16(), Ws[1].half(), Ws[2].float(), Ws[3]]
     exact = torch.stack([w.double() for w in src])
-    K = hosvd.model_gram_dense(lambda i, rows, out=None: src[i][rows], 4, 9, 5, block_rows=4)
+    K = model_gram_dense(lambda i, rows, out=None: src[i][rows], 4, 9, 5, block_rows=4)
     np.testing.assert_allclose(K, torch.einsum("imn,jmn->ij", exact, exact), rtol=1e-13)
 
 
@@ -295,7 +296,7 @@ def test_column_refinement_accumulates_centred_gram_times_q():
     for W in Ws:
         sums.add(W)
     ref = sums.refinement()
-    K = hosvd.model_gram_dense(lambda i, rows, out=None: Ws[i][rows].float(), 7, 10, 30, block_rows=3,
+    K = model_gram_dense(lambda i, rows, out=None: Ws[i][rows].float(), 7, 10, 30, block_rows=3,
                                on_block=ref.add_rows, center=ref.mean)
     ref.finish()
     np.testing.assert_allclose(K, torch.einsum("imn,jmn->ij", Ws, Ws), rtol=1e-12)  # the raw Gram, recovered

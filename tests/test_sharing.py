@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from weightspace import hosvd
+from weightspace.core import hosvd
 from weightspace.core import sharing
 
 F64 = torch.float64

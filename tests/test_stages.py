@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from weightspace import hosvd
+from weightspace.core import hosvd
 from weightspace.core import sharing
 from weightspace.project import coefficients, project_models
 from weightspace.store import write_store

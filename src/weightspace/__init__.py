@@ -8,12 +8,13 @@ Pure numerics (``core``: tensors in, tensors out)
 - ``core.coefficients``  a change held in a shared basis, ΔW = U_row C U_colᵀ
 - ``core.merging``       merging task vectors (PEFT's merge utilities, and in the basis)
 - ``core.align``         the representation alignment metrics, pairwise and all pairs at once
-- ``hosvd``              the decomposition: streamed mode sums, eigendecomposition, nulls
+- ``core.hosvd``         the decomposition: mode sums, eigendecomposition, sketches, nulls
+- ``core.lowrank``       a matrix held as its LoRA factors, scale·B·A
 
 Files, tables and sources
 - ``io``          atomic writes of files, tables and directories
 - ``store``       per-model Zarr stores (source dtype kept, bf16 as uint16 bits)
-- ``stream``      reading ahead on a thread; moves to the device
+- ``stream``      reading ahead on a thread, moves to the device, the row-block model Gram
 - ``layers``      safetensors headers and checks, LoRA pairing, matrix views of a model
 - ``collection``  the collection table (the lock): keys, revisions, splits, screening
 - ``hub``         Hugging Face Hub collections: resolving, fetching, manifests, errors

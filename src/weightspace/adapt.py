@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from . import zoo
 from .core.coefficients import add_coefficients, lora_factors
-from .hosvd import random_orthonormal
+from .core.hosvd import random_orthonormal
 
 log = logging.getLogger("weightspace")
 K_METHODS = ("coef-base", "coef-mean", "random", "tinylora", "fourierft")  # run at every k

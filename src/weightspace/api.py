@@ -6,7 +6,7 @@ in-memory models, project and reconstruct, and open a finished run's subspaces.
 >>> C = sub.project(sd_new, k=4)                                # k×k coefficients per matrix
 >>> sd_hat = sub.reconstruct(C)                                  # state dict of μ + U_r C U_cᵀ
 
-The decomposition is the workflow's own (:mod:`weightspace.hosvd`: float64 mode sums of the
+The decomposition is the workflow's own (:mod:`weightspace.core.hosvd`: float64 mode sums of the
 stack, exact eigendecompositions): per weight matrix (every tensor of two or more dimensions,
 a conv kernel as out × in·kh·kw) with μ the mean of the models and X_i = W_i − μ, U_row and
 U_col are the leading eigenvectors of Σ X_i X_iᵀ and Σ X_iᵀ X_i, a model's coefficients are
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import hosvd
+from .core import hosvd
 from .project import coefficients, reconstruct
 
 

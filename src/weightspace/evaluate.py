@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from . import layers, zoo
-from .hosvd import dense
+from .core.hosvd import dense
 from .project import (METHODS, baseline, per_model_numbers, projection, shared_numbers, svd_rank,
                       truncated_svd)
 from .store import ModelStore

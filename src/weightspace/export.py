@@ -60,7 +60,7 @@ def coefficient_lora(C: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor) 
 def delta_export_factors(lowrank, C: torch.Tensor, mean: torch.Tensor, U_row: torch.Tensor,
                          U_col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, A) of one model's own adapter: B A = P_r ΔW P_c = U_r (C + U_rᵀ μ U_c) U_cᵀ at rank
-    min(k_r, k_c, r) (module docstring); ``lowrank`` is the model's ΔW = s·B·A (layers.LowRank)."""
+    min(k_r, k_c, r) (module docstring); ``lowrank`` is the model's ΔW = s·B·A (core.lowrank.LowRank)."""
     kr, kc = C.shape
     Ur, Uc = U_row[:, :kr], U_col[:, :kc]
     if lowrank.B.shape[1] < min(kr, kc):

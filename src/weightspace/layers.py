@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from collections.abc import Iterator
 
+from .core.lowrank import LowRank
+
 if TYPE_CHECKING:  # torch is imported where tensors are made: the manifest step needs none
     import numpy as np
     import torch
@@ -223,24 +225,6 @@ class Target:
     sources: tuple[str, ...]
 
 
-@dataclass
-class LowRank:
-    """The matrix scale·B·A held as its factors (B: m×r, A: r×n)."""
-
-    B: torch.Tensor
-    A: torch.Tensor
-    scale: float
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.B.shape[0], self.A.shape[1])
-
-    def dense(self) -> torch.Tensor:
-        return self.scale * (self.B @ self.A)
-
-    def map_tensors(self, fn) -> LowRank:
-        """The same matrix with ``fn`` applied to each factor (e.g. a move to another device)."""
-        return LowRank(fn(self.B), fn(self.A), self.scale)
 
 
 def targets(store, view: str) -> list[Target]:

@@ -28,7 +28,7 @@ import torch
 from . import layers
 from .core import merging
 from .evaluate import _base_name, _module_weight_name, effective_weights, model_config
-from .hosvd import dense
+from .core.hosvd import dense
 from .project import coefficients
 from .store import ModelStore
 

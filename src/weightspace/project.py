@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .hosvd import dense, random_orthonormal
+from .core.hosvd import dense, random_orthonormal
 
 METHODS = ("projected", "mean", "random", "svd")
 

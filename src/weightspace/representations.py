@@ -33,7 +33,7 @@ from . import layers
 from .core import align
 from .evaluate import effective_weights, model_config
 from .io import atomic_path
-from .hosvd import dense
+from .core.hosvd import dense
 from .project import projection
 from .store import ModelStore
 

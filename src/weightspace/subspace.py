@@ -3,7 +3,7 @@
 One job handles one layer group of one view: the view's targets (sorted by name) dealt
 round-robin into ``n_groups`` groups, so the DAG is known before any weight is read. For each
 target the job streams every basis model's matrix once into the additive sums of
-:class:`weightspace.hosvd.ModeSums`, reads row blocks once more for the model-mode Gram
+:class:`weightspace.core.hosvd.ModeSums`, reads row blocks once more for the model-mode Gram
 (dense targets), eigendecomposes and writes one Zarr group per target into the job's own
 store (one writer per store). Memory: one model's matrix, the sums and a row block.
 """
@@ -24,11 +24,13 @@ from tqdm import tqdm
 if TYPE_CHECKING:  # pandas is imported where a table is built (a light import for most jobs)
     import pandas as pd
 
-from . import hosvd, layers
+from . import layers
+from .core import hosvd
+from .core.lowrank import LowRank
 from .core import sharing
 from .io import atomic_path
 from .store import ModelStore
-from .stream import prefetched, to_device
+from .stream import model_gram_dense, prefetched, to_device
 
 log = logging.getLogger("weightspace")
 BLOCK_BYTES = 128 << 20  # the row block of every model read at once for the model Gram
@@ -201,12 +203,12 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     for (i, st), W in tqdm(zip(todo, prefetched(todo, load)), total=len(todo), desc=target.name,
                            mininterval=5):
         W = to_device(W, device)
-        W = (layers.LowRank(W.B.to(hosvd.ACC), W.A.to(hosvd.ACC), W.scale) if isinstance(W, layers.LowRank)
+        W = (LowRank(W.B.to(hosvd.ACC), W.A.to(hosvd.ACC), W.scale) if isinstance(W, LowRank)
              else W.to(hosvd.ACC))
         if i >= n_old:
             sums.add(W)
             if rotation_null:
-                svals.append(sharing.lowrank_singular_values(W.B, W.A, W.scale) if isinstance(W, layers.LowRank)
+                svals.append(sharing.lowrank_singular_values(W.B, W.A, W.scale) if isinstance(W, LowRank)
                              else sharing.singular_values(W))
             if null is not None:
                 hosvd.add_gaussian(null, seed * 1_000_003 + _model_seed(st))
@@ -221,7 +223,7 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
 
         def read_rows(i, sl, out=None):  # a row block of the tensor is a row block of its matrix view
             return layers.as_matrix(stores[i].read(target.sources[0], sl, out=out))
-        K = hosvd.model_gram_dense(read_rows, len(stores), m, n, rows, device=device, known=known,
+        K = model_gram_dense(read_rows, len(stores), m, n, rows, device=device, known=known,
                                    on_block=refine.add_rows if refine else None,
                                    center=refine.mean if refine else None)
         if refine:

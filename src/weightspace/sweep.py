@@ -25,6 +25,7 @@ import torch
 
 from . import layers
 from .core import sharing
+from .core.lowrank import LowRank
 from .project import coefficients, reconstruct
 from .store import ModelStore
 from .subspace import decompose_target
@@ -50,7 +51,7 @@ def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: li
         raise ValueError("the basis-size sweep needs held-out models (split.heldout_fraction > 0)")
     targets = layers.targets(next(iter(basis.values())), view)
     held_mats = {t.name: [layers.read_target(st, t).to(torch.float64) for st in held] for t in targets}
-    held_mats = {n: [W.dense() if isinstance(W, layers.LowRank) else W for W in Ws] for n, Ws in held_mats.items()}
+    held_mats = {n: [W.dense() if isinstance(W, LowRank) else W for W in Ws] for n, Ws in held_mats.items()}
     rows = []
     for n, keys in nested_draw(list(basis), sizes, seed).items():
         stores = [basis[key] for key in keys]
