@@ -250,7 +250,7 @@ def finetune_stores(tmp_path_factory):
 
 
 def test_merge_stage_on_a_finetune_zoo(finetune_stores):
-    from weightspace.evaluate import ZooEvaluator
+    from weightspace.evaluators.zoo import ZooEvaluator
 
     tmp, paths, subs = finetune_stores
     ev = ZooEvaluator(base_folder=str(tmp / "zoo" / "base"))

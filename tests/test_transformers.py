@@ -17,7 +17,7 @@ peft = pytest.importorskip("peft")
 from test_workflow import snakemake, write_config  # noqa: E402
 
 from weightspace.export import load_delta_export, load_from_bundle  # noqa: E402
-from weightspace.hf_evaluate import CausalLMEvaluator, load_weights  # noqa: E402
+from weightspace.evaluators.hf import CausalLMEvaluator, load_weights  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -372,7 +372,7 @@ def test_datasets_splits_score_like_the_files(vit_run, llama):
     datasets = pytest.importorskip("datasets")
     from PIL import Image
 
-    from weightspace.hf_evaluate import ImageClassificationEvaluator
+    from weightspace.evaluators.hf import ImageClassificationEvaluator
 
     files = sorted((vit_run / "images").rglob("*.png"))
     ds = datasets.Dataset.from_dict(

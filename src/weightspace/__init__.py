@@ -22,9 +22,10 @@ Files, tables and sources
 - ``textzoo``     the realism zoo: PEFT LoRAs on the real MiniLM, real text tasks
 
 Stages (one per rule file) and their helpers
-- ``extract``, ``subspace``, ``project``, ``evaluate`` (+ ``hf_evaluate``: transformers
-  evaluators), ``export``, ``sweep``, ``adapt``, ``merge``, ``representations`` (the align
-  stage), ``figures``
+- ``extract``, ``subspace``, ``project``, ``evaluate``, ``export``, ``sweep``, ``adapt``,
+  ``merge``, ``representations`` (the align stage), ``figures``
+- ``evaluators``  task evaluators behind one interface: the zoo's (digits) and transformers
+  models' (text and image classification, causal LM)
 
 Around them
 - ``api``         the library from Python without the workflow (docs/api.md)

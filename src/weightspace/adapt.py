@@ -139,7 +139,7 @@ class TextProblem:
         """(pool, validation, test) tables with text and label."""
         s = self.settings
         if s.get("data"):
-            from .hf_evaluate import read_examples
+            from .evaluators.hf import read_examples
 
             out = []
             for part in ("train", "validation", "test"):

@@ -15,20 +15,18 @@ An adapter is evaluated in the model it adapts: W_base + s·B̂·Â (factors vie
 W_base + ΔŴ (delta view), with the tensors it replaces outright (PEFT ``modules_to_save``, e.g.
 a classifier head) taken from the adapter as they are.
 
-Evaluators: ``zoo`` (below), ``none``, and the transformers ones in
-:mod:`weightspace.hf_evaluate` (text-classification, image-classification, causal-lm).
+Evaluators (:mod:`weightspace.evaluators`): ``zoo``, ``none``, and the transformers ones
+(text-classification, image-classification, causal-lm).
 """
 
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import zarr
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from . import layers, zoo
@@ -38,84 +36,6 @@ from .project import (METHODS, baseline, per_model_numbers, projection, shared_n
 from .store import ModelStore
 
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
-
-
-class ZooEvaluator:
-    """Accuracy of a zoo MLP (or base + adapter) on its task's held-out digits."""
-
-    metric = "accuracy"
-    has_validation = True
-
-    def __init__(self, data_seed: int = 0, base_folder: str | None = None, evaluation=None):
-        self.data = zoo.load_digits(data_seed)
-        self.base = None
-        if base_folder:
-            self.base = load_file(str(Path(base_folder) / "model.safetensors"))
-            self.base_config = layers.read_json(base_folder, "config.json")
-
-    def base_weights(self) -> dict[str, torch.Tensor] | None:
-        """The base model's weights, None for a collection without one."""
-        return self.base
-
-    def score(self, config: dict, weights: dict[str, torch.Tensor], split: str = "test") -> dict[str, float]:
-        """Accuracy on the task's test digits, or (``split="validation"``) on the validation
-        examples (:func:`weightspace.zoo.validation_split`), the tuning data of adapt and merge."""
-        task = config["weightspace_task"]
-        sizes = config.get("layer_sizes") or self.base_config["layer_sizes"]
-        if split == "validation":
-            x, y = zoo.validation_split(self.data)[2:]
-        elif split == "test":
-            x, y = self.data.x_test, self.data.y_test
-        else:
-            raise ValueError(f"unknown split {split!r}; expected 'test' or 'validation'")
-        x, y = zoo.task_inputs_targets(task, x, y)
-        with torch.no_grad():
-            logits = zoo.mlp_forward(weights, x.double(), len(sizes) - 1)
-        return {"accuracy": float((logits.argmax(1) == y).double().mean())}
-
-    def features(self, config: dict, weights: dict[str, torch.Tensor], n: int,
-                 pooling: str = "auto") -> list[torch.Tensor]:
-        """Each hidden layer's activations and the logits on the first ``n`` plain held-out
-        digits (the same probe inputs for every model, whatever its task; no pooling)."""
-        sizes = config.get("layer_sizes") or self.base_config["layer_sizes"]
-        hidden: list[torch.Tensor] = []
-        with torch.no_grad():
-            logits = zoo.mlp_forward(weights, self.data.x_test[:n].double(), len(sizes) - 1, hidden)
-        return hidden + [logits]
-
-
-class NoEvaluator:
-    """For collections without a task evaluator yet: reconstruction errors and memory only."""
-
-    scores = False
-    metric = None
-
-    def __init__(self, **_):
-        pass
-
-    def base_weights(self):
-        return None
-
-    def score(self, config, weights) -> dict[str, float]:
-        return {"accuracy": float("nan")}
-
-
-EVALUATORS = {"zoo": ZooEvaluator, "none": NoEvaluator,
-              "text-classification": "TextClassificationEvaluator",
-              "image-classification": "ImageClassificationEvaluator",
-              "causal-lm": "CausalLMEvaluator"}  # names: in hf_evaluate (imports transformers)
-
-
-def make_evaluator(name: str, **kwargs):
-    """The collection's evaluator; kwargs: data_seed, base_folder, evaluation (its config)."""
-    if name not in EVALUATORS:
-        raise ValueError(f"unknown evaluator {name!r}; available: {sorted(EVALUATORS)}")
-    cls = EVALUATORS[name]
-    if isinstance(cls, str):
-        from . import hf_evaluate
-
-        cls = getattr(hf_evaluate, cls)
-    return cls(**kwargs)
 
 
 def _module_weight_name(module: str) -> str:

@@ -1,6 +1,6 @@
 """Probe-set representations of every model, original and projected at k."""
 from weightspace.collection import accepted_stores
-from weightspace.evaluate import make_evaluator
+from weightspace.evaluators.registry import make_evaluator
 from weightspace.representations import extract_features
 from weightspace.runtime import job, script
 from weightspace.subspace import load_subspaces

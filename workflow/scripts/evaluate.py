@@ -1,6 +1,7 @@
 """Errors, task accuracy and memory of original, projected and baseline models."""
 from weightspace.collection import accepted_stores
-from weightspace.evaluate import compression_table, evaluate_models, make_evaluator
+from weightspace.evaluate import compression_table, evaluate_models
+from weightspace.evaluators.registry import make_evaluator
 from weightspace.io import write_table
 from weightspace.runtime import job, script
 from weightspace.store import ModelStore

@@ -1,7 +1,7 @@
 """Models merged into one by PEFT's merge utilities and in the shared subspace."""
 from weightspace import merge
 from weightspace.collection import accepted_stores
-from weightspace.evaluate import make_evaluator
+from weightspace.evaluators.registry import make_evaluator
 from weightspace.io import write_table
 from weightspace.runtime import job, script
 from weightspace.subspace import load_subspaces

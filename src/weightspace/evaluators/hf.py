@@ -1,6 +1,6 @@
 r"""Evaluators for transformers models: text classification, image classification, causal LM.
 
-One interface with :class:`weightspace.evaluate.ZooEvaluator`: ``base_weights()`` (the frozen
+One interface (:mod:`weightspace.evaluators`) with the zoo's: ``base_weights()`` (the frozen
 base an adapter is evaluated in) and ``score(config, weights)``, where ``weights`` is a full
 state dict in the checkpoint's own names (the original, projected or baseline model, built by
 ``evaluate.effective_weights``). A model skeleton is built once per architecture, offline: from
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .layers import read_json
+from ..layers import read_json
 
 
 def load_split(spec: dict):
