@@ -17,6 +17,7 @@ Files, tables and sources
 - ``stream``      reading ahead on a thread, moves to the device, the row-block model Gram
 - ``layers``      safetensors headers and checks, LoRA pairing, matrix views of a model
 - ``collection``  the collection table (the lock): keys, revisions, splits, screening
+- ``sources``     zoo, local folder, Hub behind one interface: resolve, fetch inputs, base
 - ``hub``         Hugging Face Hub collections: resolving, fetching, manifests, errors
 - ``zoo``         the built-in offline zoo (digits MLPs, LoRA adapters, fine-tunes)
 - ``textzoo``     the realism zoo: PEFT LoRAs on the real MiniLM, real text tasks

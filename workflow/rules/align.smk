@@ -8,7 +8,7 @@ rule align_features:
         screen="results/{c}/screen.tsv",
         subspace=lambda w: subspace_groups(w.c, w.view),
         coefficients="results/{c}/project/{view}/coefficients.zarr",
-        zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
+        zoo=lambda w: stage_inputs(w.c),
         evaluation_files=lambda w: evaluation_files(w.c, probe=True),
     output:
         directory("results/{c}/align/{view}/features.zarr"),

@@ -4,8 +4,8 @@ import re
 import sys
 from pathlib import Path
 
-from weightspace import zoo as _zoo
-from weightspace.collection import read_table, resolve_local, resolve_zoo, update_lock
+from weightspace.collection import read_table, update_lock
+from weightspace.sources import source_for
 
 
 wildcard_constraints:
@@ -27,59 +27,17 @@ def script_code(script):
     return script_version(Path(workflow.basedir) / "workflow" / "scripts" / script)
 
 
+SOURCES = {c: source_for(c, spec, f"results/{c}/collection.tsv") for c, spec in config["collections"].items()}
+
+
 def zoo_spec(c):
-    return _zoo.normalize_spec(config["collections"][c]["zoo"])
+    """A zoo collection's spec, defaults filled in."""
+    return SOURCES[c].spec
 
 
 def text_zoo(c):
     """A realism zoo (PEFT LoRAs on the real MiniLM): it trains with 2 threads."""
-    spec = config["collections"][c]
-    return spec["source"] == "zoo" and spec["zoo"]["kind"] == "text-lora"
-
-
-def _resolve(c):
-    spec = config["collections"][c]
-    if spec["source"] == "zoo":
-        if "zoo" not in spec:
-            raise ValueError(f"collection {c}: source 'zoo' needs a 'zoo:' section")
-        return resolve_zoo(c, zoo_spec(c), f"results/{c}/zoo")
-    if spec["source"] == "local":
-        if "path" not in spec:
-            raise ValueError(f"collection {c}: source 'local' needs 'path:'")
-        table = resolve_local(c, spec["path"])
-        if spec["evaluator"] == "zoo":
-            others = [r.id for r in table.itertuples() if not _zoo.is_zoo_model(r.path)]
-            if others:
-                raise ValueError(
-                    f"collection {c}: the zoo evaluator scores the built-in zoo's MLPs only, and "
-                    f"{others[:3]} are not such models: set evaluator (none, text-classification, "
-                    "image-classification, causal-lm)")
-        return table
-    if spec["source"] == "hub":
-        return _resolve_hub(c, spec)
-    raise ValueError(f"collection {c}: unknown source {spec['source']!r}")
-
-
-def _resolve_hub(c, spec):
-    """Ask the Hub only for what the lock does not have: new explicit ids, or the query when
-    there is no lock yet or refresh is asked for. A rerun with a lock makes no request."""
-    import pandas as pd
-    from weightspace import hub
-
-    if not spec.get("repos") and not spec.get("query"):
-        raise ValueError(f"collection {c}: source 'hub' needs 'repos:' or 'query:'")
-    for e in spec.get("repos", []):
-        hub.check_repo_id(e if isinstance(e, str) else e["id"], c)
-    lock = f"results/{c}/collection.tsv"
-    known = set(read_table(lock)["id"]) if os.path.exists(lock) else set()
-    frames = []
-    new = [e for e in spec.get("repos", []) if (e if isinstance(e, str) else e["id"]) not in known]
-    if new:
-        frames.append(hub.resolve_repos(new))
-    if spec.get("query") and (not known or spec["refresh"]):
-        found = hub.resolve_query(spec["query"])
-        frames.append(found[~found["id"].isin(known)])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["key"])
+    return SOURCES[c].trains_text
 
 
 def _may_write_at_parse_time():
@@ -102,7 +60,7 @@ def lock_file(c):
 
 # The lock: results/{c}/collection.tsv (rows appended, never reordered; see collect.smk).
 TABLES = {
-    c: update_lock(f"results/{c}/collection.tsv", _resolve(c), config["collections"][c]["split"],
+    c: update_lock(f"results/{c}/collection.tsv", SOURCES[c].resolve(), config["collections"][c]["split"],
                    write=_may_write_at_parse_time(), busy=any(Path(".snakemake/locks").glob("*")))
     for c in config["collections"]
 }
@@ -158,15 +116,13 @@ def subspace_mem_mb(wildcards, input, attempt):
 
 
 def model_source(wildcards):
-    """Fetch's input: the zoo's folder (one job trains all), the local model's folder, or
-    nothing for a Hub model (it is downloaded by the job)."""
-    c = wildcards.c
-    source = config["collections"][c]["source"]
-    if source == "zoo":
-        return [f"results/{c}/zoo"]
-    if source == "local":
-        return [model_path(c, wildcards.model)]
-    return []
+    """Fetch's input: what the collection's source says the model's fetch job reads."""
+    return SOURCES[wildcards.c].fetch_inputs(model_path(wildcards.c, wildcards.model))
+
+
+def stage_inputs(c):
+    """What the scoring stages need besides the stores (a zoo's folder: its base and data)."""
+    return SOURCES[c].stage_inputs()
 
 
 def row(c, key):
@@ -185,10 +141,7 @@ def model_path(c, key):
 def base_folder(c):
     """The frozen base of an adapter collection (the evaluator needs it): the zoo's, or the
     one its evaluation section names."""
-    spec = config["collections"][c]
-    if spec["source"] == "zoo" and spec["zoo"]["kind"] in _zoo.BASE_KINDS:
-        return f"results/{c}/zoo/base"
-    return config["collections"][c]["evaluation"].get("base")
+    return SOURCES[c].base_folder(config["collections"][c]["evaluation"])
 
 
 def align_k():

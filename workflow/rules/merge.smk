@@ -8,7 +8,7 @@ rule merge:
         subspace=lambda w: subspace_groups(w.c, w.view),
         stores=lambda w: stores(w.c),
         screen="results/{c}/screen.tsv",
-        zoo=lambda w: [f"results/{w.c}/zoo"] if config["collections"][w.c]["source"] == "zoo" else [],
+        zoo=lambda w: stage_inputs(w.c),
         evaluation_files=lambda w: evaluation_files(w.c),
     output:
         scores="results/{c}/merge/{view}/scores.parquet",

@@ -1,0 +1,127 @@
+"""Where a collection's models come from, behind one interface: the built-in zoo, a local
+folder of model folders, or the Hugging Face Hub.
+
+``source_for(name, spec, lock)`` gives the collection's source (``spec``: its config section,
+``lock``: the path of its lock table) with
+
+- ``resolve()``: the models as lock rows (key, id, revision, path, task, format), asking only
+  for what the lock does not hold yet (a Hub collection with a lock makes no request);
+- ``fetch_inputs(path)``: what the fetch job of a model reads (the zoo's folder, the local
+  model's folder; nothing for a Hub model, which the job downloads);
+- ``stage_inputs()``: what the stages that score models need besides the stores (the zoo's
+  folder: its base and data);
+- ``base_folder(evaluation)``: the frozen base of an adapter collection (the zoo's own, else
+  the one the evaluation section names), or None.
+
+The workflow (``workflow/rules/common.smk``) asks these and never branches on the source.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import zoo
+from .collection import read_table, resolve_local, resolve_zoo
+
+
+class ZooSource:
+    """The built-in zoo: trained offline by the zoo rule into ``results/{c}/zoo``."""
+
+    def __init__(self, name: str, spec: dict, lock: str):
+        if "zoo" not in spec:
+            raise ValueError(f"collection {name}: source 'zoo' needs a 'zoo:' section")
+        self.name, self.spec = name, zoo.normalize_spec(spec["zoo"])
+        self.folder = f"results/{name}/zoo"
+
+    def resolve(self):
+        return resolve_zoo(self.name, self.spec, self.folder)
+
+    def fetch_inputs(self, path: str) -> list[str]:
+        return [self.folder]  # one job trains every model
+
+    def stage_inputs(self) -> list[str]:
+        return [self.folder]
+
+    def base_folder(self, evaluation: dict) -> str | None:
+        if self.spec["kind"] in zoo.BASE_KINDS:
+            return f"{self.folder}/base"
+        return evaluation.get("base")
+
+    @property
+    def trains_text(self) -> bool:
+        """The realism zoo (PEFT LoRAs on the real MiniLM): it trains with 2 threads."""
+        return self.spec["kind"] == "text-lora"
+
+
+class LocalSource:
+    """A folder of Hugging Face-style model folders (``path``)."""
+
+    trains_text = False
+
+    def __init__(self, name: str, spec: dict, lock: str):
+        if "path" not in spec:
+            raise ValueError(f"collection {name}: source 'local' needs 'path:'")
+        self.name, self.spec = name, spec
+
+    def resolve(self):
+        table = resolve_local(self.name, self.spec["path"])
+        if self.spec.get("evaluator") == "zoo":
+            others = [r.id for r in table.itertuples() if not zoo.is_zoo_model(r.path)]
+            if others:
+                raise ValueError(
+                    f"collection {self.name}: the zoo evaluator scores the built-in zoo's MLPs only, and "
+                    f"{others[:3]} are not such models: set evaluator (none, text-classification, "
+                    "image-classification, causal-lm)")
+        return table
+
+    def fetch_inputs(self, path: str) -> list[str]:
+        return [path]
+
+    def stage_inputs(self) -> list[str]:
+        return []
+
+    def base_folder(self, evaluation: dict) -> str | None:
+        return evaluation.get("base")
+
+
+class HubSource(LocalSource):
+    """Hugging Face Hub repos (``repos``) or a query (``query``), pinned in the lock."""
+
+    def __init__(self, name: str, spec: dict, lock: str):
+        from . import hub
+
+        if not spec.get("repos") and not spec.get("query"):
+            raise ValueError(f"collection {name}: source 'hub' needs 'repos:' or 'query:'")
+        for e in spec.get("repos", []):
+            hub.check_repo_id(e if isinstance(e, str) else e["id"], name)
+        self.name, self.spec, self.lock = name, spec, lock
+
+    def resolve(self):
+        """Ask the Hub only for what the lock does not have: new explicit ids, or the query when
+        there is no lock yet or ``refresh`` is asked for. A rerun with a lock makes no request."""
+        import pandas as pd
+
+        from . import hub
+
+        known = set(read_table(self.lock)["id"]) if os.path.exists(self.lock) else set()
+        frames = []
+        new = [e for e in self.spec.get("repos", []) if (e if isinstance(e, str) else e["id"]) not in known]
+        if new:
+            frames.append(hub.resolve_repos(new))
+        if self.spec.get("query") and (not known or self.spec.get("refresh")):
+            found = hub.resolve_query(self.spec["query"])
+            frames.append(found[~found["id"].isin(known)])
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["key"])
+
+    def fetch_inputs(self, path: str) -> list[str]:
+        return []  # downloaded by the fetch job
+
+
+SOURCES = {"zoo": ZooSource, "local": LocalSource, "hub": HubSource}
+
+
+def source_for(name: str, spec: dict, lock: str):
+    """The source of collection ``name`` (its config section ``spec``, its lock's path)."""
+    if spec.get("source") not in SOURCES:
+        raise ValueError(f"collection {name}: unknown source {spec.get('source')!r}; one of {sorted(SOURCES)}")
+    return SOURCES[spec["source"]](name, spec, lock)
