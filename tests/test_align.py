@@ -203,3 +203,58 @@ def test_alignment_table_equals_scores_of_every_layer_pair():
                                4, 3) for i in range(2) for j in range(2))
         assert r.score == pytest.approx(best, abs=1e-10)
     assert len(t) == 2 * (2 * 6 + 4 + 6)
+
+
+# Brute-force references: Python sets and loops over the definitions (Huh et al.'s code),
+# against the vectorised metrics.
+
+def _neighbours(F: list[list[float]], k: int) -> list[set[int]]:
+    """N(i): the k rows j ≠ i with the largest ⟨f_i, f_j⟩, by sorting."""
+    n = len(F)
+    dot = lambda i, j: sum(a * b for a, b in zip(F[i], F[j]))  # noqa: E731
+    return [set(sorted((j for j in range(n) if j != i), key=lambda j: -dot(i, j))[:k]) for i in range(n)]
+
+
+def _hsic_unbiased_loops(K, L) -> float:
+    """Song et al.'s unbiased HSIC written out with loops (zero diagonals)."""
+    n = len(K)
+    Kt = [[0.0 if i == j else K[i][j] for j in range(n)] for i in range(n)]
+    Lt = [[0.0 if i == j else L[i][j] for j in range(n)] for i in range(n)]
+    trace = sum(Kt[i][j] * Lt[j][i] for i in range(n) for j in range(n))
+    sum_k = sum(sum(r) for r in Kt)
+    sum_l = sum(sum(r) for r in Lt)
+    cross = sum(Kt[i][j] * Lt[j][m] for i in range(n) for j in range(n) for m in range(n))
+    return (trace + sum_k * sum_l / ((n - 1) * (n - 2)) - 2 * cross / (n - 2)) / (n * (n - 3))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cycle_knn_equals_sets_and_loops(seed):
+    X, Y = align.prepare(feats(n=24, d=5, seed=seed)), align.prepare(feats(n=24, d=5, seed=seed + 10))
+    k = 3
+    NX, NY = _neighbours(X.tolist(), k), _neighbours(Y.tolist(), k)
+    expected = sum(i in set().union(*(NX[j] for j in NY[i])) for i in range(len(NX))) / len(NX)
+    assert align.cycle_knn(X, Y, k) == pytest.approx(expected, abs=1e-12)
+    expected_mutual = sum(len(NX[i] & NY[i]) for i in range(len(NX))) / (k * len(NX))
+    assert align.mutual_knn(X, Y, k) == pytest.approx(expected_mutual, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cknna_equals_sets_and_loops(seed):
+    """CKNNA: unbiased HSIC of the kernels restricted to pairs that are k-NN in both spaces,
+    normalised by each side's own restricted HSIC (Huh et al., without their 1e-6)."""
+    X, Y = align.prepare(feats(n=14, d=4, seed=seed)), align.prepare(feats(n=14, d=4, seed=seed + 20))
+    k, n = 4, 14
+    F, G = X.tolist(), Y.tolist()
+    K = [[sum(a * b for a, b in zip(F[i], F[j])) for j in range(n)] for i in range(n)]
+    L = [[sum(a * b for a, b in zip(G[i], G[j])) for j in range(n)] for i in range(n)]
+    NK, NL = _neighbours(F, k), _neighbours(G, k)
+
+    def restricted(A, NA, B, NB):
+        mask = [[1.0 if (j in NA[i] and j in NB[i]) else 0.0 for j in range(n)] for i in range(n)]
+        return _hsic_unbiased_loops([[mask[i][j] * A[i][j] for j in range(n)] for i in range(n)],
+                                    [[mask[i][j] * B[i][j] for j in range(n)] for i in range(n)])
+
+    expected = restricted(K, NK, L, NL) / (restricted(K, NK, K, NK) * restricted(L, NL, L, NL)) ** 0.5
+    assert align.cknna(X, Y, k) == pytest.approx(expected, rel=1e-9)
+    both = [align.sides("cknna", X, topk=k), align.sides("cknna", Y, topk=k)]
+    assert float(align.pair_matrix("cknna", both)[0, 1]) == pytest.approx(expected, rel=1e-9)

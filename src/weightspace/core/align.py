@@ -18,6 +18,14 @@ l2-normalised, as in Huh et al. (2024). Definitions follow their metrics.py:
 - ``svcca``: mean canonical correlation between the top ``cca_dim`` principal directions of X
   and of Y (Raghu et al., 2017).
 
+Deliberate deviations from Huh et al.'s code (each small, each tested or measured):
+CKNNA's denominator adds 1e-12, not 1e-6 (their constant moves a score by ~1e-6 relative);
+SVCCA is exact CCA of the principal subspaces (orthonormal bases' singular values), without
+their per-column rescaling; the RBF bandwidth is set per side from that side's median
+distance; the 0.95 clamp quantile is taken over the whole layer (theirs: its first 2^24
+values). Brute-force references (sets and loops) for mutual and cycle k-NN and CKNNA are in
+tests/test_align.py.
+
 Invariances (tested): linear CKA, unbiased CKA and SVCCA are invariant to orthogonal
 transforms and isotropic scaling of either side; mutual_knn, cycle_knn and CKNNA to any
 per-sample positive scaling (they see l2-normalised rows) and to orthogonal transforms.
