@@ -35,9 +35,6 @@ class Items(list):
         except KeyError:
             raise AttributeError(f"the job has no entry {name!r}") from None
 
-    def as_yaml(self):
-        return self._names or list(self)
-
 
 class StandIn:
     """A Snakemake job read from a dict (the YAML file of a job)."""
