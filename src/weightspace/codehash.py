@@ -28,7 +28,15 @@ def _module_file(name: str, root: Path = PACKAGE) -> Path | None:
 def _imports(path: Path, root: Path, package: list[str] | None) -> set[str]:
     """The package modules one file imports (names relative to the package, dotted);
     ``package``: the file's own package inside ``root`` (relative imports), None for a file
-    outside it (a workflow script: absolute imports only)."""
+    outside it (a workflow script: absolute imports only). Each file is parsed once per
+    version (cached on its path, size and mtime): the workflow asks for every rule at parse time."""
+    st = path.stat()
+    return set(_parsed_imports(path, root, None if package is None else tuple(package), st.st_size, st.st_mtime_ns))
+
+
+@cache
+def _parsed_imports(path: Path, root: Path, package: tuple[str, ...] | None, size: int, mtime_ns: int) -> frozenset[str]:
+    package = None if package is None else list(package)
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
@@ -44,7 +52,7 @@ def _imports(path: Path, root: Path, package: list[str] | None) -> set[str]:
             found.update(".".join(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == root.name)
     # package __init__ files hold docstrings only: not counted (editing a docstring list of
     # modules must not rerun every step)
-    return {m for m in found if (f := _module_file(m, root)) is not None and f.name != "__init__.py"}
+    return frozenset(m for m in found if (f := _module_file(m, root)) is not None and f.name != "__init__.py")
 
 
 @cache
