@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -232,6 +233,35 @@ def test_read_into_buffer_is_in_place_and_equal(tmp_path):
     assert got.data_ptr() == buf.data_ptr() and torch.equal(got, t[10:20]) and torch.all(buf[70:] == 0)
     other = st.read("b", slice(10, 20), out=buf[:70])
     assert other.data_ptr() != buf.data_ptr() and torch.equal(other, t[10:20].bfloat16())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64])
+def test_whole_reads_come_from_files_and_equal_zarr(tmp_path, monkeypatch, dtype):
+    """``read`` without a buffer (every stage's tensor reads) takes the same file path as the
+    row blocks, for every stored dtype (bf16 back as bf16), whole tensors and row slices; a
+    listing of the names is made once per store (each costs a metadata read per array)."""
+    import zarr
+
+    from weightspace import store as store_mod
+
+    monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8 << 10)
+    g = torch.Generator().manual_seed(2)
+    tensors = {"big.weight": (torch.randn(700, 40, generator=g) * 50).to(dtype),
+               "vec": (torch.randn(9, generator=g) * 50).to(dtype)}
+    write_store(tmp_path / "s.zarr", tensors.items(), {"model": "s"})
+    st = ModelStore(tmp_path / "s.zarr")
+    zarr_reads = {name: np.asarray(st.array(name)[...]) for name in tensors}
+    monkeypatch.setattr(zarr.Array, "get_basic_selection", lambda *a, **k: pytest.fail("read through Zarr"))
+    for name, t in tensors.items():
+        for rows in (None, slice(3, 8), slice(0, len(t))):
+            got = st.read(name, rows)
+            want = t if rows is None else t[rows]
+            assert got.dtype == dtype and torch.equal(got, want), (name, rows)
+        assert np.array_equal(zarr_reads[name], store_mod._numpy(t))
+    calls = []
+    monkeypatch.setattr(zarr.Group, "array_keys", lambda self: calls.append(1) or iter(["big.weight", "vec"]))
+    st = ModelStore(tmp_path / "s.zarr")
+    assert st.names() == st.names() == ["big.weight", "vec"] and len(calls) == 1
 
 
 @pytest.mark.parametrize("writer", ["copy", "zarr"])

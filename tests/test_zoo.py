@@ -16,6 +16,15 @@ def accuracy(weights, task, data, n_layers):
     return float((zoo.mlp_forward(weights, x, n_layers).argmax(1) == y).float().mean())
 
 
+def test_digits_are_scikit_learns():
+    """The digits read from scikit-learn's file (no scikit-learn import) are load_digits' own."""
+    from sklearn.datasets import load_digits
+
+    data, target = zoo.digits_arrays()
+    d = load_digits()
+    assert data.shape == (1797, 64) and (data == d.data).all() and (target == d.target).all()
+
+
 def test_mlp_zoo_trains_deterministically(tmp_path):
     data = zoo.load_digits(0)
     tasks = zoo.zoo_tasks(SMALL)

@@ -352,6 +352,7 @@ class ModelStore:
         self.attrs = dict(self.group.attrs)
         self._arrays: dict[str, zarr.Array] = {}
         self._files: dict[str, RowFiles | None] = {}
+        self._names: list[str] | None = None
 
     def array(self, name: str) -> zarr.Array:
         """The Zarr array of a tensor (opened once: a store is read-only once written)."""
@@ -364,7 +365,10 @@ class ModelStore:
         return self.attrs.get("model", os.path.basename(self.path).removesuffix(".zarr"))
 
     def names(self) -> list[str]:
-        return sorted(self.group.array_keys())
+        """The tensor names, sorted (listed once: each listing opens every array's metadata)."""
+        if self._names is None:
+            self._names = sorted(self.group.array_keys())
+        return list(self._names)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.array(name).shape)
@@ -377,6 +381,14 @@ class ModelStore:
         tensor of the stored dtype and as many elements, filled in place (no new buffer) and
         returned reshaped; otherwise ignored."""
         arr = self.array(name)
+        plain_rows = rows is None or rows.step in (None, 1)
+        if out is None and arr.ndim > 0 and arr.dtype.kind in "fiu" and plain_rows:  # a new buffer, same path
+            import torch
+
+            span = range(*(rows or slice(None)).indices(arr.shape[0]))
+            buf = torch.from_numpy(np.empty((len(span),) + tuple(arr.shape[1:]), dtype=arr.dtype))
+            data = self.read(name, slice(span.start, span.stop, span.step), out=buf)
+            return data.view(torch.bfloat16) if source_dtype(arr) == "bfloat16" else data
         if out is not None and rows is not None and out.is_contiguous() and out.device.type == "cpu":
             span = range(*rows.indices(arr.shape[0]))
             shape = (len(span),) + tuple(arr.shape[1:])
