@@ -36,6 +36,10 @@ class ZooSource:
     def resolve(self):
         return resolve_zoo(self.name, self.spec, self.folder)
 
+    # one job trains every model, so one job describes and extracts them all (a job per model
+    # would cost more in process start-up than the work: models of a few KB)
+    batched = True
+
     def fetch_inputs(self, path: str) -> list[str]:
         return [self.folder]  # one job trains every model
 
@@ -57,6 +61,7 @@ class LocalSource:
     """A folder of Hugging Face-style model folders (``path``)."""
 
     trains_text = False
+    batched = False  # a job per model: adding a model extracts only that model
 
     def __init__(self, name: str, spec: dict, lock: str):
         if "path" not in spec:

@@ -2,7 +2,16 @@
 # describe a zoo/local folder; writes a manifest (files, bytes, sha256, tensors) or a rejection.
 # extract: one job per model, safetensors -> results/{c}/weights/{model}.zarr (one writer per
 # store; source dtype kept, bf16 as uint16 bits; one tensor in memory at a time).
+# fetch_extract_<c>: the same two steps for every model of a zoo collection in one job (one job
+# trains them all; a job per model of a few KB would cost more in start-up than the work).
 # screen: every manifest against the reference architecture -> screen.tsv and rejected.tsv.
+
+PER_MODEL = [c for c in config["collections"] if not SOURCES[c].batched]
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly these names (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 rule fetch:
@@ -10,6 +19,8 @@ rule fetch:
         model_source,
     output:
         "results/{c}/manifests/{model}.json",
+    wildcard_constraints:
+        c=one_of(PER_MODEL),
     params:
         row=lambda w: row(w.c, w.model),
     threads: 1
@@ -47,6 +58,8 @@ rule extract:
         "results/{c}/manifests/{model}.json",
     output:
         directory("results/{c}/weights/{model}.zarr"),
+    wildcard_constraints:
+        c=one_of(PER_MODEL),
     params:
         row=lambda w: row(w.c, w.model),
     threads: 1
@@ -57,3 +70,25 @@ rule extract:
         "logs/{c}/extract/{model}.log",
     script:
         "../scripts/extract.py"
+
+
+for _c in [c for c in config["collections"] if SOURCES[c].batched]:
+
+    rule:
+        name:
+            f"fetch_extract_{_c}"
+        input:
+            SOURCES[_c].fetch_inputs(None),
+        output:
+            manifests=manifests(_c),
+            stores=[directory(p) for p in stores(_c)],
+        params:
+            rows=[row(_c, k) for k in keys(_c)],
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=30,
+        log:
+            f"logs/{_c}/fetch_extract.log",
+        script:
+            "../scripts/fetch_extract.py"
