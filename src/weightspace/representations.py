@@ -147,10 +147,11 @@ def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk
 def matrix(table: pd.DataFrame, metric: str, variant: str, keys: list[str]) -> pd.DataFrame:
     """The symmetric model × model matrix of one metric (1 on the diagonal)."""
     d = table[(table.metric == metric) & (table.variant == variant)]
-    M = pd.DataFrame(np.eye(len(keys)), index=keys, columns=keys)
-    for r in d.itertuples():
-        M.loc[r.model_a, r.model_b] = M.loc[r.model_b, r.model_a] = r.score
-    return M
+    pos = {k: i for i, k in enumerate(keys)}
+    a, b = d.model_a.map(pos).to_numpy(), d.model_b.map(pos).to_numpy()
+    M = np.eye(len(keys))
+    M[a, b] = M[b, a] = d.score.to_numpy()
+    return pd.DataFrame(M, index=keys, columns=keys)
 
 
 def weight_similarity(subspaces: dict, models: list[str]) -> pd.DataFrame:

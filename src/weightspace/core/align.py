@@ -238,10 +238,9 @@ def _block(metric: str, sides: list) -> tuple:
         return csr_matrix((torch.ones(rows.size, dtype=torch.float64).numpy(), (rows, cols.ravel())),
                           shape=(len(sides), n * n)), n * k
     if metric == "cycle_knn":
-        ind = torch.zeros(len(sides), n, n, dtype=torch.float64)
-        for r, idx in enumerate(sides):
-            ind[r].scatter_(1, idx, 1.0)
-        return (ind,)
+        idx = torch.stack(list(sides))  # s × n × k
+        ind = torch.zeros(len(sides), n, n, dtype=torch.bool).scatter_(2, idx, True)
+        return ind, idx
     if metric == "unbiased_cka":
         return (torch.stack([u_center(A).flatten() for A in sides]) / (n * (n - 3)) ** 0.5,)
     if metric in ("cka", "cka_rbf"):
@@ -260,20 +259,23 @@ def _block(metric: str, sides: list) -> tuple:
 def _scores(metric: str, a: tuple, b: tuple) -> torch.Tensor:
     """Scores of every pair of two stacked blocks (``_block``).
 
-    cycle_knn: with neighbour indicators I, [i is reached back] = [Σ_j I_b[i, j] I_a[j, i] > 0].
+    cycle_knn: i is reached back when I_a[j, i] for one of i's neighbours j in b (I: neighbour
+    indicators): a gather of n·k entries per pair, not a product of n×n indicators.
     CKNNA: with M = M_a ⊙ M_b (self excluded, so zero diagonals) and symmetric kernels, the
     unbiased HSIC of M⊙K_a and M⊙K_b splits into pair-separable sums: tr = ⟨S_a, S_b⟩ with
     S = K ⊙ M ⊙ Mᵀ; 1ᵀ(M⊙K_a)1 = ⟨M_a⊙K_a, M_b⟩; and 1ᵀ(M⊙K_a)(M⊙K_b)1 = Σ_j c_j r_j with
-    c_j = Σ_i (M_a⊙K_a)_ij (M_b)_ij, r_j = Σ_l (M_a)_jl (M_b⊙K_b)_jl (batched products per j).
+    c_j = Σ_i (M_a⊙K_a)_ij (M_b)_ij, r_j = Σ_l (M_a)_jl (M_b⊙K_b)_jl (batched products per j;
+    gathers at the n·k positions of the masks instead measured 1.7× slower on a CPU).
     SVCCA: batched singular values of Q_aᵀ Q_b."""
     if metric == "mutual_knn":  # Σ_i |N_a(i) ∩ N_b(i)| / (n k): a sparse product of 0/1 rows
         return torch.from_numpy((a[0] @ b[0].T).toarray()) / a[1]
     if metric in ("cka", "cka_rbf", "unbiased_cka"):
         return a[0] @ b[0].T
     if metric == "cycle_knn":
-        # T[i, a, b] = Σ_j I_a[j, i] I_b[i, j]
-        T = torch.bmm(a[0].permute(2, 0, 1), b[0].permute(1, 2, 0))
-        return (T > 0.5).double().mean(0)
+        (Ia, _), (_, idx_b) = a, b
+        n = Ia.shape[1]
+        back = Ia[:, idx_b, torch.arange(n)[None, :, None]]  # [a, b, i, t]: i ∈ N_a(N_b(i)_t)
+        return back.any(-1).double().mean(-1)
     if metric == "cknna":
         (Ka, Ma, Sa, na), (Kb, Mb, Sb, nb) = a, b
         n = Ka.shape[1]
