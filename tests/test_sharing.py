@@ -110,3 +110,16 @@ def test_shared_calls_is_p_against_draws_plus_margin_then_bh():
     np.testing.assert_allclose(q, sharing.benjamini_hochberg(np.array(expected)))
     assert calls.tolist() == [True, False, False, False]  # 0.52 beats the draws but not the margin
     assert sharing.shared_calls([0.52], [draws[1]], margin=0.0, fdr=0.05)[2].tolist() == [True]
+
+
+@pytest.mark.parametrize("shape", [(6, 40, 7), (4, 64, 64), (3, 10, 1)])
+def test_haar_frames_are_the_q_of_qr_with_positive_r(shape):
+    """The null's frames (CholeskyQR2) equal Householder QR's Q with R's diagonal made positive
+    (the unique Haar-distributed factor), to 1e-12, square frames included."""
+    X = torch.randn(*shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    Q, R = torch.linalg.qr(X)
+    Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))[:, None, :]
+    F = sharing.haar_frames(X)
+    torch.testing.assert_close(F, Q, atol=1e-12, rtol=0)
+    torch.testing.assert_close(F.transpose(1, 2) @ F, torch.eye(shape[2], dtype=torch.float64).expand(shape[0], -1, -1),
+                               atol=1e-13, rtol=0)

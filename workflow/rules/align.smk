@@ -22,7 +22,7 @@ rule align_features:
         evaluation=lambda w: evaluation(w.c),
         data_seed=config["data_seed"],
         code=script_code("align_features.py"),
-    threads: config["align"]["threads"]
+    threads: lambda w: job_threads(config["align"]["threads"], w.c)
     resources:
         mem_mb=4000,
         runtime=60,
@@ -66,7 +66,7 @@ rule align:
         k=align_k(),
         title=lambda w: f"{w.c} [{w.view}]",
         code=script_code("align.py"),
-    threads: config["align"]["threads"]
+    threads: lambda w: job_threads(config["align"]["threads"], w.c)
     resources:
         mem_mb=2000,
         runtime=60,

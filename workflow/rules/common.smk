@@ -115,6 +115,23 @@ def subspace_mem_mb(wildcards, input, attempt):
         rotation_null=s["rotation_null"], sketch_when_cheaper=s["sketch_when_cheaper"])
 
 
+SMALL_WORK_MB = 256
+
+
+def job_threads(setting, c, paths=()):
+    """Threads of a subspace or align job: ``setting`` when a number; ``auto``: 1 for small
+    work (a zoo collection, or input stores under SMALL_WORK_MB), where a second thread gains
+    little and keeps a second job from running beside it; else 2."""
+    if setting != "auto":
+        return setting
+    if SOURCES[c].batched:  # the built-in zoo: models of a few KB to a few MB
+        return 1
+    if paths and all(os.path.exists(p) for p in paths):
+        size = sum(f.stat().st_size for p in paths for f in Path(p).rglob("*") if f.is_file())
+        return 1 if size < SMALL_WORK_MB * 2**20 else 2
+    return 2
+
+
 def model_source(wildcards):
     """Fetch's input: what the collection's source says the model's fetch job reads."""
     return SOURCES[wildcards.c].fetch_inputs(model_path(wildcards.c, wildcards.model))

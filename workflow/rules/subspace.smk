@@ -28,7 +28,7 @@ rule subspace:
             else None
         ),
         code=script_code("subspace.py"),
-    threads: config["subspace"]["threads"]
+    threads: lambda w, input: job_threads(config["subspace"]["threads"], w.c, input.stores)
     resources:
         mem_mb=subspace_mem_mb,
         runtime=60,

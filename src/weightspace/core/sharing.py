@@ -58,6 +58,18 @@ def padded(svals: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def haar_frames(X: torch.Tensor) -> torch.Tensor:
+    """Uniform (Haar) dim×r orthonormal frames from Gaussian dim×r matrices (batched): the Q of
+    X = QR with R's diagonal positive, computed as X R⁻¹ with R the Cholesky factor of XᵀX,
+    twice (CholeskyQR2: orthonormal to ~1e-15 for the condition numbers of Gaussian matrices;
+    2× faster than Householder QR). The Gaussians may be drawn in float32 (5× faster to draw):
+    the frame is still uniform."""
+    for _ in range(2):
+        R = torch.linalg.cholesky(X.transpose(-1, -2) @ X, upper=True)
+        X = torch.linalg.solve_triangular(R, X, upper=True, left=False)
+    return X
+
+
 def rotation_null_draws(svals: list[torch.Tensor], dim: int, draws: int, generator: torch.Generator
                         ) -> torch.Tensor:
     """Eigenvalues (descending, draws × min(dim, N·r)) of ``draws`` independent draws of the
@@ -69,7 +81,7 @@ def rotation_null_draws(svals: list[torch.Tensor], dim: int, draws: int, generat
         raise ValueError(f"{r} singular values do not fit a mode of dimension {dim}")
     out = []
     for _ in range(draws):
-        F = torch.linalg.qr(torch.randn(N, dim, r, generator=generator, dtype=torch.float64))[0]
+        F = haar_frames(torch.randn(N, dim, r, generator=generator, dtype=torch.float32).double())
         Z = (F * S[:, None, :]).permute(1, 0, 2).reshape(dim, N * r)  # dim × N·r
         G = Z @ Z.T if dim <= N * r else Z.T @ Z
         out.append(torch.linalg.eigvalsh(G).flip(0).clamp_min(0)[: min(dim, N * r)])
