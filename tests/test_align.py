@@ -205,6 +205,59 @@ def test_alignment_table_equals_scores_of_every_layer_pair():
     assert len(t) == 2 * (2 * 6 + 4 + 6)
 
 
+@pytest.mark.parametrize("layers_spec", ["best", "last"])
+def test_across_table_equals_scores_of_every_layer_pair_across_architectures(layers_spec):
+    """Two collections of different widths and depths on the same probe items: every across,
+    within and null score is align.score of the chosen layer pair (the best, or the last of
+    each), to 1e-10; the null shuffles b's probe inputs."""
+    from weightspace.representations import NULL_MODELS, across_summary, across_table
+
+    g = torch.Generator().manual_seed(4)
+    fa = {f"a{i}": [torch.randn(30, 6, generator=g, dtype=torch.float64) for _ in range(2)] for i in range(3)}
+    fb = {f"b{i}": [torch.randn(30, 9, generator=g, dtype=torch.float64) for _ in range(3)] for i in range(4)}
+    metrics = ("mutual_knn", "cycle_knn", "cka", "cknna", "svcca")
+    t = across_table(fa, fb, metrics=metrics, topk=4, cca_dim=3, layers_spec=layers_spec)
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(0))
+    side = {"across": (fa, fb, False), "within_a": (fa, fa, False), "within_b": (fb, fb, False), "null": (fa, fb, True)}
+    for r in t.itertuples():
+        x, y, shuffle = side[r.variant]
+        La, Lb = len(x[r.model_a]), len(y[r.model_b])
+        pairs = [(i, j) for i in range(La) for j in range(Lb)] if layers_spec == "best" else [(La - 1, Lb - 1)]
+        want = max(align.score(r.metric, align.prepare(x[r.model_a][i]),
+                               align.prepare(y[r.model_b][j][perm] if shuffle else y[r.model_b][j]), 4, 3)
+                   for i, j in pairs)
+        assert r.score == pytest.approx(want, abs=1e-10), r
+    counts = t[t.metric == "cka"].variant.value_counts().to_dict()
+    assert counts == {"across": 12, "within_a": 3, "within_b": 6, "null": min(3, NULL_MODELS) * min(4, NULL_MODELS)}
+    summary = across_summary(t).set_index("metric")
+    assert summary.loc["cka", "across_pairs"] == 12
+    assert summary.loc["cka", "across"] == pytest.approx(t[(t.metric == "cka") & (t.variant == "across")].score.mean())
+
+
+def test_across_table_finds_the_shared_representation():
+    """Collection b's models are rotations (and, in one layer, a widening) of a's: across equals
+    within, far above the shuffled-probe null."""
+    from weightspace.representations import across_summary, across_table
+
+    base = [feats(seed=s) for s in range(3)]
+    fa = {f"a{i}": [x + 0.01 * feats(seed=10 + i) for x in base[:2]] for i in range(3)}
+    fb = {f"b{i}": [base[0] @ orth(16, seed=20 + i), torch.cat([base[1], base[1] @ orth(16, seed=30)], 1), base[2]]
+          for i in range(3)}
+    summary = across_summary(across_table(fa, fb, metrics=("mutual_knn", "cka"))).set_index("metric")
+    for metric in ("mutual_knn", "cka"):
+        assert summary.loc[metric, "across"] > 0.9 and summary.loc[metric, "null"] < 0.3
+
+
+def test_different_probes_are_refused():
+    from weightspace.representations import check_same_probe
+
+    check_same_probe({"probe": "abc"}, {"probe": "abc"}, "x", "y")
+    with pytest.raises(ValueError, match="x and y were probed with different inputs"):
+        check_same_probe({"probe": "abc"}, {"probe": "abd"}, "x", "y")
+    with pytest.raises(ValueError, match="different inputs"):
+        check_same_probe({}, {"probe": None}, "x", "y")
+
+
 # Brute-force references: Python sets and loops over the definitions (Huh et al.'s code),
 # against the vectorised metrics.
 

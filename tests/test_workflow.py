@@ -132,6 +132,32 @@ def test_alignment_stage(finished):
         assert (res / "figures" / "full" / f"{png}.png").stat().st_size > 10_000
 
 
+def test_alignment_across_collections(finished):
+    """align.across: the MLPs against the LoRA-adapted MLPs, and the adapters against their own
+    base model (tiny-lora:base), on the same probe digits; the base's stored features are its
+    own activations; every pair present, the across mean above the shuffled-probe null."""
+    import zarr
+    from safetensors.torch import load_file
+
+    from weightspace import zoo
+
+    res = finished / "results" / "across"
+    s = pd.read_csv(res / "tiny-shared~tiny-lora" / "summary.csv").set_index("metric")
+    assert (s["across_pairs"] == 10 * 8).all() and (s["within_a_pairs"] == 45).all() and (s["within_b_pairs"] == 28).all()
+    for metric in ("mutual_knn", "cka"):
+        assert s.loc[metric, "across"] > s.loc[metric, "null"] + 0.1, s
+    base = pd.read_csv(res / "tiny-lora~tiny-lora@base" / "summary.csv").set_index("metric")
+    assert (base["across_pairs"] == 8).all() and "within_b" not in base
+    assert (res / "tiny-lora~tiny-lora@base" / "alignment_heatmap.png").stat().st_size > 10_000
+    feats = zarr.open_group(str(finished / "results" / "tiny-lora" / "align" / "factors" / "features.zarr"), mode="r")
+    w = load_file(finished / "results" / "tiny-lora" / "zoo" / "base" / "model.safetensors")
+    x = zoo.load_digits(0).x_test[:500]
+    h = torch.relu(x @ w["fc1.weight"].T + w["fc1.bias"])
+    assert torch.allclose(torch.from_numpy(feats["base/base/layer-00"][...]), h, atol=1e-5)
+    assert feats.attrs["probe"] == zarr.open_group(
+        str(finished / "results" / "tiny-shared" / "align" / "full" / "features.zarr"), mode="r").attrs["probe"]
+
+
 def test_lora_collection_both_views(finished):
     res = finished / "results" / "tiny-lora"
     for view in ("factors", "delta"):

@@ -251,6 +251,44 @@ def alignment_heatmap(table: pd.DataFrame, keys: list[str], tasks: dict, metric:
     _save(fig, path)
 
 
+def alignment_across(table: pd.DataFrame, summary: pd.DataFrame, tasks: list[dict], metric: str, a: str, b: str,
+                     path: str) -> None:
+    """Left: every model of collection a (rows) against every model of b (columns), one
+    metric, models ordered by task. Right: per metric, the mean alignment across the two
+    collections beside the means within each and the shuffled-probe null."""
+    d = table[(table.variant == "across") & (table.metric == metric)]
+    rows = sorted(dict.fromkeys(d.model_a), key=lambda m: (str(tasks[0].get(m, "")), m))
+    cols = sorted(dict.fromkeys(d.model_b), key=lambda m: (str(tasks[1].get(m, "")), m))
+    M = d.pivot(index="model_a", columns="model_b", values="score").loc[rows, cols]
+    sns.set_theme(style="white", context="paper")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.4), gridspec_kw={"width_ratios": [1.15, 1]})
+    sns.heatmap(M, ax=ax, cmap="viridis", vmin=0, vmax=1, cbar_kws={"label": metric.replace("_", " ")},
+                xticklabels=[f"{m} ({tasks[1].get(m, '')})" for m in cols],
+                yticklabels=[f"{m} ({tasks[0].get(m, '')})" for m in rows])
+    ax.tick_params(labelsize=5)
+    ax.set_xlabel(f"{b} models")
+    ax.set_ylabel(f"{a} models")
+    ax.set_title(f"{metric.replace('_', ' ')} across: mean {M.values.mean():.3f}")
+    long = summary.melt(id_vars=["metric"], value_vars=[v for v in ("across", "within_a", "within_b", "null")
+                                                        if v in summary], var_name="pairs", value_name="alignment")
+    names = {"across": f"across ({a} ~ {b})", "within_a": f"within {a}", "within_b": f"within {b}",
+             "null": "shuffled-probe null"}
+    long["pairs"] = long["pairs"].map(names)
+    sns.set_style("whitegrid")
+    sns.barplot(data=long, x="metric", y="alignment", hue="pairs", ax=bx,
+                hue_order=[names[v] for v in ("within_a", "across", "within_b", "null") if names[v] in set(long.pairs)],
+                palette=["#4c72b0", "#dd8452", "#55a868", "#8c8c8c"])
+    bx.set_ylim(0, 1.05)
+    bx.set_xlabel("metric")
+    bx.set_ylabel("mean alignment (best layer pair)")
+    bx.tick_params(axis="x", labelsize=7, rotation=30)
+    bx.legend(fontsize=7, loc="upper right")
+    bx.set_title("mean alignment per metric")
+    fig.suptitle(f"Representation alignment across collections: {a} ~ {b} (same probe items)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def alignment_vs_weights(table: pd.DataFrame, weights: pd.DataFrame, tasks: dict, title: str,
                          path: str) -> None:
     """Per metric: weight cosine (x) against alignment of the original models (y), one point

@@ -73,7 +73,15 @@ def extract_features(store_paths: list[str], subspaces: dict, coeff_path: str, v
                 for i, f in enumerate(feats):
                     data = f.float().numpy()
                     g.create_array(f"layer-{i:02d}", data=data, chunks=data.shape, compressors=None)
-        root.attrs.update({"models": keys, "n_layers": n_layers, "k": k, "view": view})
+        if base is not None and keys:  # the base model's own representations (align.across: "<c>:base")
+            feats = evaluator.features(model_config(st), dict(base), n, pooling)
+            for i, f in enumerate(feats):
+                data = f.float().numpy()
+                root.require_group("base/base").create_array(f"layer-{i:02d}", data=data, chunks=data.shape,
+                                                            compressors=None)
+        probe = evaluator.probe_id(n) if hasattr(evaluator, "probe_id") else None
+        root.attrs.update({"models": keys, "n_layers": n_layers, "k": k, "view": view, "probe": probe,
+                           "base": base is not None and bool(keys)})
 
 
 def load_features(path: str) -> tuple[dict, list[str]]:
@@ -100,6 +108,20 @@ def best_pair(block: torch.Tensor, pairs) -> tuple[float, int, int]:
     return max(((float(block[i, j]), i, j) for i, j in pairs), key=lambda t: t[0])
 
 
+def shared_sides(prepared: dict, topk: int, cca_dim: int):
+    """``sides_of(metric, group)``: every prepared feature's sides for one metric; the
+    neighbour lists, which mutual and cycle k-NN share, are computed once."""
+    knn_lists: dict = {}
+
+    def sides_of(metric: str, group: str) -> list:
+        if metric in ("mutual_knn", "cycle_knn"):
+            if group not in knn_lists:
+                knn_lists[group] = [align.sides(metric, f, topk, cca_dim) for f in prepared[group]]
+            return knn_lists[group]
+        return [align.sides(metric, f, topk, cca_dim) for f in prepared[group]]
+    return sides_of
+
+
 def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk: int = 10,
                     cca_dim: int = 10, layers_spec="best", clamp_quantile: float | None = None
                     ) -> pd.DataFrame:
@@ -117,12 +139,12 @@ def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk
     null_keys = keys[:NULL_MODELS]
     n = len(features["original"][keys[0]][0])
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    prepared = {v: [align.prepare(f, clamp_quantile) for m in keys for f in features[v][m]] for v in VARIANTS}
+    prepared["null"] = [align.prepare(f[perm], clamp_quantile) for m in null_keys for f in features["original"][m]]
+    sides_of = shared_sides(prepared, topk, cca_dim)
     rows = []
     for metric in tqdm(metrics, desc="align", mininterval=5):
-        side = {v: [align.sides(metric, align.prepare(f, clamp_quantile), topk, cca_dim)
-                    for m in keys for f in features[v][m]] for v in VARIANTS}
-        side["null"] = [align.sides(metric, align.prepare(f[perm], clamp_quantile), topk, cca_dim)
-                        for m in null_keys for f in features["original"][m]]
+        side = {v: sides_of(metric, v) for v in (*VARIANTS, "null")}
         within = {v: align.pair_matrix(metric, side[v]) for v in VARIANTS}
         null = align.pair_matrix(metric, side["original"][: len(null_keys) * L], side["null"])
 
@@ -142,6 +164,93 @@ def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk
         for (a, ka), (b, kb) in itertools.combinations(enumerate(null_keys), 2):
             add("null", ka, kb, block(null, a, b))
     return pd.DataFrame(rows)
+
+
+def load_member(path: str, base: bool = False, max_models: int | None = None) -> tuple[dict, dict]:
+    """One side of a cross-collection comparison: {model: [layer tensors]} of the original
+    models (the first ``max_models``), or of the collection's base model (``base``); and the
+    features' attributes (probe digest, layers)."""
+    root = zarr.open_group(str(path), mode="r")
+    attrs = dict(root.attrs)
+    L = int(attrs["n_layers"])
+    if base:
+        if not attrs.get("base"):
+            raise ValueError(f"{path}: the collection has no base model (':base' needs an adapter collection)")
+        keys, variant = ["base"], "base"
+    else:
+        keys, variant = list(attrs["models"])[:max_models], "original"
+    feats = {m: [torch.from_numpy(np.asarray(root[f"{variant}/{m}/layer-{i:02d}"][...])).double() for i in range(L)]
+             for m in keys}
+    return feats, attrs
+
+
+def check_same_probe(attrs_a: dict, attrs_b: dict, a: str, b: str) -> None:
+    """Refuse two feature stores probed with different inputs (or without a probe digest)."""
+    pa, pb = attrs_a.get("probe"), attrs_b.get("probe")
+    if pa is None or pa != pb:
+        raise ValueError(f"{a} and {b} were probed with different inputs (probe digests {pa} and {pb}): "
+                         "give both collections the same probe items (align.probe / evaluation data, probe_size)")
+
+
+def _cross_layer_pairs(La: int, Lb: int, layers_spec):
+    if layers_spec == "best":
+        return list(itertools.product(range(La), range(Lb)))
+    if layers_spec == "last":
+        return [(La - 1, Lb - 1)]
+    i = int(layers_spec)
+    if not (-La <= i < La and -Lb <= i < Lb):
+        raise ValueError(f"align.layers {layers_spec!r}: the two collections have {La} and {Lb} layers")
+    return [(i % La, i % Lb)]
+
+
+def across_table(fa: dict, fb: dict, metrics=align.METRICS, topk: int = 10, cca_dim: int = 10,
+                 layers_spec="best", clamp_quantile: float | None = None) -> pd.DataFrame:
+    """Alignment between the models of two collections on the same probe items (architectures
+    may differ): variant ``across`` (every model of a against every model of b), ``within_a`` /
+    ``within_b`` (pairs inside each side, the reference), and ``null`` (a's models against b's
+    with b's probe inputs shuffled, the first ``NULL_MODELS`` of each). Each pair's score is
+    the best over layer pairs (or the fixed pair); same long format as ``alignment_table``."""
+    ka, kb = list(fa), list(fb)
+    La, Lb = len(fa[ka[0]]), len(fb[kb[0]])
+    n = len(fa[ka[0]][0])
+    if len(fb[kb[0]][0]) != n:
+        raise ValueError(f"the two collections have {n} and {len(fb[kb[0]][0])} probe items")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    na, nb = ka[:NULL_MODELS], kb[:NULL_MODELS]
+    sides_of = shared_sides({"a": [align.prepare(f, clamp_quantile) for m in ka for f in fa[m]],
+                             "b": [align.prepare(f, clamp_quantile) for m in kb for f in fb[m]],
+                             "null": [align.prepare(f[perm], clamp_quantile) for m in nb for f in fb[m]]},
+                            topk, cca_dim)
+    rows = []
+    for metric in tqdm(metrics, desc="align across", mininterval=5):
+        A, B = sides_of(metric, "a"), sides_of(metric, "b")
+        blocks = {"across": (align.pair_matrix(metric, A, B), ka, kb, La, Lb, False),
+                  "within_a": (align.pair_matrix(metric, A), ka, ka, La, La, True),
+                  "within_b": (align.pair_matrix(metric, B), kb, kb, Lb, Lb, True),
+                  "null": (align.pair_matrix(metric, A[: len(na) * La], sides_of(metric, "null")), na, nb, La, Lb,
+                           False)}
+        for variant, (M, keys_a, keys_b, la, lb, within) in blocks.items():
+            pairs = _cross_layer_pairs(la, lb, layers_spec)
+            for a, m_a in enumerate(keys_a):
+                for b, m_b in enumerate(keys_b):
+                    if within and b <= a:
+                        continue
+                    s, i, j = best_pair(M[a * la:(a + 1) * la, b * lb:(b + 1) * lb], pairs)
+                    rows.append({"variant": variant, "model_a": m_a, "model_b": m_b, "metric": metric,
+                                 "score": s, "layer_a": i, "layer_b": j})
+    return pd.DataFrame(rows)
+
+
+def across_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per metric: mean alignment across the two collections, within each, and under the
+    shuffled-probe null, with the number of pairs behind each mean."""
+    g = table.groupby(["metric", "variant"]).score.agg(["mean", "count"]).unstack("variant")
+    out = pd.DataFrame(index=g.index)
+    for v in ("across", "within_a", "within_b", "null"):
+        if ("mean", v) in g.columns:
+            out[v] = g[("mean", v)]
+            out[f"{v}_pairs"] = g[("count", v)].astype("Int64")
+    return out.reset_index()
 
 
 def matrix(table: pd.DataFrame, metric: str, variant: str, keys: list[str]) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 # align: representations of a probe set for every model (original, and projected at align.k),
 # their alignment across models with every metric, beside the models' weight-space similarity.
+# align_across: the models of two collections against each other (align.across), same probe.
 
 
 rule align_features:
@@ -74,3 +75,41 @@ rule align:
         "logs/{c}/align/{view}/align.log",
     script:
         "../scripts/align.py"
+
+
+rule align_across:
+    input:
+        a=lambda w: across_features(w.a),
+        b=lambda w: across_features(w.b),
+        table_a=lambda w: lock_file(w.a.removesuffix("@base")),
+        table_b=lambda w: lock_file(w.b.removesuffix("@base")),
+    output:
+        table="results/across/{a}~{b}/alignment.parquet",
+        summary=report(
+            "results/across/{a}~{b}/summary.csv",
+            caption="../report/alignment_across.rst",
+            category="6. Alignment",
+            subcategory="across collections",
+            labels={"pair": "{a} ~ {b}", "table": "mean alignment across, within, null"},
+        ),
+        heatmap=report(
+            "results/across/{a}~{b}/alignment_heatmap.png",
+            caption="../report/alignment_across.rst",
+            category="6. Alignment",
+            subcategory="across collections",
+            labels={"pair": "{a} ~ {b}", "figure": "alignment across collections"},
+        ),
+    wildcard_constraints:
+        a=r"[A-Za-z0-9][A-Za-z0-9_.\-]*?(@base)?",
+        b=r"[A-Za-z0-9][A-Za-z0-9_.\-]*?(@base)?",
+    params:
+        settings=config["align"],
+        code=script_code("align_across.py"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    log:
+        "logs/across/{a}~{b}.log",
+    script:
+        "../scripts/align_across.py"

@@ -215,6 +215,31 @@ def check_stage_settings(c):
                          f"this collection's evaluator is {spec['evaluator']!r}")
 
 
+def across_pairs():
+    """align.across as path tokens ("c" or "c@base" for "c:base"), each member checked: a
+    collection of this config, aligned (align on, an evaluator), ':base' only with a base."""
+    out = []
+    for pair in config["align"]["across"]:
+        for member in pair:
+            c = member.removesuffix(":base")
+            if c not in config["collections"]:
+                raise ValueError(f"align.across {pair}: {c!r} is not a collection of this config")
+            if not config["align"]["enabled"] or config["collections"][c]["evaluator"] == "none":
+                raise ValueError(f"align.across {pair}: collection {c} has no representations "
+                                 "(align.enabled false or evaluator none)")
+            if member.endswith(":base") and collection_format(c) != "lora" and not base_folder(c):
+                raise ValueError(f"align.across {pair}: collection {c} has no base model for ':base'")
+        out.append(tuple(m.replace(":base", "@base") for m in pair))
+    return out
+
+
+def across_features(token):
+    """The features a cross-collection member reads: its collection's first view (the original
+    models are the same in every view)."""
+    c = token.removesuffix("@base")
+    return f"results/{c}/align/{views(c)[0]}/features.zarr"
+
+
 def quality(c):
     """What a collection's figures show of the projected models, as named in their files:
     task accuracy (or the evaluator's metric) and error, or reconstruction error alone."""
@@ -240,6 +265,7 @@ def all_outputs():
             out.append(f"results/{c}/figures/{stage_view(c, 'merge')}/merge_normalised_accuracy.png")
         if "sweep" in config["collections"][c]:
             out += [f"results/{c}/figures/{v}/error_vs_basis_size.png" for v in views(c)]
+    out += [f"results/across/{a}~{b}/alignment_heatmap.png" for a, b in across_pairs()]
     return out
 
 

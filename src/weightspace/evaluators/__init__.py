@@ -9,7 +9,8 @@ offers:
   on its own task (``split="validation"``: the tuning data of adapt and merge, where
   ``has_validation``);
 - ``features(config, weights, n, pooling)``: per-layer representations of ``n`` probe inputs
-  (the align stage).
+  (the align stage); ``probe_id(n)``: a digest of those inputs (two collections are aligned
+  with each other only on the same probe items).
 
 Modules: ``registry`` (``make_evaluator``), ``zoo`` (the built-in zoo's digits tasks; ``none``) and ``hf`` (transformers models:
 text-classification, image-classification, causal-lm; imported only when asked for).

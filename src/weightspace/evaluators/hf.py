@@ -200,6 +200,14 @@ class _TransformersEvaluator:
             return list(self.data.text.astype(str))[:n]
         return [p + " " + t for p, t in zip(self.data.prompt.astype(str), self.data.target.astype(str))][:n]
 
+    def probe_id(self, n: int) -> str:
+        """A digest of the probe items: the texts (whatever the tokenizer), or the images' pixels."""
+        from .zoo import probe_digest
+
+        if hasattr(self, "pixels"):
+            return probe_digest(self.pixels[:n].numpy().tobytes())
+        return probe_digest("\n".join(self.probe_texts(n)).encode())
+
     def features(self, config: dict, weights: dict[str, torch.Tensor], n: int,
                  pooling: str = "auto") -> list[torch.Tensor]:
         """Representations of the first ``n`` probe inputs (the evaluation data's inputs, every

@@ -54,6 +54,17 @@ class ZooEvaluator:
         return hidden + [logits]
 
 
+    def probe_id(self, n: int) -> str:
+        """A digest of the probe inputs: the first ``n`` held-out digits of this data seed."""
+        return probe_digest(self.data.x_test[:n].numpy().tobytes())
+
+
+def probe_digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 class NoEvaluator:
     """For collections without a task evaluator yet: reconstruction errors and memory only."""
 
