@@ -101,6 +101,21 @@ def merge_table(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+ACROSS_METRICS = ("mutual_knn", "cka", "cknna", "svcca")
+
+
+def across_table(summaries: list[pd.DataFrame]) -> str:
+    """One row per collection pair and headline metric: mean alignment across, within each
+    collection, under the shuffled-probe null (every metric: results/across/*/summary.csv)."""
+    lines = ["| a ~ b | metric | across | within a | within b | null | pairs across |", "|:--|:--|--:|--:|--:|--:|--:|"]
+    fmt = lambda v: "–" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
+    for s in summaries:
+        for r in s[s.metric.isin(ACROSS_METRICS)].itertuples():
+            lines.append(f"| {r.a} ~ {r.b} | {r.metric} | **{fmt(r.across)}** | {fmt(getattr(r, 'within_a', None))} | "
+                         f"{fmt(getattr(r, 'within_b', None))} | {fmt(r.null)} | {int(r.across_pairs)} |")
+    return "\n".join(lines)
+
+
 def replace(text: str, name: str, new: str) -> str:
     pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->\n).*?(<!-- {re.escape(name)}:end -->)", re.S)
     return pattern.sub(lambda m: m[1] + new + "\n" + m[2], text)
@@ -114,6 +129,8 @@ FIGURES = {  # docs/figures/<name>: results/<path>
     "basis_size_mlp_independent.png": "digits-mlp-independent/figures/full/error_vs_basis_size.png",
     "adapt_digits_lora.png": "digits-lora/figures/delta/adapt_accuracy_vs_trainable.png",
     "merge_digits_finetune.png": "digits-finetune/figures/full/merge_normalised_accuracy.png",
+    "across_mlp_architectures.png": "across/digits-mlp~digits-mlp-deep/alignment_heatmap.png",
+    "across_shared_independent.png": "across/digits-mlp-shared~digits-mlp-independent/alignment_heatmap.png",
     **{f"minilm_{f}.png": f"minilm-lora/figures/delta/{f}.png" for f in (
         "accuracy_vs_k", "alignment_vs_weights", "alignment_heatmap", "adapt_accuracy_vs_trainable",
         "merge_normalised_accuracy")},
@@ -129,6 +146,9 @@ def update_tables(text: str, summary: Path, methods: Path) -> str:
     exports = export_table() if "<!-- exports:start -->" in text else None
     if exports:
         text = replace(text, "exports", exports)
+    across = sorted((ROOT / "results" / "across").glob("*/summary.csv"))
+    if "<!-- across:start -->" in text and across:
+        text = replace(text, "across", across_table([pd.read_csv(p) for p in across]))
     for stage, c in re.findall(r"<!-- (adapt|merge):([A-Za-z0-9_.-]+):start -->", text):
         found = sorted((ROOT / "results" / c / stage).glob("*/summary.csv"))
         if not found:
