@@ -277,12 +277,14 @@ def alignment_across(table: pd.DataFrame, summary: pd.DataFrame, tasks: list[dic
     sns.set_style("whitegrid")
     sns.barplot(data=long, x="metric", y="alignment", hue="pairs", ax=bx,
                 hue_order=[names[v] for v in ("within_a", "across", "within_b", "null") if names[v] in set(long.pairs)],
-                palette=["#4c72b0", "#dd8452", "#55a868", "#8c8c8c"])
-    bx.set_ylim(0, 1.05)
+                palette={names["within_a"]: "#4c72b0", names["across"]: "#dd8452", names["within_b"]: "#55a868",
+                         names["null"]: "#8c8c8c"})
+    bx.set_ylim(0, 1.3)  # the legend sits above the bars
+    bx.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     bx.set_xlabel("metric")
     bx.set_ylabel("mean alignment (best layer pair)")
     bx.tick_params(axis="x", labelsize=7, rotation=30)
-    bx.legend(fontsize=7, loc="upper right")
+    bx.legend(fontsize=7, loc="upper left", ncol=2, frameon=False)
     bx.set_title("mean alignment per metric")
     fig.suptitle(f"Representation alignment across collections: {a} ~ {b} (same probe items)")
     fig.tight_layout()
