@@ -93,7 +93,11 @@ def model_gram_dense(read_rows, N: int, m: int, n: int, block_rows: int, device=
             buf[i, :width].copy_(part)
         return k, buf[:, :width]
 
-    for rows, (k, block) in zip(blocks, prefetched(list(enumerate(blocks)), load, depth=1)):
+    from tqdm import tqdm
+
+    steps = zip(blocks, prefetched(list(enumerate(blocks)), load, depth=1))
+    for rows, (k, block) in tqdm(steps, total=len(blocks), desc=f"model Gram ({N} models, row blocks)",
+                                 mininterval=5, disable=len(blocks) < 2):
         r = rows.stop - rows.start
         Vb = V[:, : r * n]
         mu = None if center is None else center[rows].reshape(-1)
