@@ -313,3 +313,76 @@ def test_basis_size_sweep_converges_on_shared_models_and_draws_are_nested(tmp_pa
     assert t["heldout_error"].iloc[-1] < 0.5 * t["heldout_mean_only_error"].iloc[-1]
     assert t["heldout_error"].iloc[-1] < t["heldout_error"].iloc[0]
     assert t["matrices_shared"].iloc[-1] == t["matrices_tested"].iloc[-1] == 1
+
+
+def test_model_gram_sketch_reads_only_added_models(tmp_path, monkeypatch, caplog):
+    """model_gram: sketch. Adding 3 models to 12 cached ones reads only the 3 (never the cached
+    stores); the cached block of the model Gram stays exact, the added block is exact, added ×
+    cached entries are within 4 standard deviations (√(2/w)·‖W_i − R‖‖W_j − R‖) of the exact
+    Gram; the row and column modes equal a run from scratch (their sums are exact)."""
+    from weightspace import store as store_mod
+
+    shapes = {"w": (24, 40)}
+    paths, tensors = make_stores(tmp_path, N=15, shapes=shapes, seed=3)
+    shared = torch.randn(24, 40, generator=torch.Generator().manual_seed(9)) * 3  # a common mean
+    for p, t in zip(paths, tensors):  # rewrite the stores around it: models are the mean + spread
+        t["w"] = t["w"] * 0.5 + shared
+        write_store(p, t.items(), {"model": p.rsplit("/", 1)[-1].removesuffix(".zarr")})
+    w = 1024
+    kw = dict(max_k=4, center=True, gaussian_null=False, rotation_null=True, seed=0, device="cpu",
+              model_gram="sketch", gram_sketch_width=w)
+    cache = str(tmp_path / "cache.zarr")
+    run_group(paths[:12], "full", 1, 0, str(tmp_path / "old.zarr"), cache_path=cache, **kw)
+    read = []
+    real_read = store_mod.ModelStore.read
+    monkeypatch.setattr(store_mod.ModelStore, "read", lambda self, *a, **k: read.append(self.path) or real_read(self, *a, **k))
+    with caplog.at_level("INFO", logger="weightspace"):
+        run_group(paths, "full", 1, 0, str(tmp_path / "inc.zarr"), cache_path=cache, **kw)
+    assert "reusing the sums of 12 models, reading 3 new" in caplog.text
+    assert set(read) == set(paths[12:])  # the cached models were never read
+    monkeypatch.setattr(store_mod.ModelStore, "read", real_read)
+    run_group(paths, "full", 1, 0, str(tmp_path / "fresh.zarr"), **{**kw, "model_gram": "exact"})
+    inc, _ = load_subspaces([str(tmp_path / "inc.zarr")])
+    fresh, _ = load_subspaces([str(tmp_path / "fresh.zarr")])
+    for arr in ("eig_row", "eig_col", "null_rotation_statistic"):
+        np.testing.assert_allclose(inc["w"].array(arr), fresh["w"].array(arr), rtol=1e-9, atol=1e-9)
+    W = torch.stack([t["w"].double() for t in tensors])
+    K = torch.einsum("imn,jmn->ij", W, W)
+    R = W[:12].mean(0)
+    import zarr
+    Kc = torch.from_numpy(np.asarray(zarr.open_group(cache)["w"]["K"][...]))
+    assert torch.equal(Kc[:12, :12], K[:12, :12]) or torch.allclose(Kc[:12, :12], K[:12, :12], rtol=1e-12, atol=0)
+    torch.testing.assert_close(Kc[12:, 12:], K[12:, 12:], rtol=1e-12, atol=1e-9)
+    spread = (W - R).flatten(1).norm(dim=1)
+    sd = (2 / w) ** 0.5 * spread[12:, None] * spread[None, :12]
+    err = (Kc[12:, :12] - K[12:, :12]).abs()
+    assert (err <= 4 * sd).all() and (err > 0).any(), (err / sd).max()
+    assert (err / K[12:, :12].abs()).max() < 0.01  # the reference keeps the error to the spread, not the norm
+    attrs = inc["w"].attrs["methods"]
+    assert "count sketches of width 1024" in attrs["model"]
+
+
+def test_count_sketch_is_row_block_invariant_and_unbiased():
+    """The sketch of a matrix read in row blocks of any size equals the sketch of the whole;
+    over seeds, ⟨z(X), z(Y)⟩ averages to ⟨X, Y⟩ and its spread stays below √(2/w)‖X‖‖Y‖."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(3, 37, 53, generator=g, dtype=torch.float64)
+    w = 256
+    whole = torch.zeros(3, w, dtype=torch.float64)
+    hosvd.add_hashed_sketch(whole, X.reshape(3, -1), 0, seed=5)
+    blocks = torch.zeros(3, w, dtype=torch.float64)
+    for r0 in (0, 11, 12, 30):
+        r1 = {0: 11, 11: 12, 12: 30, 30: 37}[r0]
+        hosvd.add_hashed_sketch(blocks, X[:, r0:r1].reshape(3, -1), r0 * 53, seed=5)
+    torch.testing.assert_close(blocks, whole, rtol=0, atol=1e-12)
+    exact = float((X[0] * X[1]).sum())
+    est = []
+    for seed in range(200):
+        Z = torch.zeros(3, w, dtype=torch.float64)
+        hosvd.add_hashed_sketch(Z, X.reshape(3, -1), 0, seed)
+        est.append(float(Z[0] @ Z[1]))
+    bound = (2 / w) ** 0.5 * float(X[0].norm() * X[1].norm())
+    assert abs(np.mean(est) - exact) < 4 * bound / np.sqrt(200)
+    assert np.std(est) < bound
+    with pytest.raises(ValueError, match="power of two"):
+        hosvd.add_hashed_sketch(torch.zeros(1, 100, dtype=torch.float64), X[:1].reshape(1, -1), 0, 0)

@@ -78,6 +78,21 @@ class Cached:
     K: torch.Tensor
     null: hosvd.ModeSums | None = None  # unit-variance Gaussian draws, one per model
     svals: torch.Tensor | None = None   # N × r singular values of each model (rotation null)
+    gram: GramSketch | None = None      # model_gram "sketch": what new × old Gram entries come from
+
+
+@dataclass
+class GramSketch:
+    """Per model, the count sketch z_i of W_i − R (``hosvd.add_hashed_sketch``, width w) and
+    r_i = ⟨W_i, R⟩ exact, for one reference R: the basis mean when the sketches began. The Gram
+    of a new model with the old ones is then ``hosvd.sketched_gram`` of their sketches: adding
+    models reads only the new models. K's entries among the first models stay exact."""
+
+    ref: torch.Tensor      # R (m×n, float64)
+    ref_sq: float          # ‖R‖²
+    Z: torch.Tensor        # N × w sketches
+    r: torch.Tensor        # N
+    seed: int
 
 
 def rotation_test(svals: torch.Tensor, models: list[str], sub: hosvd.Subspace, shape: tuple[int, int],
@@ -148,13 +163,20 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
                      gaussian_null: bool, rotation_null: bool, seed: int, device: str,
                      cached: Cached | None = None, exact_max_dim: int = 8192,
                      precision: str = "float64", sketch_when_cheaper: bool = True,
-                     null_draws: int = 99, test_k: int = 16) -> tuple[hosvd.Subspace, Cached]:
+                     null_draws: int = 99, test_k: int = 16, model_gram: str = "exact",
+                     gram_sketch_width: int = 4096) -> tuple[hosvd.Subspace, Cached]:
     """The decomposition of one target over the given basis models (see hosvd), and with
     ``rotation_null`` the sharing test (``rotation_test``) on its exact modes.
 
     With ``cached`` sums of some of these models, only the others are read into the sums; the
     model Gram reuses the cached block and computes the cross terms with the new models.
     Returns the result and the updated cache (models in the order of the result).
+
+    ``model_gram``: "exact" computes the Gram of new models with the cached ones from both
+    (the old models are read again); "sketch" keeps a count sketch of every model (see
+    ``GramSketch``), so an added model is read only once, and its Gram entries with the old
+    models have an error of standard deviation ≤ √(2/w)·‖W_i − R‖‖W_j − R‖ (w =
+    ``gram_sketch_width``). Dense views only (the delta view's factor Gram is already cheap).
     """
     m, n = target.shape
     sk_row, sk_col = sketch_sizes(m, n, max_k, exact_max_dim, sketch_when_cheaper, rotation_null)
@@ -196,6 +218,11 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     mats = []
     # cached models are read only where the delta view's model Gram needs their factors
     todo = [(i, st) for i, st in enumerate(stores) if i >= n_old or target.view == "delta"]
+    use_sketch = model_gram == "sketch" and target.view != "delta"
+    gram = cached.gram if (use_sketch and cached is not None and known is not None) else None
+    if gram is not None and (gram.Z.shape[1] != gram_sketch_width or gram.seed != seed or refine_col):
+        gram = None  # another width or seed; or a column refinement, which reads every model anyway
+    new_z, new_r, new_sq = [], [], []
 
     def load(item):  # in the prefetch thread: read in the source dtype, stay on the CPU
         return layers.read_target(item[1], target, dtype=layers.SOURCE_DTYPE)
@@ -207,6 +234,12 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
              else W.to(hosvd.ACC))
         if i >= n_old:
             sums.add(W)
+            if gram is not None:  # the new model's sketch and reference product, from this one read
+                z = torch.zeros(1, gram.Z.shape[1], dtype=hosvd.ACC, device=W.device)
+                hosvd.add_hashed_sketch(z, (W - gram.ref.to(W.device)).reshape(1, -1), 0, gram.seed)
+                new_z.append(z[0].cpu())
+                new_r.append(float((W * gram.ref.to(W.device)).sum()))
+                new_sq.append(float((W * W).sum()))
             if rotation_null:
                 svals.append(sharing.lowrank_singular_values(W.B, W.A, W.scale) if isinstance(W, LowRank)
                              else sharing.singular_values(W))
@@ -216,18 +249,35 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
             mats.append(W)
     if target.view == "delta":
         K = hosvd.model_gram_lowrank(mats, known)
+    elif gram is not None:
+        K, gram = sketched_model_gram(stores, target, known, gram, new_z, new_r, new_sq, device)
+        methods["model"] = (f"exact Gram of the first {n_old} models; {len(stores) - n_old} added models' entries "
+                            f"with them from count sketches of width {gram.Z.shape[1]}")
     else:
         chunk_rows = stores[0].array(target.sources[0]).chunks[0]
         rows = aligned_block_rows(BLOCK_BYTES // (8 * n * len(stores)), chunk_rows)
         refine = sums.refinement() if refine_col else None
+        N = len(stores)
+        Z = torch.zeros(N, gram_sketch_width, dtype=hosvd.ACC, device=device) if use_sketch else None
+        R = sums.mean if use_sketch else None
+
+        def on_block(rows, V):  # V: N × r × n, raw, or centred on the refinement's mean
+            if Z is not None:
+                shift = (refine.mean[rows] if refine else 0) - R[rows]
+                hosvd.add_hashed_sketch(Z, (V + shift).reshape(N, -1), rows.start * n, seed)
+            if refine:
+                refine.add_rows(rows, V)
 
         def read_rows(i, sl, out=None):  # a row block of the tensor is a row block of its matrix view
             return layers.as_matrix(stores[i].read(target.sources[0], sl, out=out))
-        K = model_gram_dense(read_rows, len(stores), m, n, rows, device=device, known=known,
-                                   on_block=refine.add_rows if refine else None,
-                                   center=refine.mean if refine else None)
+        K = model_gram_dense(read_rows, N, m, n, rows, device=device, known=known,
+                             on_block=on_block if (refine or Z is not None) else None,
+                             center=refine.mean if refine else None)
         if refine:
             refine.finish()
+        if Z is not None:  # R is the mean of these N models: ⟨W_i, R⟩ = mean_j K_ij, ‖R‖² = mean K
+            gram = GramSketch(R.cpu(), float(K.mean()), Z.cpu(), K.mean(1).cpu(), seed)
+            methods["model"] = f"exact Gram; count sketches of width {gram_sketch_width} kept for added models"
     sub = hosvd.decompose(sums, K, max_k, center)
     sub.methods = methods
     ids = [identity(st) for st in stores]
@@ -241,7 +291,31 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
         var = sub.total / (len(stores) * m * n)
         sub.nulls.update(hosvd.gaussian_null_spectra(null, var, center))
         sub.null_gaussian_total = var * null.total(center)
-    return sub, Cached(ids, sums, K, null, S)
+    return sub, Cached(ids, sums, K, null, S, gram)
+
+
+def sketched_model_gram(stores: list[ModelStore], target: layers.Target, known: torch.Tensor, gram: GramSketch,
+                        new_z: list, new_r: list, new_sq: list, device: str) -> tuple[torch.Tensor, GramSketch]:
+    """The raw model Gram of cached + added models without reading the cached ones: their
+    block as cached, the added models among themselves exact (a pass over them alone), added
+    × cached from the sketches (``hosvd.sketched_gram``). Returns K and the grown sketches."""
+    n_old, N = known.shape[0], len(stores)
+    m, n = target.shape
+    K = torch.zeros(N, N, dtype=hosvd.ACC)
+    K[:n_old, :n_old] = known.cpu()
+    new = stores[n_old:]
+    if len(new) > 1:
+        chunk_rows = new[0].array(target.sources[0]).chunks[0]
+        rows = aligned_block_rows(BLOCK_BYTES // (8 * n * len(new)), chunk_rows)
+        K[n_old:, n_old:] = model_gram_dense(
+            lambda i, sl, out=None: layers.as_matrix(new[i].read(target.sources[0], sl, out=out)),
+            len(new), m, n, rows, device=device).cpu()
+    else:
+        K[n_old, n_old] = new_sq[0]
+    Zn, rn = torch.stack(new_z), torch.tensor(new_r, dtype=hosvd.ACC)
+    cross = hosvd.sketched_gram(Zn, gram.Z, rn, gram.r, gram.ref_sq)
+    K[n_old:, :n_old], K[:n_old, n_old:] = cross, cross.T
+    return K.to(device), GramSketch(gram.ref, gram.ref_sq, torch.cat([gram.Z, Zn]), torch.cat([gram.r, rn]), gram.seed)
 
 
 CACHE_ARRAYS = ("S", "R", "C", "Y_row", "Y_col", "shift")
@@ -271,8 +345,14 @@ def load_cache(path: str | os.PathLike, target: layers.Target, device: str) -> C
 
     null = restore("null_", g.attrs["null"]) if g.attrs.get("null") else None
     svals = torch.from_numpy(np.asarray(g["svals"][...])) if "svals" in g else None
+    gram = None
+    if g.attrs.get("gram_sketch"):
+        a = g.attrs["gram_sketch"]
+        gram = GramSketch(*(torch.from_numpy(np.asarray(g[k][...])) for k in ("gram_ref",)), float(a["ref_sq"]),
+                          torch.from_numpy(np.asarray(g["gram_Z"][...])), torch.from_numpy(np.asarray(g["gram_r"][...])),
+                          int(a["seed"]))
     return Cached(list(g.attrs["models"]), restore("", dict(g.attrs)),
-                  torch.from_numpy(np.asarray(g["K"][...])), null, svals)
+                  torch.from_numpy(np.asarray(g["K"][...])), null, svals, gram)
 
 
 def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
@@ -285,6 +365,9 @@ def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
                             "precision": str(c.sums.product_dtype).removeprefix("torch."),
                             **{a: getattr(c.sums, a) for a in CACHE_ATTRS}})
             arrays = {key: getattr(c.sums, key) for key in CACHE_ARRAYS} | {"K": c.K, "svals": c.svals}
+            if c.gram is not None:
+                arrays |= {"gram_ref": c.gram.ref, "gram_Z": c.gram.Z, "gram_r": c.gram.r}
+                g.attrs["gram_sketch"] = {"ref_sq": c.gram.ref_sq, "seed": c.gram.seed}
             if c.null is not None:
                 arrays |= {f"null_{key}": getattr(c.null, key) for key in CACHE_ARRAYS}
                 g.attrs["null"] = {a: getattr(c.null, a) for a in CACHE_ATTRS} | {
@@ -324,7 +407,7 @@ def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_
               max_k: int, center: bool, gaussian_null: bool, rotation_null: bool, seed: int,
               device: str, cache_path: str | None = None, exact_max_dim: int = 8192,
               precision: str = "float64", sketch_when_cheaper: bool = True, null_draws: int = 99,
-              test_k: int = 16) -> None:
+              test_k: int = 16, model_gram: str = "exact", gram_sketch_width: int = 4096) -> None:
     """The subspace job: decompose every target of one layer group and write the store.
 
     With ``cache_path``, the additive sums of every target are kept there (float64) and reused
@@ -345,7 +428,7 @@ def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_
             stores, target, max_k=max_k, center=center, gaussian_null=gaussian_null,
             rotation_null=rotation_null, seed=seed, device=device, cached=cached,
             exact_max_dim=exact_max_dim, precision=precision, sketch_when_cheaper=sketch_when_cheaper,
-            null_draws=null_draws, test_k=test_k)
+            null_draws=null_draws, test_k=test_k, model_gram=model_gram, gram_sketch_width=gram_sketch_width)
         ev = hosvd.explained_variance(sub.eig_row, sub.total)
         log.info("%s %s: row-mode explained variance at k=1,4,16: %s", target.name, target.shape,
                  [round(float(ev[min(k, len(ev)) - 1]), 3) for k in (1, 4, 16)])

@@ -21,6 +21,8 @@ rule subspace:
         exact_max_dim=config["subspace"]["exact_max_dim"],
         sketch_when_cheaper=config["subspace"]["sketch_when_cheaper"],
         precision=config["subspace"]["precision"],
+        model_gram=config["subspace"]["model_gram"],
+        gram_sketch_width=config["subspace"]["gram_sketch_width"],
         # not an output: Snakemake deletes outputs before a rerun, and these sums must survive it
         cache=lambda w: (
             f"results/{w.c}/cache/{w.view}/group-{w.g}-of-{config['subspace']['layer_groups']}.zarr"

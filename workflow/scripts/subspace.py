@@ -13,4 +13,5 @@ with script(smk) as log:
               gaussian_null=p.gaussian_null, rotation_null=p.rotation_null, seed=p.seed,
               device=pick_device(p.device), cache_path=p.cache,
               exact_max_dim=p.exact_max_dim, precision=p.precision,
-              sketch_when_cheaper=p.sketch_when_cheaper, null_draws=p.null_draws, test_k=p.test_k)
+              sketch_when_cheaper=p.sketch_when_cheaper, null_draws=p.null_draws, test_k=p.test_k,
+              model_gram=p.model_gram, gram_sketch_width=p.gram_sketch_width)

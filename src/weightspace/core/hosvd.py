@@ -315,6 +315,43 @@ def grown(known: torch.Tensor | None, N: int, device) -> tuple[torch.Tensor, int
     return K, N0
 
 
+# ----------------------------------------------------------------------------- model-Gram sketch
+def _hashes(start: int, stop: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bucket (0..width−1, width a power of two) and sign (±1) of the flat indices start..stop−1
+    by multiply-add-shift hashing (Dietzfelbinger): h(k) = the top log₂(width) bits of
+    (a·k + b) mod 2⁶⁴, σ(k) from the top bit of (c·k + d) mod 2⁶⁴, with a, c odd and a, b, c, d
+    drawn from ``seed``. A function of the index alone, so the same index gets the same bucket
+    and sign whatever the row blocks it is read in; int64 products wrap mod 2⁶⁴."""
+    if width & (width - 1) or width < 2:
+        raise ValueError(f"sketch width {width} must be a power of two ≥ 2")
+    g = torch.Generator().manual_seed(seed % (2**63))
+    a, b, c, d = (int(v) for v in torch.randint(-(2**62), 2**62, (4,), generator=g, dtype=torch.int64))
+    a, c = a | 1, c | 1
+    k = torch.arange(start, stop, dtype=torch.int64)
+    bits = width.bit_length() - 1
+    buckets = ((k * a + b) >> (64 - bits)) & (width - 1)
+    signs = 1.0 - 2.0 * (((k * c + d) >> 63) & 1).to(ACC)
+    return buckets, signs
+
+
+def add_hashed_sketch(Z: torch.Tensor, X: torch.Tensor, start: int, seed: int) -> None:
+    """Z (N × w) += the count sketch of rows of N flattened matrices X (N × L) that begin at flat
+    index ``start``: z_b += Σ_{k: h(k)=b} σ(k) x_k. With hash buckets h and signs σ drawn
+    independently of the data, E⟨z(X), z(Y)⟩ = ⟨X, Y⟩ and the error of one inner product has
+    standard deviation at most √(2/w)·‖X‖‖Y‖ (Charikar et al.; Weinberger et al.): the model
+    Gram of new models against old ones from w numbers per model, without reading the old
+    models again. Additive over row blocks in any order."""
+    buckets, signs = _hashes(start, start + X.shape[1], Z.shape[1], seed)
+    Z.index_add_(1, buckets.to(Z.device), X.to(ACC) * signs.to(X.device))
+
+
+def sketched_gram(Za: torch.Tensor, Zb: torch.Tensor, ra: torch.Tensor, rb: torch.Tensor, ref_sq: float) -> torch.Tensor:
+    """⟨W_i, W_j⟩ ≈ ⟨z_i, z_j⟩ + r_i + r_j − ‖R‖², with z the sketches of W − R for one reference
+    R (the basis mean when the sketches began) and r_i = ⟨W_i, R⟩ exact: the sketch error is
+    then relative to ‖W_i − R‖‖W_j − R‖, the models' spread, not their norm."""
+    return Za @ Zb.T + ra[:, None] + rb[None, :] - ref_sq
+
+
 def model_gram_lowrank(mats: list[LowRank], known: torch.Tensor | None = None) -> torch.Tensor:
     """K_ij = ⟨ΔW_i, ΔW_j⟩ = s_i s_j tr((B_iᵀ B_j)(A_j A_iᵀ)) from the factors alone.
 
