@@ -560,7 +560,7 @@ def view_verdict(table: pd.DataFrame, fdr: float, share: float) -> dict:
 def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_models: int, *,
                        max_k: int, exact_max_dim: int = 8192, gaussian_null: bool = True,
                        rotation_null: bool = True, sketch_when_cheaper: bool = True,
-                       base_mb: int = 500) -> int:
+                       base_mb: int = 500, gram_sketch_width: int = 0) -> int:
     """Peak memory of one subspace job, from the shapes of its layer group (float64 bytes):
 
     per target (they are done one after the other, so the largest counts): the sums S and the
@@ -568,8 +568,10 @@ def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_
     R and C (m², n², or m·l, n·l when sketched), the same again for the Gaussian null and the
     rotation null, the per-model products and eigendecomposition workspace (2·(m² + n²)), the
     prefetched matrices (3 models, source copy + float64), the model Gram and its centred copy
-    (2·N²), a two-pass sketch's Q and Z (2·n·l); plus the row-block buffer and the two read
-    buffers (2·BLOCK_BYTES), 20% margin and the interpreter with torch.
+    (2·N²), a two-pass sketch's Q and Z (2·n·l), with ``model_gram: sketch`` (width w) the
+    models' sketches, the reference R and a block's hashes (N·w + m·n + 2·block); plus the
+    row-block buffer and the two read buffers (2·BLOCK_BYTES), 20% margin and the interpreter
+    with torch.
     """
     store = ModelStore(store_path)
     worst = 0
@@ -580,5 +582,7 @@ def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_
         copies = 1 + (1 if gaussian_null else 0) + (1 if rotation_null else 0)
         work = 2 * ((0 if sk_row else m * m) + (0 if sk_col else n * n))
         numbers = copies * (2 * m * n + grams) + work + 3 * 2 * m * n + 2 * n_models ** 2 + 2 * n * sk_col
+        if gram_sketch_width:
+            numbers += n_models * gram_sketch_width + m * n + 2 * BLOCK_BYTES // 8
         worst = max(worst, 8 * numbers)
     return int(base_mb + 1.2 * (worst + 2 * BLOCK_BYTES) / 2**20)

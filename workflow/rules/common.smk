@@ -112,7 +112,8 @@ def subspace_mem_mb(wildcards, input, attempt):
     return attempt * memory_estimate_mb(
         input.stores[0], wildcards.view, s["layer_groups"], int(wildcards.g), len(input.stores),
         max_k=s["max_k"], exact_max_dim=s["exact_max_dim"], gaussian_null=s["gaussian_null"],
-        rotation_null=s["rotation_null"], sketch_when_cheaper=s["sketch_when_cheaper"])
+        rotation_null=s["rotation_null"], sketch_when_cheaper=s["sketch_when_cheaper"],
+        gram_sketch_width=s["gram_sketch_width"] if s["model_gram"] == "sketch" else 0)
 
 
 SMALL_WORK_MB = 256
