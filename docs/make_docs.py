@@ -130,7 +130,6 @@ FIGURES = {  # docs/figures/<name>: results/<path>
     "adapt_digits_lora.png": "digits-lora/figures/delta/adapt_accuracy_vs_trainable.png",
     "merge_digits_finetune.png": "digits-finetune/figures/full/merge_normalised_accuracy.png",
     "across_mlp_architectures.png": "across/digits-mlp~digits-mlp-deep/alignment_heatmap.png",
-    "across_shared_independent.png": "across/digits-mlp-shared~digits-mlp-independent/alignment_heatmap.png",
     **{f"minilm_{f}.png": f"minilm-lora/figures/delta/{f}.png" for f in (
         "accuracy_vs_k", "alignment_vs_weights", "alignment_heatmap", "adapt_accuracy_vs_trainable",
         "merge_normalised_accuracy")},
