@@ -360,6 +360,10 @@ def test_model_gram_sketch_reads_only_added_models(tmp_path, monkeypatch, caplog
     assert (err / K[12:, :12].abs()).max() < 0.01  # the reference keeps the error to the spread, not the norm
     attrs = inc["w"].attrs["methods"]
     assert "count sketches of width 1024" in attrs["model"]
+    # a rerun on the same models (other settings) reuses the cached Gram and sketches as they are
+    run_group(paths, "full", 1, 0, str(tmp_path / "again.zarr"), cache_path=cache, **{**kw, "max_k": 3})
+    again, _ = load_subspaces([str(tmp_path / "again.zarr")])
+    np.testing.assert_array_equal(again["w"].array("gram_model"), inc["w"].array("gram_model"))
 
 
 def test_count_sketch_is_row_block_invariant_and_unbiased():

@@ -249,6 +249,8 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
             mats.append(W)
     if target.view == "delta":
         K = hosvd.model_gram_lowrank(mats, known)
+    elif gram is not None and not new_z:  # no model added (a rerun with other settings)
+        K = known.to(device)
     elif gram is not None:
         K, gram = sketched_model_gram(stores, target, known, gram, new_z, new_r, new_sq, device)
         methods["model"] = (f"exact Gram of the first {n_old} models; {len(stores) - n_old} added models' entries "
@@ -428,7 +430,8 @@ def run_group(store_paths: list[str], view: str, n_groups: int, group: int, out_
             stores, target, max_k=max_k, center=center, gaussian_null=gaussian_null,
             rotation_null=rotation_null, seed=seed, device=device, cached=cached,
             exact_max_dim=exact_max_dim, precision=precision, sketch_when_cheaper=sketch_when_cheaper,
-            null_draws=null_draws, test_k=test_k, model_gram=model_gram, gram_sketch_width=gram_sketch_width)
+            null_draws=null_draws, test_k=test_k, gram_sketch_width=gram_sketch_width,
+            model_gram=model_gram if cache_path else "exact")  # sketches serve a cache only
         ev = hosvd.explained_variance(sub.eig_row, sub.total)
         log.info("%s %s: row-mode explained variance at k=1,4,16: %s", target.name, target.shape,
                  [round(float(ev[min(k, len(ev)) - 1]), 3) for k in (1, 4, 16)])
