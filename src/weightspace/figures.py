@@ -252,7 +252,7 @@ def alignment_heatmap(table: pd.DataFrame, keys: list[str], tasks: dict, metric:
 
 
 def alignment_across(table: pd.DataFrame, summary: pd.DataFrame, tasks: list[dict], metric: str, a: str, b: str,
-                     path: str) -> None:
+                     path: str, layers="best") -> None:
     """Left: every model of collection a (rows) against every model of b (columns), one
     metric, models ordered by task. Right: per metric, the mean alignment across the two
     collections beside the means within each and the shuffled-probe null."""
@@ -282,7 +282,7 @@ def alignment_across(table: pd.DataFrame, summary: pd.DataFrame, tasks: list[dic
     bx.set_ylim(0, 1.3)  # the legend sits above the bars
     bx.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     bx.set_xlabel("metric")
-    bx.set_ylabel("mean alignment (best layer pair)")
+    bx.set_ylabel("mean alignment (" + ("best layer pair" if layers == "best" else f"layers: {layers}") + ")")
     bx.tick_params(axis="x", labelsize=7, rotation=30)
     bx.legend(fontsize=7, loc="upper left", ncol=2, frameon=False)
     bx.set_title("mean alignment per metric")

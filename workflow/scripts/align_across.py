@@ -19,5 +19,5 @@ with script(smk) as log:
     summary.insert(0, "a", w.a)
     write_table(summary, out.summary)
     tasks = [{**read_table(t).set_index("key")["task"].to_dict(), "base": "base"} for t in (inp.table_a, inp.table_b)]
-    figures.alignment_across(table, summary, tasks, s["metrics"][0], w.a, w.b, out.heatmap)
+    figures.alignment_across(table, summary, tasks, s["metrics"][0], w.a, w.b, out.heatmap, s["layers"])
     log.info("%s ~ %s: %s", w.a, w.b, summary.to_dict("records"))
