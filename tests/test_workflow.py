@@ -309,7 +309,7 @@ def test_minimal_config_gets_defaults(tmp_path):
     write_config(tmp_path, {"collections": {"z": {"source": "zoo", "zoo": {"kind": "mlp", "count": 5}}}})
     proc = snakemake(tmp_path, "-n")
     counts = job_counts(proc.stdout)
-    assert counts["fetch"] == 5 and counts["subspace"] == 2  # default layer_groups
+    assert counts["fetch_extract_z"] == 1 and counts["subspace"] == 2  # one job extracts a zoo; default layer_groups
     assert not (tmp_path / "results").exists()  # a dry run plans from the lock in memory, writes nothing
 
 
@@ -331,6 +331,7 @@ def test_missing_evaluation_file_fails_the_dry_run(tmp_path):
     """Evaluation data named in the config is a rule input: missing, the dry run stops naming it."""
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["collections"] = {"tiny-shared": config["collections"]["tiny-shared"]}
+    config["align"]["across"] = []  # its pairs name tiny-lora
     config["collections"]["tiny-shared"]["evaluation"] = {"data": "no-such-examples.parquet"}
     write_config(tmp_path, config)
     proc = snakemake(tmp_path, "-n", check=False)
@@ -338,10 +339,20 @@ def test_missing_evaluation_file_fails_the_dry_run(tmp_path):
 
 
 def test_interrupted_run_resumes_and_a_failed_rerun_is_redone(tmp_path):
-    # the stages this test is about (alignment, merge and sweep are left out: time)
-    tiny = {k: v for k, v in TINY["collections"]["tiny-shared"].items() if k not in ("merge", "sweep")}
-    config = {"collections": {"tiny-shared": tiny}, "subspace": TINY["subspace"], "project": TINY["project"],
-              "align": {"enabled": False}}
+    # A local collection (a fetch and an extract job per model; a zoo's are one job) of 12 small
+    # models, and the stages this test is about (alignment, merge and sweep are left out: time).
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(12):
+        folder = tmp_path / "models" / f"model-{i:03d}"
+        folder.mkdir(parents=True)
+        save_file({"fc1.weight": torch.randn(32, 64, generator=g), "fc2.weight": torch.randn(10, 32, generator=g)},
+                  str(folder / "model.safetensors"))
+        (folder / "config.json").write_text('{"model_type": "tiny"}')
+    config = {"collections": {"tiny-shared": {"source": "local", "path": str(tmp_path / "models"), "evaluator": "none",
+                                              "split": {"heldout": ["model-009", "model-010", "model-011"]}}},
+              "subspace": TINY["subspace"], "project": TINY["project"], "align": {"enabled": False}}
     write_config(tmp_path, config)
     cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2"]

@@ -116,6 +116,14 @@ def subspace_mem_mb(wildcards, input, attempt):
         gram_sketch_width=s["gram_sketch_width"] if s["model_gram"] == "sketch" else 0)
 
 
+PER_MODEL = [c for c in config["collections"] if not SOURCES[c].batched]  # a fetch and extract job per model
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly these names (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 SMALL_WORK_MB = 256
 
 

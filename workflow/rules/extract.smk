@@ -6,13 +6,6 @@
 # trains them all; a job per model of a few KB would cost more in start-up than the work).
 # screen: every manifest against the reference architecture -> screen.tsv and rejected.tsv.
 
-PER_MODEL = [c for c in config["collections"] if not SOURCES[c].batched]
-
-
-def one_of(names):
-    """A wildcard pattern matching exactly these names (nothing when there are none)."""
-    return "|".join(re.escape(n) for n in names) or "(?!)"
-
 
 rule fetch:
     input:
