@@ -69,28 +69,32 @@ def extract_features(store_paths: list[str], subspaces: dict, coeff_path: str, v
                 feats = evaluator.features(model_config(st), model_weights(st, subspaces, C, view, kk, base),
                                            n, pooling)
                 n_layers = len(feats)
-                g = root.require_group(f"{variant}/{st.key}")
-                for i, f in enumerate(feats):
-                    data = f.float().numpy()
-                    g.create_array(f"layer-{i:02d}", data=data, chunks=data.shape, compressors=None)
+                write_layers(root.require_group(f"{variant}/{st.key}"), feats)
         if base is not None and keys:  # the base model's own representations (align.across: "<c>:base")
-            feats = evaluator.features(model_config(st), dict(base), n, pooling)
-            for i, f in enumerate(feats):
-                data = f.float().numpy()
-                root.require_group("base/base").create_array(f"layer-{i:02d}", data=data, chunks=data.shape,
-                                                            compressors=None)
+            write_layers(root.require_group("base/base"), evaluator.features(model_config(st), dict(base), n, pooling))
         probe = evaluator.probe_id(n) if hasattr(evaluator, "probe_id") else None
         root.attrs.update({"models": keys, "n_layers": n_layers, "k": k, "view": view, "probe": probe,
                            "base": base is not None and bool(keys)})
+
+
+def write_layers(group: zarr.Group, feats: list[torch.Tensor]) -> None:
+    """One model's per-layer representations, ``layer-{i:02d}`` arrays (float32, one chunk)."""
+    for i, f in enumerate(feats):
+        data = f.float().numpy()
+        group.create_array(f"layer-{i:02d}", data=data, chunks=data.shape, compressors=None)
+
+
+def read_layers(root: zarr.Group, variant: str, model: str, n_layers: int) -> list[torch.Tensor]:
+    """One model's per-layer representations as written by ``write_layers``, float64."""
+    return [torch.from_numpy(np.asarray(root[f"{variant}/{model}/layer-{i:02d}"][...])).double()
+            for i in range(n_layers)]
 
 
 def load_features(path: str) -> tuple[dict, list[str]]:
     """{variant: {model: [layer tensors, float64]}} and the model keys."""
     root = zarr.open_group(str(path), mode="r")
     keys, L = list(root.attrs["models"]), int(root.attrs["n_layers"])
-    out = {v: {m: [torch.from_numpy(np.asarray(root[f"{v}/{m}/layer-{i:02d}"][...])).double() for i in range(L)]
-               for m in keys} for v in VARIANTS}
-    return out, keys
+    return {v: {m: read_layers(root, v, m, L) for m in keys} for v in VARIANTS}, keys
 
 
 def _layer_pairs(n_layers: int, layers_spec):
@@ -179,9 +183,7 @@ def load_member(path: str, base: bool = False, max_models: int | None = None) ->
         keys, variant = ["base"], "base"
     else:
         keys, variant = list(attrs["models"])[:max_models], "original"
-    feats = {m: [torch.from_numpy(np.asarray(root[f"{variant}/{m}/layer-{i:02d}"][...])).double() for i in range(L)]
-             for m in keys}
-    return feats, attrs
+    return {m: read_layers(root, variant, m, L) for m in keys}, attrs
 
 
 def check_same_probe(attrs_a: dict, attrs_b: dict, a: str, b: str) -> None:

@@ -235,10 +235,11 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
         if i >= n_old:
             sums.add(W)
             if gram is not None:  # the new model's sketch and reference product, from this one read
+                ref = gram.ref.to(W.device)
                 z = torch.zeros(1, gram.Z.shape[1], dtype=hosvd.ACC, device=W.device)
-                hosvd.add_hashed_sketch(z, (W - gram.ref.to(W.device)).reshape(1, -1), 0, gram.seed)
+                hosvd.add_hashed_sketch(z, (W - ref).reshape(1, -1), 0, gram.seed)
                 new_z.append(z[0].cpu())
-                new_r.append(float((W * gram.ref.to(W.device)).sum()))
+                new_r.append(float((W * ref).sum()))
                 new_sq.append(float((W * W).sum()))
             if rotation_null:
                 svals.append(sharing.lowrank_singular_values(W.B, W.A, W.scale) if isinstance(W, LowRank)
@@ -256,8 +257,7 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
         methods["model"] = (f"exact Gram of the first {n_old} models; {len(stores) - n_old} added models' entries "
                             f"with them from count sketches of width {gram.Z.shape[1]}")
     else:
-        chunk_rows = stores[0].array(target.sources[0]).chunks[0]
-        rows = aligned_block_rows(BLOCK_BYTES // (8 * n * len(stores)), chunk_rows)
+        read_rows, rows = row_block_reader(stores, target)
         refine = sums.refinement() if refine_col else None
         N = len(stores)
         Z = torch.zeros(N, gram_sketch_width, dtype=hosvd.ACC, device=device) if use_sketch else None
@@ -270,8 +270,6 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
             if refine:
                 refine.add_rows(rows, V)
 
-        def read_rows(i, sl, out=None):  # a row block of the tensor is a row block of its matrix view
-            return layers.as_matrix(stores[i].read(target.sources[0], sl, out=out))
         K = model_gram_dense(read_rows, N, m, n, rows, device=device, known=known,
                              on_block=on_block if (refine or Z is not None) else None,
                              center=refine.mean if refine else None)
@@ -296,6 +294,18 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     return sub, Cached(ids, sums, K, null, S, gram)
 
 
+def row_block_reader(stores: list[ModelStore], target: layers.Target):
+    """(read_rows(i, rows, out), rows per block) of the model-Gram pass over these stores: a row
+    block of the tensor is a row block of its matrix view; blocks sized to the read budget and
+    aligned to the stored chunks."""
+    n = target.shape[1]
+    rows = aligned_block_rows(BLOCK_BYTES // (8 * n * len(stores)), stores[0].array(target.sources[0]).chunks[0])
+
+    def read_rows(i, sl, out=None):
+        return layers.as_matrix(stores[i].read(target.sources[0], sl, out=out))
+    return read_rows, rows
+
+
 def sketched_model_gram(stores: list[ModelStore], target: layers.Target, known: torch.Tensor, gram: GramSketch,
                         new_z: list, new_r: list, new_sq: list, device: str) -> tuple[torch.Tensor, GramSketch]:
     """The raw model Gram of cached + added models without reading the cached ones: their
@@ -307,11 +317,8 @@ def sketched_model_gram(stores: list[ModelStore], target: layers.Target, known: 
     K[:n_old, :n_old] = known.cpu()
     new = stores[n_old:]
     if len(new) > 1:
-        chunk_rows = new[0].array(target.sources[0]).chunks[0]
-        rows = aligned_block_rows(BLOCK_BYTES // (8 * n * len(new)), chunk_rows)
-        K[n_old:, n_old:] = model_gram_dense(
-            lambda i, sl, out=None: layers.as_matrix(new[i].read(target.sources[0], sl, out=out)),
-            len(new), m, n, rows, device=device).cpu()
+        read_rows, rows = row_block_reader(new, target)
+        K[n_old:, n_old:] = model_gram_dense(read_rows, len(new), m, n, rows, device=device).cpu()
     else:
         K[n_old, n_old] = new_sq[0]
     Zn, rn = torch.stack(new_z), torch.tensor(new_r, dtype=hosvd.ACC)
@@ -347,14 +354,10 @@ def load_cache(path: str | os.PathLike, target: layers.Target, device: str) -> C
 
     null = restore("null_", g.attrs["null"]) if g.attrs.get("null") else None
     svals = torch.from_numpy(np.asarray(g["svals"][...])) if "svals" in g else None
-    gram = None
-    if g.attrs.get("gram_sketch"):
-        a = g.attrs["gram_sketch"]
-        gram = GramSketch(*(torch.from_numpy(np.asarray(g[k][...])) for k in ("gram_ref",)), float(a["ref_sq"]),
-                          torch.from_numpy(np.asarray(g["gram_Z"][...])), torch.from_numpy(np.asarray(g["gram_r"][...])),
-                          int(a["seed"]))
-    return Cached(list(g.attrs["models"]), restore("", dict(g.attrs)),
-                  torch.from_numpy(np.asarray(g["K"][...])), null, svals, gram)
+    array = lambda key: torch.from_numpy(np.asarray(g[key][...]))  # noqa: E731
+    sk = g.attrs.get("gram_sketch")
+    gram = GramSketch(array("gram_ref"), float(sk["ref_sq"]), array("gram_Z"), array("gram_r"), int(sk["seed"])) if sk else None
+    return Cached(list(g.attrs["models"]), restore("", dict(g.attrs)), array("K"), null, svals, gram)
 
 
 def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:

@@ -53,7 +53,6 @@ class ZooEvaluator:
             logits = zoo.mlp_forward(weights, self.data.x_test[:n].double(), len(sizes) - 1, hidden)
         return hidden + [logits]
 
-
     def probe_id(self, n: int) -> str:
         """A digest of the probe inputs: the first ``n`` held-out digits of this data seed."""
         return probe_digest(self.data.x_test[:n].numpy().tobytes())
