@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 if TYPE_CHECKING:  # pandas is imported where a table is built (a light import for most jobs)
     import pandas as pd
 
-from .io import atomic_path
+from .io import atomic_path, relative_base
 from .zoo import PEFT_PREFIX
 
 
@@ -73,15 +73,6 @@ def shared_delta(mean: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor, k
     """μ − P_r μ P_c: the part of every compressed delta that no model's own adapter carries."""
     Ur, Uc = U_row[:, :kr], U_col[:, :kc]
     return mean - Ur @ (Ur.T @ mean @ Uc) @ Uc.T
-
-
-def relative_base(base: str, out_dir: str | os.PathLike) -> str:
-    """The base model's path as written in an adapter config: relative to the adapter folder
-    when the base is a local folder (so the export can be moved with its base), else as given
-    (a Hub id)."""
-    if base and Path(base).is_dir():
-        return os.path.relpath(Path(base).resolve(), Path(out_dir).resolve())
-    return base
 
 
 def write_peft_adapter(out_dir: str | os.PathLike, modules: dict[str, tuple[torch.Tensor, torch.Tensor]],
@@ -236,7 +227,7 @@ def export_models(store_paths: list[str], subspaces: dict, coeff_path: str, view
     import zarr
 
     from . import layers
-    from .evaluate import original_bytes
+    from .assemble import original_bytes
     from .project import core_size
     from .store import ModelStore
 

@@ -73,3 +73,12 @@ def write_json(obj, path: str | os.PathLike) -> None:
     """Write JSON atomically (sorted keys, indented)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def relative_base(base: str, out_dir: str | os.PathLike) -> str:
+    """The base model's path as written in an adapter config: relative to the adapter folder
+    when the base is a local folder (so the export can be moved with its base), else as given
+    (a Hub id)."""
+    if base and Path(base).is_dir():
+        return os.path.relpath(Path(base).resolve(), Path(out_dir).resolve())
+    return base

@@ -27,7 +27,7 @@ import torch
 
 from . import layers
 from .core import merging
-from .evaluate import _base_name, _module_weight_name, effective_weights, model_config
+from .assemble import base_name, effective_weights, model_config, module_weight_name
 from .core.hosvd import dense
 from .project import coefficients
 from .store import ModelStore
@@ -63,7 +63,7 @@ def default_head(config: dict) -> list[str]:
 
 
 def target_weight_name(view: str, target: str) -> str:
-    return _module_weight_name(target) if view == "delta" else target
+    return module_weight_name(target) if view == "delta" else target
 
 
 def _norm(ws: dict[str, torch.Tensor]) -> float:
@@ -88,7 +88,7 @@ def merge_models(store_paths: list[str], subspaces: dict, view: str, evaluator, 
         mats = {n: dense(layers.read_target(st, t)) for n, t in tmap.items()}
         models.append({k: v.double() for k, v in effective_weights(view, st, mats, base).items()})
         configs.append(cfg)
-        heads.append(sorted(_base_name(n) for n in layers.kept_tensors(st, view)) if adapters
+        heads.append(sorted(base_name(n) for n in layers.kept_tensors(st, view)) if adapters
                      else list(settings.get("head") or default_head(cfg)))
     head = set(heads[0])
     if base is not None:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from . import layers
 from .core import align
-from .evaluate import effective_weights, model_config
+from .assemble import effective_weights, model_config
 from .io import atomic_path
 from .core.hosvd import dense
 from .project import projection

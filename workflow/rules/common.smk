@@ -265,6 +265,7 @@ def all_outputs():
                 f"results/{c}/figures/{v}/{quality(c)}_vs_bytes.png",
             ]
             out += [f"results/{c}/export/{v}/k{k}" for k in config["export"]["ks"]]
+            out += [f"results/{c}/bank/{v}/k{k}" for k in config["export"]["ks"]]
             if config["align"]["enabled"] and config["collections"][c]["evaluator"] != "none":
                 out.append(f"results/{c}/figures/{v}/alignment_vs_weights.png")
         check_stage_settings(c)

@@ -3,7 +3,7 @@ r"""Evaluators for transformers models: text classification, image classificatio
 One interface (:mod:`weightspace.evaluators`) with the zoo's: ``base_weights()`` (the frozen
 base an adapter is evaluated in) and ``score(config, weights)``, where ``weights`` is a full
 state dict in the checkpoint's own names (the original, projected or baseline model, built by
-``evaluate.effective_weights``). A model skeleton is built once per architecture, offline: from
+``assemble.effective_weights``). A model skeleton is built once per architecture, offline: from
 the base folder for adapters (``AutoModelFor….from_pretrained``), from the store's
 ``config.json`` for full models (``from_config``); each score loads the weights into it
 (strictly: a missing tensor is an error unless it is tied to one that is present).
@@ -30,6 +30,7 @@ All evaluators run batched (``batch_size``) in float32 under ``torch.no_grad()``
 
 from __future__ import annotations
 
+import copy
 import json
 import weakref
 from pathlib import Path
@@ -38,6 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..assemble import checkpoint_names
+from ..bank import attach, interleave
 from ..layers import read_json
 
 
@@ -85,26 +88,6 @@ def _task_rows(df: pd.DataFrame, config: dict, required: tuple[str, ...]) -> pd.
     return df.reset_index(drop=True)
 
 
-def checkpoint_names(model) -> dict[str, str]:
-    """{name in a saved checkpoint: name in ``model.state_dict()``}. transformers ≥ 5 renames
-    some modules inside the model (ViT's ``encoder.layer.0.attention.attention.query`` is
-    ``layers.0.attention.q_proj``) and reverts the names on save; the revert is applied to the
-    model's own tensors and matched back by identity, so the map holds only pure renames."""
-    own = model.state_dict()
-    try:
-        from transformers.core_model_loading import revert_weight_conversion
-    except ImportError:  # transformers 4: checkpoint names are the module names
-        return {k: k for k in own}
-    ptr = {v.data_ptr(): k for k, v in own.items()}
-    out = {}
-    for name, t in revert_weight_conversion(model, dict(own)).items():
-        if t.data_ptr() not in ptr:
-            raise NotImplementedError(f"{type(model).__name__}: the checkpoint tensor {name} is not one "
-                                      "of the model's own (fused weights), which weightspace cannot map")
-        out[name] = ptr[t.data_ptr()]
-    return out
-
-
 def load_weights(model, weights: dict[str, torch.Tensor], names: dict[str, str] | None = None,
                  loaded: dict | None = None) -> None:
     """Load a full state dict in checkpoint names into ``model`` (``names``: see
@@ -140,6 +123,7 @@ class _TransformersEvaluator:
         self.base_folder = self.ev.get("base") or base_folder
         self.batch_size = int(self.ev.get("batch_size", 32))
         self._skeletons: dict[str, tuple[torch.nn.Module, dict[str, str], dict]] = {}
+        self._bank_skeletons: dict[str, torch.nn.Module] = {}
         self._base = None
 
     def _auto(self):
@@ -165,14 +149,68 @@ class _TransformersEvaluator:
         self.data = read_examples(self.ev["data"])
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.ev.get("tokenizer") or self.base_folder))
 
+    def logits(self, model, inputs: dict, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's logits on every item, in batches of ``batch_size``; ``ids``: each item's
+        model row when ``model`` is a bank (``weightspace.bank.BankModel``)."""
+        n = len(next(iter(inputs.values())))
+        out = []
+        with torch.no_grad():
+            for i in range(0, n, self.batch_size):
+                extra = {} if ids is None else {"model_ids": ids[i:i + self.batch_size]}
+                out.append(model(**{k: v[i:i + self.batch_size] for k, v in inputs.items()}, **extra).logits)
+        return torch.cat(out)
+
     def accuracy(self, model, inputs: dict, y: torch.Tensor) -> dict[str, float]:
         """mean_i [argmax logits_i = y_i] over batches of ``batch_size``; every item counted."""
-        correct = 0
-        with torch.no_grad():
-            for i in range(0, len(y), self.batch_size):
-                logits = model(**{k: v[i:i + self.batch_size] for k, v in inputs.items()}).logits
-                correct += int((logits.argmax(-1) == y[i:i + self.batch_size]).sum())
+        correct = int((self.logits(model, inputs).argmax(-1) == y).sum())
         return {"accuracy": correct / len(y), "n_examples": len(y)}
+
+    # ------------------------------------------------------------------ through a bank
+    bank_dtype = torch.float32  # the per-model path's precision (float32 skeletons)
+
+    def bank_model(self, bank):
+        """A skeleton serving every model of ``bank`` (``weightspace.bank.attach``): the base
+        model for adapters, the architecture of the models' config for full models (float32)."""
+        from transformers import AutoConfig
+
+        if bank.adapters:
+            key = "base"
+            if key not in self._bank_skeletons:
+                self._bank_skeletons[key] = self._auto().from_pretrained(
+                    str(self.base_folder), dtype=torch.float32, use_safetensors=True).eval()
+        else:
+            cfg = {k: v for k, v in bank.configs[0].items() if k != "weightspace_task"}
+            key = json.dumps(cfg, sort_keys=True, default=str)
+            if key not in self._bank_skeletons:
+                self._bank_skeletons[key] = self._auto().from_config(AutoConfig.for_model(**cfg)).float().eval()
+        return attach(bank, copy.deepcopy(self._bank_skeletons[key]))
+
+    def _mixed(self, per_model: list[dict]) -> tuple[dict, torch.Tensor, torch.Tensor, list[int]]:
+        """Every model's inputs (dicts of n_i×… tensors; token tensors padded to one length on the
+        tokenizer's side) as one table in interleaved order: (inputs, model of each item, its
+        row within its model, n_i)."""
+        counts = [len(next(iter(d.values()))) for d in per_model]
+        width = max((d["input_ids"].shape[1] for d in per_model if "input_ids" in d), default=0)
+        side = getattr(getattr(self, "tokenizer", None), "padding_side", "right")
+        pad_id = getattr(getattr(self, "tokenizer", None), "pad_token_id", 0) or 0
+
+        def padded(name, t):
+            if t.ndim != 2 or name not in ("input_ids", "attention_mask", "token_type_ids") or t.shape[1] == width:
+                return t
+            fill = t.new_full((t.shape[0], width - t.shape[1]), pad_id if name == "input_ids" else 0)
+            return torch.cat([fill, t] if side == "left" else [t, fill], dim=1)
+
+        table = {k: torch.cat([padded(k, d[k]) for d in per_model]) for k in per_model[0]}
+        models, rows = interleave(counts)
+        starts = torch.tensor([0] + counts).cumsum(0)[:-1]
+        items = starts[models] + rows
+        return {k: v[items] for k, v in table.items()}, models, items, counts
+
+    def _per_model(self, values: torch.Tensor, items: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+        """Values of the interleaved items back in each model's own order, one tensor per model."""
+        out = torch.empty_like(values)
+        out[items] = values
+        return list(out.split(counts))
 
     def hidden_states(self, model, batch: dict, pooling: str = "auto") -> list[torch.Tensor]:
         """Per layer (embeddings first), one n×d representation per input: ``mean`` over the
@@ -285,6 +323,16 @@ class TextClassificationEvaluator(_TransformersEvaluator):
         enc, y = self._inputs(config, split)
         return self.accuracy(self.model(config, weights), dict(enc), y)
 
+    def bank_logits(self, bank, split: str = "test") -> list[torch.Tensor]:
+        """Every model's logits on its task's examples, through the bank in mixed batches."""
+        inputs, models, items, counts = self._mixed([dict(self._inputs(c, split)[0]) for c in bank.configs])
+        return self._per_model(self.logits(self.bank_model(bank), inputs, models), items, counts)
+
+    def score_bank(self, bank, split: str = "test") -> list[dict[str, float]]:
+        """Every model's accuracy (as ``score``) through the bank: one mixed-batch pass."""
+        return [{"accuracy": float((lg.argmax(-1) == self._inputs(c, split)[1]).double().mean()),
+                 "n_examples": len(lg)} for lg, c in zip(self.bank_logits(bank, split), bank.configs)]
+
 
 class ImageClassificationEvaluator(_TransformersEvaluator):
     """Accuracy of an image-classification model (ViT and kin) on an image folder or a
@@ -340,6 +388,16 @@ class ImageClassificationEvaluator(_TransformersEvaluator):
     def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         return self.accuracy(self.model(config, weights), {"pixel_values": self.pixels}, self._labels(config))
 
+    def bank_logits(self, bank) -> list[torch.Tensor]:
+        """Every model's logits on the images, through the bank in mixed batches."""
+        inputs, models, items, counts = self._mixed([{"pixel_values": self.pixels} for _ in bank.configs])
+        return self._per_model(self.logits(self.bank_model(bank), inputs, models), items, counts)
+
+    def score_bank(self, bank) -> list[dict[str, float]]:
+        """Every model's accuracy (as ``score``) through the bank: one mixed-batch pass."""
+        return [{"accuracy": float((lg.argmax(-1) == self._labels(c)).double().mean()), "n_examples": len(lg)}
+                for lg, c in zip(self.bank_logits(bank), bank.configs)]
+
 
 class CausalLMEvaluator(_TransformersEvaluator):
     """ROUGE-L of greedy generations and target loss of a causal LM (base + adapter)."""
@@ -358,51 +416,82 @@ class CausalLMEvaluator(_TransformersEvaluator):
         self.tokenizer.padding_side = "right"
         return dict(self.tokenizer(self.probe_texts(n), padding=True, return_tensors="pt"))
 
-    def target_loss(self, model, prompts: list[str], targets: list[str]) -> list[float]:
-        """Per item: mean −log p over the target's tokens (right-padded batches)."""
+    def target_loss(self, model, prompts: list[str], targets: list[str],
+                    ids: torch.Tensor | None = None) -> list[float]:
+        """Per item: mean −log p over the target's tokens (right-padded batches); ``ids``: each
+        item's model row when ``model`` is a bank."""
         tok = self.tokenizer
         out = []
         for i in range(0, len(prompts), self.batch_size):
+            extra = {} if ids is None else {"model_ids": ids[i:i + self.batch_size]}
             p_ids = [tok(p)["input_ids"] for p in prompts[i:i + self.batch_size]]
             t_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in targets[i:i + self.batch_size]]
             seqs = [p + t for p, t in zip(p_ids, t_ids)]
             width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), tok.pad_token_id)
-            mask = torch.zeros_like(ids)
-            labels = torch.full_like(ids, -100)
+            ids_ = torch.full((len(seqs), width), tok.pad_token_id)
+            mask = torch.zeros_like(ids_)
+            labels = torch.full_like(ids_, -100)
             for j, (p, s) in enumerate(zip(p_ids, seqs)):
-                ids[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
+                ids_[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
                 labels[j, len(p):len(s)] = torch.tensor(s[len(p):])
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            logits = model(input_ids=ids_, attention_mask=mask, **extra).logits[:, :-1].float()
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none",
                                                     ignore_index=-100)
             counts = (labels[:, 1:] != -100).sum(1).clamp(min=1)
             out += (nll.sum(1) / counts).tolist()
         return out
 
-    def generate(self, model, prompts: list[str]) -> list[str]:
-        """Greedy continuations (left-padded batches), the new tokens only, decoded."""
+    def generate(self, model, prompts: list[str], ids: torch.Tensor | None = None) -> list[str]:
+        """Greedy continuations (left-padded batches), the new tokens only, decoded; ``ids``:
+        each prompt's model row when ``model`` is a bank."""
         tok = self.tokenizer
         tok.padding_side = "left"
         out = []
         for i in range(0, len(prompts), self.batch_size):
+            extra = {} if ids is None else {"model_ids": ids[i:i + self.batch_size]}
             enc = tok(prompts[i:i + self.batch_size], return_tensors="pt", padding=True)
             gen = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
+                                 pad_token_id=tok.pad_token_id, **extra)
             out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         tok.padding_side = "right"
         return out
 
     def score(self, config: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
-        from rouge_score import rouge_scorer
-
         rows = _task_rows(self.data, config, ("prompt", "target"))
         prompts, targets = list(rows.prompt.astype(str)), list(rows.target.astype(str))
         model = self.model(config, weights)
         with torch.no_grad():
             losses = self.target_loss(model, prompts, targets)
             generations = self.generate(model, prompts)
+        return self._metrics(targets, generations, losses)
+
+    @staticmethod
+    def _metrics(targets: list[str], generations: list[str], losses: list[float]) -> dict[str, float]:
+        from rouge_score import rouge_scorer
+
         scorer = rouge_scorer.RougeScorer(["rougeL"])
         rouge = [scorer.score(t, g)["rougeL"].fmeasure for t, g in zip(targets, generations)]
         return {"accuracy": float(np.mean(rouge)), "rouge_l": float(np.mean(rouge)),
                 "target_loss": float(np.mean(losses)), "n_examples": len(rouge)}
+
+    def bank_outputs(self, bank) -> list[tuple[list[str], list[str], list[float]]]:
+        """Per model (targets, greedy generations, per-item target losses) of its task's items,
+        through the bank in mixed batches (items of all models interleaved)."""
+        items = [_task_rows(self.data, c, ("prompt", "target")) for c in bank.configs]
+        models, rows = interleave([len(r) for r in items])
+        prompts = [str(items[m].prompt.iloc[r]) for m, r in zip(models.tolist(), rows.tolist())]
+        targets = [str(items[m].target.iloc[r]) for m, r in zip(models.tolist(), rows.tolist())]
+        served = self.bank_model(bank)
+        with torch.no_grad():
+            losses = self.target_loss(served, prompts, targets, models)
+            generations = self.generate(served, prompts, models)
+        out = []
+        for m in range(len(items)):
+            sel = (models == m).nonzero().squeeze(1).tolist()
+            order = sorted(sel, key=lambda j: int(rows[j]))
+            out.append(([targets[j] for j in order], [generations[j] for j in order], [losses[j] for j in order]))
+        return out
+
+    def score_bank(self, bank) -> list[dict[str, float]]:
+        """Every model's ROUGE-L and target loss (as ``score``) through the bank."""
+        return [self._metrics(*o) for o in self.bank_outputs(bank)]

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from .. import layers, zoo
+from ..bank import attach, interleave
 
 
 class ZooEvaluator:
@@ -30,18 +31,47 @@ class ZooEvaluator:
     def score(self, config: dict, weights: dict[str, torch.Tensor], split: str = "test") -> dict[str, float]:
         """Accuracy on the task's test digits, or (``split="validation"``) on the validation
         examples (:func:`weightspace.zoo.validation_split`), the tuning data of adapt and merge."""
-        task = config["weightspace_task"]
         sizes = config.get("layer_sizes") or self.base_config["layer_sizes"]
+        x, y = self._task_data(config, split)
+        with torch.no_grad():
+            logits = zoo.mlp_forward(weights, x.double(), len(sizes) - 1)
+        return {"accuracy": float((logits.argmax(1) == y).double().mean())}
+
+    bank_dtype = torch.float64  # the per-model path's precision (mlp_forward in float64)
+
+    def _task_data(self, config: dict, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
         if split == "validation":
             x, y = zoo.validation_split(self.data)[2:]
         elif split == "test":
             x, y = self.data.x_test, self.data.y_test
         else:
             raise ValueError(f"unknown split {split!r}; expected 'test' or 'validation'")
-        x, y = zoo.task_inputs_targets(task, x, y)
+        return zoo.task_inputs_targets(config["weightspace_task"], x, y)
+
+    def bank_logits(self, bank, split: str = "test", batch_size: int = 4096) -> list[torch.Tensor]:
+        """Every model's logits on its own task's digits, from the bank in mixed batches (rows of
+        all models interleaved, ``bank.interleave``), in each model's own row order."""
+        sizes = (bank.configs[0].get("layer_sizes") if bank.configs else None) or self.base_config["layer_sizes"]
+        skeleton = (zoo.MLP.from_weights(self.base, dtype=self.bank_dtype) if bank.adapters
+                    else zoo.MLP(sizes).to(self.bank_dtype))
+        served = attach(bank, skeleton)
+        data = [self._task_data(cfg, split) for cfg in bank.configs]
+        models, rows = interleave([len(y) for _, y in data])
+        x = torch.cat([x for x, _ in data]).to(self.bank_dtype)
+        offsets = torch.tensor([0] + [len(y) for _, y in data]).cumsum(0)[:-1]
+        out = torch.empty(len(models), sizes[-1], dtype=self.bank_dtype)
         with torch.no_grad():
-            logits = zoo.mlp_forward(weights, x.double(), len(sizes) - 1)
-        return {"accuracy": float((logits.argmax(1) == y).double().mean())}
+            for i in range(0, len(models), batch_size):
+                m, r = models[i:i + batch_size], rows[i:i + batch_size]
+                out[i:i + batch_size] = served(x[offsets[m] + r], model_ids=m)
+        order = torch.argsort(models * (int(rows.max()) + 1) + rows)
+        return list(out[order].split([len(y) for _, y in data]))
+
+    def score_bank(self, bank, split: str = "test") -> list[dict[str, float]]:
+        """Every model's accuracy (as ``score``) through the bank: one mixed-batch pass."""
+        logits = self.bank_logits(bank, split)
+        return [{"accuracy": float((lg.argmax(1) == self._task_data(cfg, split)[1]).double().mean())}
+                for lg, cfg in zip(logits, bank.configs)]
 
     def features(self, config: dict, weights: dict[str, torch.Tensor], n: int,
                  pooling: str = "auto") -> list[torch.Tensor]:
