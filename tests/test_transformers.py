@@ -455,3 +455,115 @@ def test_a_base_with_only_a_pickle_checkpoint_is_refused_not_unpickled(llama, tm
     ev = CausalLMEvaluator(base_folder=str(base), evaluation={"data": str(llama / "eval.jsonl")})
     with pytest.raises(OSError, match="safetensors"):
         ev.base_weights()
+
+
+# ----------------------------------------------------------------------------- the bank
+def _run_bank(root, c, view, evaluator, evaluation, base=None, k=4):
+    """A finished run's bank at k (built in memory as evaluate builds it), its evaluator, and
+    each model's weights as the per-model path assembles them."""
+    from weightspace.assemble import effective_weights
+    from weightspace.bank import build_bank, read_coefficients
+    from weightspace.collection import accepted_stores
+    from weightspace.evaluators.registry import make_evaluator
+    from weightspace.project import projection
+    from weightspace.store import ModelStore
+    from weightspace.subspace import load_subspaces
+
+    res = root / "results" / c
+    stores = [ModelStore(p) for p in accepted_stores(sorted(map(str, (res / "weights").glob("*.zarr"))),
+                                                     str(res / "screen.tsv"))]
+    subs, _ = load_subspaces(sorted(map(str, (res / "subspace" / view).glob("group-*.zarr"))))
+    coefs = read_coefficients(str(res / "project" / view / "coefficients.zarr"), [s.key for s in stores], list(subs))
+    ev = make_evaluator(evaluator, base_folder=base, evaluation=evaluation)
+    bank = build_bank(stores, subs, coefs, view, k, ev.bank_dtype)
+    base_w = ev.base_weights() if view != "full" else None
+    weights = [effective_weights(view, st, {n: projection(coefs[n][i], subs[n], k) for n in subs}, base_w)
+               for i, st in enumerate(stores)]
+    return ev, bank, stores, weights
+
+
+def test_bank_serves_the_vit_collection_like_each_model(vit_run):
+    """Tiny random ViTs (full view: patch conv, position embeddings, norms and biases per model):
+    the bank's mixed-batch logits equal each projected model's own to 1e-5, and the evaluate
+    stage's projected accuracies (bank path) equal the per-model path's."""
+    from weightspace.assemble import model_config
+    from weightspace.evaluate import evaluate_models
+
+    root = vit_run
+    evaluation = {"data": str(root / "images"), "processor": str(root / "processor"), "batch_size": 5}
+    ev, bank, stores, weights = _run_bank(root, "vit", "full", "image-classification", evaluation)
+    logits = ev.bank_logits(bank)
+    for st, w, lg in zip(stores, weights, logits):
+        own = ev.logits(ev.model(model_config(st), w), {"pixel_values": ev.pixels})
+        torch.testing.assert_close(lg, own, rtol=1e-5, atol=1e-5)
+    res = root / "results/vit"
+    table = pd.read_parquet(res / "evaluate/full/metrics.parquet")
+    from weightspace.subspace import load_subspaces
+
+    subs, _ = load_subspaces(sorted(map(str, (res / "subspace/full").glob("group-*.zarr"))))
+    per_model = evaluate_models([st.path for st in stores], subs, str(res / "project/full/coefficients.zarr"), "full",
+                                [1, 4], ev, {}, use_bank=False)
+    a = table[table.method == "projected"].set_index(["model", "k"]).accuracy.sort_index()
+    b = per_model[per_model.method == "projected"].set_index(["model", "k"]).accuracy.sort_index()
+    assert len(a) == 12 and a.equals(b)
+
+
+def test_bank_serves_llama_adapters_like_each_model(llama_run):
+    """Tiny LLaMA + real PEFT LoRAs (delta view; greedy generation in mixed batches): per item
+    the target loss equals each projected adapter's own to 1e-5 and the generations are the
+    same text; evaluate's projected ROUGE-L and losses equal the per-model path's."""
+    from weightspace.assemble import model_config
+
+    root = llama_run
+    evaluation = {"base": str(root / "base"), "data": str(root / "eval.jsonl"), "batch_size": 2, "max_new_tokens": 4}
+    ev, bank, stores, weights = _run_bank(root, "llama-lora", "delta", "causal-lm", evaluation, str(root / "base"))
+    outputs = ev.bank_outputs(bank)
+    data = pd.read_json(root / "eval.jsonl", lines=True)
+    for st, w, (targets, generations, losses) in zip(stores, weights, outputs):
+        model = ev.model(model_config(st), w)
+        with torch.no_grad():
+            own_losses = ev.target_loss(model, list(data.prompt), list(data.target))
+            own_generations = ev.generate(model, list(data.prompt))
+        assert targets == list(data.target) and generations == own_generations
+        np.testing.assert_allclose(losses, own_losses, rtol=1e-5)
+    m = pd.read_parquet(root / "results/llama-lora/evaluate/delta/metrics.parquet")
+    for i, st in enumerate(stores):
+        row = m[(m.model == st.key) & (m.method == "projected") & (m.k == 4)]
+        own = ev.score(model_config(st), weights[i])
+        assert row.rouge_l.item() == own["rouge_l"]
+        assert row.target_loss.item() == pytest.approx(own["target_loss"], rel=1e-5)
+
+
+def test_bank_serves_the_minilm_adapters_like_each_model(minilm_run):
+    """Real MiniLM + real PEFT LoRAs with per-model heads (delta view): mixed batches of all
+    tasks' texts (padded to one length) give each adapter's own logits to 1e-5; the evaluate
+    stage's projected accuracies (bank path) equal the per-model path's, at every k."""
+    from weightspace.assemble import model_config
+    from weightspace.bank import attach, load_bank, PerRowLinear
+
+    root = minilm_run
+    zoo_dir = root / "results/minilm/zoo"
+    evaluation = {"batch_size": 16, "max_length": 24, "data": str(zoo_dir / "eval.parquet"),
+                  "validation": str(zoo_dir / "val.parquet")}
+    m = pd.read_parquet(root / "results/minilm/evaluate/delta/metrics.parquet")
+    for k in (1, 2):
+        ev, bank, stores, weights = _run_bank(root, "minilm", "delta", "text-classification", evaluation,
+                                              str(zoo_dir / "base"), k=k)
+        logits = ev.bank_logits(bank)
+        for st, w, lg in zip(stores, weights, logits):
+            enc, y = ev._inputs(model_config(st))
+            own = ev.logits(ev.model(model_config(st), w), dict(enc))
+            torch.testing.assert_close(lg, own, rtol=1e-5, atol=1e-5)
+            row = m[(m.model == st.key) & (m.method == "projected") & (m.k == k)]
+            assert row.accuracy.item() == float((own.argmax(-1) == y).double().mean())
+    # the bank rule's file, loaded and attached to the base model: the head is per model
+    from transformers import AutoModelForSequenceClassification
+
+    saved = load_bank(root / "results/minilm/bank/delta/k2")
+    assert saved.models == [st.key for st in stores] and saved.k == 2
+    served = attach(saved, AutoModelForSequenceClassification.from_pretrained(zoo_dir / "base").eval())
+    assert isinstance(served.model.classifier, PerRowLinear)
+    enc, _ = ev._inputs(model_config(stores[1]))
+    with torch.no_grad():
+        out = served(**dict(enc), model_ids=stores[1].key).logits
+    torch.testing.assert_close(out, ev.bank_logits(bank)[1], rtol=1e-5, atol=1e-5)

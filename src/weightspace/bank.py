@@ -385,6 +385,10 @@ class Selection:
     def __init__(self, bank: Bank):
         self.bank = bank
         self.stack: list = []
+        ref = next((t for m in bank.matrices.values() for t in (m.mean,)), None)
+        ref = ref if ref is not None else next((t for t in bank.kept.values() if t.is_floating_point()), None)
+        self.dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+        self.device = ref.device if ref is not None else torch.device("cpu")
 
     @contextlib.contextmanager
     def use(self, rows):
@@ -416,14 +420,33 @@ def _per_row(t: torch.Tensor, rows, ndim: int, tail: int = 1) -> torch.Tensor:
     return g.reshape(g.shape[0], *([1] * (ndim - 1 - tail)), *g.shape[1:])
 
 
+def _stand_in(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` whose own tensors are empty meta tensors of the same shapes and
+    dtypes (attributes such as ``in_features`` or ``weight.dtype`` still read; no memory held)."""
+    import copy
+
+    clone = copy.copy(module)
+    clone._parameters = {n: None if p is None else torch.nn.Parameter(torch.empty_like(p, device="meta"),
+                                                                      requires_grad=False)
+                         for n, p in module._parameters.items()}
+    clone._buffers = {n: None if b is None else torch.empty_like(b, device="meta") for n, b in module._buffers.items()}
+    clone._modules = dict(module._modules)
+    return clone
+
+
 class _BankModule(torch.nn.Module):
     """A module serving every model of a bank: reads the selected rows and the per-model
     tensors from the shared :class:`Selection` (so that an appended model is served at once)."""
 
-    def __init__(self, name: str, selection: Selection):
+    def __init__(self, name: str, selection: Selection, replaced: torch.nn.Module | None = None):
         super().__init__()
         self.name = name
         object.__setattr__(self, "selection", selection)  # shared, not a submodule
+        object.__setattr__(self, "_replaced", _stand_in(replaced) if replaced is not None else None)
+        # an empty parameter of the bank's dtype and device: code that asks a model for its
+        # device or dtype (transformers' model.device) finds one even when every weight is served
+        self.anchor = torch.nn.Parameter(torch.empty(0, dtype=selection.dtype, device=selection.device),
+                                         requires_grad=False)
 
     @property
     def bank(self) -> Bank:
@@ -432,14 +455,26 @@ class _BankModule(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"{self.name!r}, {len(self.bank)} models"
 
+    def __getattr__(self, name):
+        """Attributes the model's own code reads from the module it replaced (``in_features``,
+        ``weight.dtype``, a child module): taken from that module, kept as ``replaced`` (its
+        parameters are not the served ones: a BankLinear's ``weight`` is the shared R)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            replaced = self.__dict__.get("_replaced")
+            if replaced is None or name.startswith("_"):
+                raise
+            return getattr(replaced, name)
+
 
 class BankLinear(_BankModule):
     """A Linear serving every model of a bank: y = x Rᵀ + ((x U_c) C_{m(row)}ᵀ) U_rᵀ + b_{m(row)}
     (``core.bank.bank_linear``), R = μ (full view) or W_base + μ (delta view). ``bias``: the
     name of a per-model kept bias, or a shared bias tensor, or None."""
 
-    def __init__(self, name, selection, target: str, R, bias=None):
-        super().__init__(name, selection)
+    def __init__(self, name, selection, target: str, R, bias=None, replaced=None):
+        super().__init__(name, selection, replaced)
         m = self.bank.matrices[target]
         self.target = target
         self.register_buffer("W_in", bank_in_weight(R, m.U_col))
@@ -458,8 +493,8 @@ class BankLoRALinear(_BankModule):
     """The factors view: y = x W_baseᵀ + b + s_{m(row)} · B̂_{m(row)} (Â_{m(row)} x), each factor
     a bank product (Â = μ_A + U C_A Uᵀ, B̂ likewise); x W_baseᵀ, x μ_Aᵀ and x U_c,A are one product."""
 
-    def __init__(self, name, selection, module: str, W_base, bias=None):
-        super().__init__(name, selection)
+    def __init__(self, name, selection, module: str, W_base, bias=None, replaced=None):
+        super().__init__(name, selection, replaced)
         A, B = self.bank.lora_pair(module)
         self.module, self.m, self.r = module, W_base.shape[0], A.mean.shape[0]
         self.register_buffer("W_in", torch.cat([W_base, bank_in_weight(A.mean, A.U_col)]))
@@ -488,8 +523,8 @@ class BankLoRALinear(_BankModule):
 class BankEmbedding(_BankModule):
     """An Embedding serving every model: E_{m(row)}[t] = R[t] + (U_r[t] C_{m(row)}) U_cᵀ."""
 
-    def __init__(self, name, selection, target: str, R):
-        super().__init__(name, selection)
+    def __init__(self, name, selection, target: str, R, replaced=None):
+        super().__init__(name, selection, replaced)
         m = self.bank.matrices[target]
         self.target = target
         self.register_buffer("R", R)
@@ -512,8 +547,8 @@ class PerRowLinear(_BankModule):
     y_b = x_b W_{m(b)}ᵀ + b_{m(b)}, by a gather of the rows' weights (or once per distinct model
     when that gather would exceed GATHER_LIMIT numbers)."""
 
-    def __init__(self, name, selection, weight, bias):
-        super().__init__(name, selection)
+    def __init__(self, name, selection, weight, bias, replaced=None):
+        super().__init__(name, selection, replaced)
         self.weight_key = weight if isinstance(weight, str) else None
         self.bias_key = bias if isinstance(bias, str) else None
         self.register_buffer("shared_weight", None if isinstance(weight, str) else weight)
@@ -545,7 +580,7 @@ class PerRowNorm(_BankModule):
     """A LayerNorm with per-model weight and/or bias: LN(x) · w_{m(row)} + b_{m(row)}."""
 
     def __init__(self, name, selection, norm: torch.nn.LayerNorm, weight, bias):
-        super().__init__(name, selection)
+        super().__init__(name, selection, norm)
         self.shape, self.eps = tuple(norm.normalized_shape), norm.eps
         self.weight_key = weight if isinstance(weight, str) else None
         self.bias_key = bias if isinstance(bias, str) else None
@@ -575,6 +610,7 @@ class PerModelModule(_BankModule):
     def __init__(self, name, selection, inner: torch.nn.Module, sources: dict):
         super().__init__(name, selection)
         self.inner = inner
+        object.__setattr__(self, "_replaced", inner)  # attributes read through to the module it runs
         self.sources = sources  # attr -> callable(row) -> tensor
 
     def _params(self, u: int) -> dict:
@@ -701,7 +737,7 @@ def attach(bank: Bank, model: torch.nn.Module, names: Mapping[str, str] | None =
     for kname, t in bank.kept.items():
         put(locate(kname, t.shape[1:], f"per-model tensor {kname}"), ("kept", kname))
 
-    for mod_name, attrs in sorted(plan.items()):
+    for mod_name, attrs in sorted(plan.items(), key=lambda kv: (-kv[0].count("."), kv[0])):  # children first
         if not mod_name:
             raise BankError("parameters of the skeleton's root module cannot be served by a bank")
         module = model.get_submodule(mod_name)
@@ -724,13 +760,13 @@ def _serving_module(name: str, sel: Selection, module: torch.nn.Module, attrs: d
     bias = b[1] if b and b[0] == "kept" else _shared(module, "bias")
     if isinstance(module, torch.nn.Linear) and set(attrs) <= {"weight", "bias"}:
         if w and w[0] == "matrix":
-            return BankLinear(name, sel, w[1], w[2], bias)
+            return BankLinear(name, sel, w[1], w[2], bias, module)
         if w and w[0] == "lora":
-            return BankLoRALinear(name, sel, w[1], w[2], bias)
+            return BankLoRALinear(name, sel, w[1], w[2], bias, module)
         if set(kinds.values()) == {"kept"}:
-            return PerRowLinear(name, sel, w[1] if w else module.weight.detach(), bias)
+            return PerRowLinear(name, sel, w[1] if w else module.weight.detach(), bias, module)
     if isinstance(module, torch.nn.Embedding) and kinds == {"weight": "matrix"} and module.max_norm is None:
-        return BankEmbedding(name, sel, w[1], w[2])
+        return BankEmbedding(name, sel, w[1], w[2], module)
     if isinstance(module, torch.nn.LayerNorm) and set(kinds.values()) == {"kept"}:
         return PerRowNorm(name, sel, module, w[1] if w else _shared(module, "weight"), bias)
     sources = {}
