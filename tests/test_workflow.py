@@ -218,6 +218,47 @@ def test_exported_models_reproduce_the_evaluated_accuracy(finished):
     assert (sizes["export_bytes"] == sizes["original_bytes"]).all() and (sizes["shared_export_bytes"] > 0).all()
 
 
+def test_bank_rule_and_the_evaluate_bank_path(finished):
+    """The bank rule's file serves each model like its own projected weights (full view: the MLP
+    skeleton; adapters: the base, factors and delta), and evaluate's table through the bank equals
+    the per-model path's, every row and column, for all three views."""
+    import json
+
+    from weightspace import zoo
+    from weightspace.bank import attach, load_bank
+    from weightspace.collection import accepted_stores
+    from weightspace.evaluate import evaluate_models
+    from weightspace.evaluators.registry import make_evaluator
+    from weightspace.subspace import load_subspaces
+
+    res = finished / "results"
+    data = zoo.load_digits(0)
+    for c, view in (("tiny-shared", "full"), ("tiny-lora", "factors"), ("tiny-lora", "delta")):
+        base = str(res / c / "zoo" / "base") if view != "full" else None
+        ev = make_evaluator("zoo", data_seed=0, base_folder=base)
+        stores = accepted_stores(sorted(map(str, (res / c / "weights").glob("*.zarr"))), str(res / c / "screen.tsv"))
+        subs, _ = load_subspaces(sorted(map(str, (res / c / "subspace" / view).glob("group-*.zarr"))))
+        coef = str(res / c / "project" / view / "coefficients.zarr")
+        ks = [1, 4, 16]
+        banked = evaluate_models(stores, subs, coef, view, ks, ev, {}, use_bank=True)
+        plain = evaluate_models(stores, subs, coef, view, ks, ev, {}, use_bank=False)
+        pd.testing.assert_frame_equal(banked, plain)
+        bank = load_bank(res / c / "bank" / view / "k4")
+        assert bank.models == [p.split("/")[-1].removesuffix(".zarr") for p in stores] and bank.view == view
+        weights = ev.base_weights()
+        skeleton = zoo.MLP.from_weights(weights, torch.float64) if weights else zoo.MLP([64, 32, 10]).double()
+        served = attach(bank, skeleton)
+        x = data.x_test[:50].double()
+        ids = torch.arange(50) % len(bank)
+        with torch.no_grad():
+            out = served(x, model_ids=ids)
+        for i in range(len(bank)):
+            own = zoo.mlp_forward(bank.to(torch.float64).weights(i, weights), x[ids == i], 2)
+            torch.testing.assert_close(out[ids == i], own, rtol=1e-6, atol=1e-6)  # the file is float32
+        index = json.loads((res / c / "bank" / view / "k4" / "index.json").read_text())
+        assert index["k"] == 4 and len(index["configs"]) == len(bank)
+
+
 def test_adapt_and_merge_stages(finished):
     """adapt on the LoRA zoo (every method and seed, the export loads with PEFT); merge on the
     shared-init MLPs against their mean (subspace mean = plain mean: the merged models are the

@@ -354,16 +354,78 @@ def read_coefficients(coeff_path: str, keys: Sequence[str], names: Sequence[str]
 
 
 def write_bank(store_paths: Sequence[str], subspaces: Mapping, coeff_path: str, view: str, k: int,
-               out_dir: str | os.PathLike, base: str = "") -> Bank:
+               out_dir: str | os.PathLike, base: str = ""):
     """The bank rule: build the bank of a view at k from the run's stores, subspace and
-    coefficients, and save it to ``out_dir`` (float32)."""
+    coefficients, save it to ``out_dir`` (float32), and return it with its serving table
+    (``serving_table``)."""
+    from .assemble import original_bytes
+    from .io import folder_bytes
     from .store import ModelStore
 
     stores = [ModelStore(p) for p in store_paths]
     coefs = read_coefficients(coeff_path, [s.key for s in stores], list(subspaces))
     bank = build_bank(stores, subspaces, coefs, view, k, torch.float32, base)
     bank.save(out_dir)
-    return bank
+    rank = (model_config(stores[0]).get("r") if bank.adapters else None)
+    table = serving_table(bank, original_bytes(stores[0], view), folder_bytes(base) if bank.adapters and base else 0,
+                          rank)
+    return bank, table
+
+
+SERVING_NS = (1, 10, 100, 1000)
+
+
+def serving_table(bank: Bank, original_bytes: int, base_bytes: int = 0, adapter_rank: int | None = None,
+                  ns: Sequence[int] = SERVING_NS):
+    """What serving N models of this bank's shapes costs, from the shapes alone (deterministic):
+    tensor bytes held and multiply-adds per input vector through the served matrices, for
+
+    - ``bank``: the skeleton (the base, adapters) + U_r, U_c (+ μ, full view; adapters fold μ
+      into the base weight) + N · (k_r·k_c per matrix + the kept tensors), in the bank's dtype;
+      per row Σ m·n + n·k_c + k_r·k_c + m·k_r (``core.bank.bank_flops``);
+    - ``dense copies``: N whole models (adapters: N merged base models), m·n per row;
+    - ``PEFT adapters`` (adapters only): the base + N original adapters (rank r), m·n + r·(m+n)
+      per row, a loop over the distinct adapters of a batch on top.
+
+    N runs over ``ns`` and the collection's own size."""
+    import pandas as pd
+
+    from .core.bank import bank_flops
+
+    item = next(iter(bank.matrices.values())).coef.element_size() if bank.matrices else 4
+    shared = per_model = dense_ops = bank_ops = peft_ops = 0
+    done = set()
+    for m in bank.matrices.values():
+        rows, cols = m.mean.shape
+        kr, kc = m.coef.shape[1:]
+        shared += (kr * rows + kc * cols + (rows * cols if m.role == "weight" else 0)) * item
+        per_model += kr * kc * item
+        bank_ops += bank_flops(rows, cols, kr, kc)["bank"]
+        full = m.shape[0] * int(torch.tensor(m.shape[1:]).prod())
+        if m.role.startswith("lora"):
+            if m.module not in done:
+                done.add(m.module)
+                bank_ops += full
+                dense_ops += full
+                peft_ops += full + (adapter_rank or 0) * (m.shape[0] + full // m.shape[0])
+        else:
+            dense_ops += full
+            peft_ops += full + (adapter_rank or 0) * (rows + cols)
+    per_model += sum(t[0].numel() * t.element_size() for t in bank.kept.values())
+    per_model += sum(t.element_size() for t in bank.scales.values())
+    one = base_bytes if bank.adapters else original_bytes
+    out = []
+    for N in sorted({*ns, len(bank)}):
+        out.append({"N": N, "method": f"bank, k={bank.k}", "bytes": base_bytes + shared + N * per_model,
+                    "multiply_adds_per_row": bank_ops})
+        out.append({"N": N, "method": "dense copies", "bytes": N * one, "multiply_adds_per_row": dense_ops})
+        if bank.adapters:
+            out.append({"N": N, "method": f"PEFT adapters, r={adapter_rank}", "bytes": base_bytes + N * original_bytes,
+                        "multiply_adds_per_row": peft_ops})
+    t = pd.DataFrame(out)
+    t["bytes_vs_one_model"] = t["bytes"] / one if one else float("nan")
+    t["in_collection"] = t["N"] <= len(bank)
+    return t
 
 
 # ----------------------------------------------------------------------------- serving

@@ -61,9 +61,12 @@ def bank_scores(stores: list[ModelStore], subspaces: dict, coeff_path: str, view
 
 def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, view: str,
                     ks: list[int], evaluator, splits: dict[str, str], seed: int = 0,
-                    use_bank: bool = True) -> pd.DataFrame:
+                    use_bank: bool | str = "auto") -> pd.DataFrame:
     """One row per (model, method, k): errors and task metrics (see the module docstring). With
-    ``use_bank`` (and an evaluator that can), the projected models are scored through the bank."""
+    ``use_bank`` (and an evaluator that can; ``auto``: where the evaluator says the bank is
+    faster, ``bank_faster``), the projected models are scored through the bank."""
+    if use_bank == "auto":
+        use_bank = getattr(evaluator, "bank_faster", False)
     coeffs = zarr.open_group(coeff_path, mode="r")
     index = {k: i for i, k in enumerate(coeffs.attrs["models"])}
     names = sorted(subspaces)

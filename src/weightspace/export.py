@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 if TYPE_CHECKING:  # pandas is imported where a table is built (a light import for most jobs)
     import pandas as pd
 
-from .io import atomic_path, relative_base
+from .io import atomic_path, folder_bytes, relative_base
 from .zoo import PEFT_PREFIX
 
 
@@ -125,17 +125,6 @@ def load_delta_export(base_model: torch.nn.Module, export_dir: str | os.PathLike
     peft_model.load_adapter(str(export_dir / "models" / model), adapter_name="model")
     peft_model.base_model.set_adapter(["shared", "model"])
     return peft_model
-
-
-def folder_bytes(folder: str | os.PathLike) -> int:
-    """Tensor bytes of the weight files (``*.safetensors``) under a folder: each file's size
-    less its header (8 bytes of length, then the JSON header); configs are not counted."""
-    total = 0
-    for f in Path(folder).rglob("*.safetensors"):
-        with open(f, "rb") as fh:
-            header = int.from_bytes(fh.read(8), "little")
-        total += f.stat().st_size - 8 - header
-    return total
 
 
 # ----------------------------------------------------------------------------- the bundle

@@ -506,3 +506,55 @@ def sweep_figure(table: pd.DataFrame, title: str, path: str) -> None:
     fig.suptitle(f"{title}: the answer against the number of basis models", y=1.0)
     fig.tight_layout()
     _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- serving (the bank)
+SERVING_COLORS = {"bank": "#1f77b4", "dense copies": "#7f7f7f", "PEFT adapters": "#ff7f0e"}
+
+
+def serving_figure(tables: list[pd.DataFrame], path: str) -> None:
+    """Per collection, view and k (one panel each): tensor bytes held to serve N models,
+    relative to one model, for the bank, N dense copies and (adapters) PEFT's N adapters; a
+    last panel: multiply-adds per input vector relative to one dense model. From the bank
+    rule's serving tables (shapes only, deterministic)."""
+    sns.set_theme(style="whitegrid", context="paper")
+    if not tables:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no bank built (export.ks is empty)", ha="center", va="center")
+        _save(fig, path)
+        return
+    panels = len(tables) + 1
+    cols = min(4, panels)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.9 * rows), squeeze=False)
+    ops = []
+    for ax, t in zip(axes.flat, tables):
+        t = t.assign(kind=t["method"].str.split(",").str[0])
+        for kind, d in t.groupby("kind", sort=False):
+            label = d["method"].iloc[0]
+            color = SERVING_COLORS.get(kind, "black")
+            ax.plot(d["N"], d["bytes_vs_one_model"], color=color, label=label, lw=1.2)
+            inside = d[d["in_collection"]]
+            ax.plot(inside["N"], inside["bytes_vs_one_model"], "o", color=color, ms=4)
+            outside = d[~d["in_collection"]]
+            ax.plot(outside["N"], outside["bytes_vs_one_model"], "o", color=color, ms=4, mfc="white")
+            dense = t.loc[t["kind"] == "dense copies", "multiply_adds_per_row"].iloc[0]
+            ops.append({"panel": f"{t['collection'].iloc[0]}\n[{t['view'].iloc[0]}]", "method": label.split(",")[0],
+                        "relative": d["multiply_adds_per_row"].iloc[0] / dense})
+        ax.set(xscale="log", yscale="log", xlabel="models served N",
+               ylabel="bytes / one model", title=f"{t['collection'].iloc[0]} [{t['view'].iloc[0]}] k={t['k'].iloc[0]}")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=6, loc="upper left")
+    ax = axes.flat[len(tables)]
+    d = pd.DataFrame(ops).drop_duplicates(["panel", "method"])
+    sns.barplot(data=d, y="panel", x="relative", hue="method", palette=SERVING_COLORS, ax=ax, orient="h")
+    ax.axvline(1, color="black", lw=0.8)
+    ax.set(xlabel="multiply-adds per row / one dense model", ylabel="")
+    ax.tick_params(axis="y", labelsize=6)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.set_title("compute per input vector", fontsize=8)
+    for extra in list(axes.flat)[panels:]:
+        extra.axis("off")
+    fig.tight_layout()
+    _save(fig, path)

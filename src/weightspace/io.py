@@ -82,3 +82,14 @@ def relative_base(base: str, out_dir: str | os.PathLike) -> str:
     if base and Path(base).is_dir():
         return os.path.relpath(Path(base).resolve(), Path(out_dir).resolve())
     return base
+
+
+def folder_bytes(folder: str | os.PathLike) -> int:
+    """Tensor bytes of the weight files (``*.safetensors``) under a folder: each file's size
+    less its header (8 bytes of length, then the JSON header); configs are not counted."""
+    total = 0
+    for f in Path(folder).rglob("*.safetensors"):
+        with open(f, "rb") as fh:
+            header = int.from_bytes(fh.read(8), "little")
+        total += f.stat().st_size - 8 - header
+    return total

@@ -11,6 +11,13 @@ rule bank:
         coefficients="results/{c}/project/{view}/coefficients.zarr",
     output:
         bank=directory("results/{c}/bank/{view}/k{k}"),
+        serving=report(
+            "results/{c}/bank/{view}/k{k}-serving.csv",
+            caption="../report/serving.rst",
+            category="4. Compression",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "table": "serving N models at k={k}"},
+        ),
     params:
         base=lambda w: base_folder(w.c),
         code=script_code("bank.py"),

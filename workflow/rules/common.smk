@@ -249,6 +249,15 @@ def across_features(token):
     return f"results/{c}/align/{views(c)[0]}/features.zarr"
 
 
+def serving_labels():
+    """(collection, view, k) of every bank the run builds (export.ks of every view)."""
+    return [(c, v, k) for c in config["collections"] for v in views(c) for k in config["export"]["ks"]]
+
+
+def serving_tables():
+    return [f"results/{c}/bank/{v}/k{k}-serving.csv" for c, v, k in serving_labels()]
+
+
 def quality(c):
     """What a collection's figures show of the projected models, as named in their files:
     task accuracy (or the evaluator's metric) and error, or reconstruction error alone."""
@@ -265,7 +274,7 @@ def all_outputs():
                 f"results/{c}/figures/{v}/{quality(c)}_vs_bytes.png",
             ]
             out += [f"results/{c}/export/{v}/k{k}" for k in config["export"]["ks"]]
-            out += [f"results/{c}/bank/{v}/k{k}" for k in config["export"]["ks"]]
+            out += [f"results/{c}/bank/{v}/k{k}" for k in config["export"]["ks"]]  # (their serving tables: overview)
             if config["align"]["enabled"] and config["collections"][c]["evaluator"] != "none":
                 out.append(f"results/{c}/figures/{v}/alignment_vs_weights.png")
         check_stage_settings(c)

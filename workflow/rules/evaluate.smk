@@ -21,6 +21,7 @@ rule evaluate:
         evaluation=lambda w: evaluation(w.c),
         data_seed=config["data_seed"],
         seed=config["evaluate"]["seed"],
+        bank=config["evaluate"]["bank"],
         code=script_code("evaluate.py"),
     threads: config["evaluate"]["threads"]
     resources:

@@ -84,6 +84,7 @@ rule overview:
             for v in views(c)
         ],
         listings=lambda w: [f"results/{c}/collection.csv" for c in config["collections"]],
+        serving=lambda w: serving_tables(),
     output:
         overview=report(
             "results/figures/overview_sharing.png",
@@ -103,6 +104,12 @@ rule overview:
             category="1. Verdict",
             labels={"table": "verdict (rendered)"},
         ),
+        serving=report(
+            "results/figures/serving.png",
+            caption="../report/serving_figure.rst",
+            category="4. Compression",
+            labels={"figure": "serving N models: bank, dense copies, PEFT adapters"},
+        ),
         methods=report(
             "results/methods.csv",
             caption="../report/methods.rst",
@@ -111,6 +118,7 @@ rule overview:
         ),
     params:
         labels=lambda w: [(c, v) for c in config["collections"] for v in views(c)],
+        serving_labels=lambda w: serving_labels(),
         k=config["report"]["k"],
         fdr=config["report"]["fdr"],
         margin=config["report"]["margin"],

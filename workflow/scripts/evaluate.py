@@ -16,7 +16,7 @@ with script(smk) as log:
     evaluator = make_evaluator(p.evaluator, data_seed=p.data_seed, base_folder=p.base,
                                evaluation=p.evaluation)
     metrics = evaluate_models(stores, subspaces, inp.coefficients, view, p.ks,
-                              evaluator, p.splits, seed=p.seed)
+                              evaluator, p.splits, seed=p.seed, use_bank=p.bank)
     comp = compression_table(ModelStore(stores[0]), subspaces, view, p.ks, len(stores))
     metrics = metrics.merge(comp[["method", "k", "compression"]], on=["method", "k"], how="left")
     write_table(metrics, smk.output.metrics)

@@ -22,6 +22,8 @@ with script(smk) as log:
                          **figures.verdict_row(sharing, metrics, p.k, p.fdr, p.margin, p.share)})
     figures.overview_figure(pd.concat(spectra, ignore_index=True), pd.concat(tests, ignore_index=True),
                             out.overview, p.max_k)
+    figures.serving_figure([pd.read_csv(f).assign(collection=c, view=v, k=k)
+                            for (c, v, k), f in zip(p.serving_labels, inp.serving)], out.serving)
     verdicts = pd.DataFrame(verdicts)
     write_table(verdicts, out.summary)
     with atomic_path(out.summary_html) as tmp:

@@ -167,6 +167,7 @@ class _TransformersEvaluator:
 
     # ------------------------------------------------------------------ through a bank
     bank_dtype = torch.float32  # the per-model path's precision (float32 skeletons)
+    bank_faster = True          # no weights loaded per model (measured in BENCHMARKS.md, "Serving")
 
     def bank_model(self, bank):
         """A skeleton serving every model of ``bank`` (``weightspace.bank.attach``): the base
