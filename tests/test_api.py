@@ -9,6 +9,8 @@ import torch
 
 from weightspace import api
 from weightspace.store import write_store
+from weightspace.bank import write_bank
+from weightspace.project import project_models
 from weightspace.subspace import load_subspaces, run_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +92,9 @@ def test_docs_api_runs_as_written(tmp_path, monkeypatch):
         paths.append(str(tmp_path / f"{name}.zarr"))
     run_group(paths, "full", 1, 0, str(run / "subspace" / "full" / "group-0.zarr"), max_k=4, center=True,
               gaussian_null=False, rotation_null=False, seed=0, device="cpu")
+    subs, _ = load_subspaces([str(run / "subspace" / "full" / "group-0.zarr")])
+    project_models(paths, subs, "full", str(run / "project" / "coefficients.zarr"), [4], {})
+    write_bank(paths, subs, str(run / "project" / "coefficients.zarr"), "full", 4, run / "bank" / "full" / "k4")
     monkeypatch.chdir(tmp_path)
     blocks = code_blocks((ROOT / "docs" / "api.md").read_text())
     assert len(blocks) >= 2
@@ -97,3 +102,33 @@ def test_docs_api_runs_as_written(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "docs/api.md", "exec"), namespace)
     assert "coeffs" in namespace and "hat" in namespace
+    assert float((namespace["y"][1] - namespace["own"]).abs().max()) < 1e-10  # the bank serves model-5 on row 1
+    assert namespace["saved"].models == list(ms) and namespace["saved"].k == 4
+
+
+def test_a_bank_of_fitted_models_serves_each_like_its_reconstruction():
+    ms = models(N=5)
+    sub = api.fit(ms, max_k=8)
+    bank = sub.bank(ms, k=3)
+    assert set(bank.kept) == {"fc.bias"} and bank.matrices["conv.weight"].coef.shape == (5, 3, 3)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(5, 7)
+            self.conv = torch.nn.Conv2d(3, 4, 2)
+
+        def forward(self, x, img):
+            return self.fc(x), self.conv(img)
+
+    served = api.attach(bank, Net().double())
+    g = torch.Generator().manual_seed(1)
+    x, img = torch.randn(5, 5, generator=g, dtype=torch.float64), torch.randn(5, 3, 4, 4, generator=g, dtype=torch.float64)
+    y, z = served(x, img, model_ids=list(ms))
+    for i, (name, sd) in enumerate(ms.items()):
+        hat = sub.reconstruct(sub.project(sd, k=3))
+        torch.testing.assert_close(y[i], x[i] @ hat["fc.weight"].T + sd["fc.bias"].double(), rtol=0, atol=1e-10)
+        torch.testing.assert_close(z[i], torch.nn.functional.conv2d(img[i:i + 1], hat["conv.weight"],
+                                                                    bank.kept["conv.bias"][i] if "conv.bias" in bank.kept
+                                                                    else served.model.conv.bias)[0],
+                                   rtol=0, atol=1e-10)

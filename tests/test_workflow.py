@@ -257,6 +257,23 @@ def test_bank_rule_and_the_evaluate_bank_path(finished):
             torch.testing.assert_close(out[ids == i], own, rtol=1e-6, atol=1e-6)  # the file is float32
         index = json.loads((res / c / "bank" / view / "k4" / "index.json").read_text())
         assert index["k"] == 4 and len(index["configs"]) == len(bank)
+    # docs/guide.md's bank example, run on this run's LoRA collection
+    import re
+
+    block = re.search(r"## Serving a collection from one bank.*?```python\n(.*?)```",
+                      (ROOT / "docs" / "guide.md").read_text(), re.S)[1]
+    block = block.replace("digits-lora", "tiny-lora").replace("k16", "k4")
+    for a, b in (("model-017", "model-001"), ("model-021", "model-002")):
+        block = block.replace(a, b)
+    ns = {}
+    cwd = os.getcwd()
+    os.chdir(finished)
+    try:
+        exec(compile(block, "docs/guide.md", "exec"), ns)
+    finally:
+        os.chdir(cwd)
+    torch.testing.assert_close(ns["logits"][0], ns["same"][0])
+    assert ns["served"].bank.models[-1] == "new-model" and len(ns["served"].bank) == 9
 
 
 def test_adapt_and_merge_stages(finished):

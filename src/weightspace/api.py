@@ -1,10 +1,13 @@
 """The library from Python (a notebook), without the workflow: fit the shared subspace of
-in-memory models, project and reconstruct, and open a finished run's subspaces.
+in-memory models, project and reconstruct, serve them all from one bank, and open a finished
+run's subspaces and banks.
 
 >>> from weightspace.api import fit
 >>> sub = fit({"a": sd_a, "b": sd_b, "c": sd_c}, max_k=8)      # name → state dict
 >>> C = sub.project(sd_new, k=4)                                # k×k coefficients per matrix
 >>> sd_hat = sub.reconstruct(C)                                  # state dict of μ + U_r C U_cᵀ
+>>> served = attach(sub.bank(models, k=4), skeleton)             # every model in one forward
+>>> y = served(x, model_ids=["a", "c", "a"])                      # one model per row
 
 The decomposition is the workflow's own (:mod:`weightspace.core.hosvd`: float64 mode sums of the
 stack, exact eigendecompositions): per weight matrix (every tensor of two or more dimensions,
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .bank import Bank, BankModel, Matrix, attach, load_bank  # noqa: F401  (the serving API)
 from .core import hosvd
 from .project import coefficients, reconstruct
 
@@ -57,6 +61,32 @@ class Subspaces(dict):
             W = _matrix(state_dict[name], name, b.shape)
             out[name] = coefficients(W, b.mean, b.U_row[:, :k], b.U_col[:, :k])
         return out
+
+    def bank(self, models: Mapping[str, Mapping[str, torch.Tensor]], k: int) -> Bank:
+        """Every model of ``models`` (name → state dict) at k as one :class:`weightspace.bank.Bank`:
+        the shared μ, U_row, U_col per matrix, each model's k×k coefficients and its other tensors
+        (biases, norms) kept per model. ``attach(bank, skeleton)`` serves them in one forward."""
+        names = list(models)
+        if not names:
+            raise ValueError("bank needs at least one model")
+        mats = {}
+        for name, b in self.items():
+            kr, kc = min(k, b.U_row.shape[1]), min(k, b.U_col.shape[1])
+            Ur, Uc = b.U_row[:, :kr], b.U_col[:, :kc]
+            C = []
+            for n in names:
+                if name not in models[n]:
+                    raise KeyError(f"model {n}: the state dict has no tensor {name!r}")
+                C.append(coefficients(_matrix(models[n][name], f"{name} of model {n}", b.shape), b.mean, Ur, Uc))
+            mats[name] = Matrix(name, tuple(b.shape), "weight", b.mean, Ur, Uc, torch.stack(C))
+        others = [t for t in models[names[0]] if t not in self]
+        kept = {}
+        for t in others:
+            missing = [n for n in names if t not in models[n]]
+            if missing:
+                raise KeyError(f"model {missing[0]}: no tensor {t!r} (model {names[0]} has one)")
+            kept[t] = torch.stack([models[n][t].detach().to(torch.float64) for n in names])
+        return Bank("full", k, names, mats, kept, configs=[{} for _ in names])
 
     def reconstruct(self, coeffs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """μ + U_row C U_colᵀ for every matrix, in its tensor's shape (float64)."""
