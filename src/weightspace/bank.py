@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from . import layers
 from .assemble import base_name, model_config, module_weight_name
-from .core.bank import bank_in_weight, bank_linear, gather_core, plan_rows, row_ids
+from .core.bank import bank_linear, gather_core, plan_rows, row_ids
 from .core.hosvd import dense
 from .io import atomic_path, relative_base
 
@@ -297,8 +297,8 @@ def build_bank(stores: Sequence, subspaces: Mapping, coefs: Mapping[str, torch.T
         raise BankError("a bank needs at least one model")
     first = stores[0]
     kept_names = layers.kept_tensors(first, view)
-    pairs = {b: (mod, "lora_B") for mod, (a, b) in layers.lora_pairs(first.names()).items()} if view == "factors" else {}
-    pairs.update({a: (mod, "lora_A") for mod, (a, b) in layers.lora_pairs(first.names()).items()} if view == "factors" else {})
+    lora = layers.lora_pairs(first.names()) if view == "factors" else {}
+    roles = {t: (mod, role) for mod, ab in lora.items() for t, role in zip(ab, ("lora_A", "lora_B"))}
     matrices = {}
     for name, sub in subspaces.items():
         kr, kc = core_size(k, sub.U_row, sub.U_col)
@@ -311,9 +311,9 @@ def build_bank(stores: Sequence, subspaces: Mapping, coefs: Mapping[str, torch.T
             weight, role, module = module_weight_name(name), "delta", name
             shape = tuple(sub.shape)
         else:
-            module, role = pairs[name]
+            module, role = roles[name]
             weight = module_weight_name(module)
-            a, b = layers.lora_pairs(first.names())[module]
+            a, b = lora[module]
             shape = (first.shape(b)[0], first.shape(a)[1])
         matrices[name] = Matrix(weight, shape, role, sub.mean.to(dtype), sub.U_row[:, :kr].to(dtype),
                                 sub.U_col[:, :kc].to(dtype), C.to(dtype), module)
@@ -532,54 +532,47 @@ class _BankModule(torch.nn.Module):
 
 class BankLinear(_BankModule):
     """A Linear serving every model of a bank: y = x Rᵀ + ((x U_c) C_{m(row)}ᵀ) U_rᵀ + b_{m(row)}
-    (``core.bank.bank_linear``), R = μ (full view) or W_base + μ (delta view). ``bias``: the
-    name of a per-model kept bias, or a shared bias tensor, or None."""
+    (``core.bank.bank_linear``), R = μ (full view: the bank's own tensor, not a copy) or
+    W_base + μ (delta view). ``bias``: the name of a per-model kept bias, a shared bias tensor,
+    or None."""
 
     def __init__(self, name, selection, target: str, R, bias=None, replaced=None):
         super().__init__(name, selection, replaced)
         m = self.bank.matrices[target]
         self.target = target
-        self.register_buffer("W_in", bank_in_weight(R, m.U_col))
-        self.register_buffer("U_row", m.U_row)
+        self.register_buffer("R", R)
+        self.register_buffer("U_row", m.U_row.contiguous())
+        self.register_buffer("U_col", m.U_col.contiguous())
         self.bias_key = bias if isinstance(bias, str) else None
         self.register_buffer("shared_bias", bias if isinstance(bias, torch.Tensor) else None)
 
     def forward(self, x):
         rows = self.selection.rows(x.shape[0], self.name)
         bias = self.bank.kept[self.bias_key] if self.bias_key else self.shared_bias
-        return bank_linear(x, rows, None, self.U_row, None, self.bank.matrices[self.target].coef, bias,
-                           in_weight=self.W_in)
+        return bank_linear(x, rows, self.R, self.U_row, self.U_col, self.bank.matrices[self.target].coef, bias)
 
 
 class BankLoRALinear(_BankModule):
     """The factors view: y = x W_baseᵀ + b + s_{m(row)} · B̂_{m(row)} (Â_{m(row)} x), each factor
-    a bank product (Â = μ_A + U C_A Uᵀ, B̂ likewise); x W_baseᵀ, x μ_Aᵀ and x U_c,A are one product."""
+    a bank product (Â = μ_A + U C_A Uᵀ, B̂ likewise)."""
 
     def __init__(self, name, selection, module: str, W_base, bias=None, replaced=None):
         super().__init__(name, selection, replaced)
-        A, B = self.bank.lora_pair(module)
-        self.module, self.m, self.r = module, W_base.shape[0], A.mean.shape[0]
-        self.register_buffer("W_in", torch.cat([W_base, bank_in_weight(A.mean, A.U_col)]))
-        self.register_buffer("U_row_A", A.U_row)
-        self.register_buffer("B_in", bank_in_weight(B.mean, B.U_col))
-        self.register_buffer("U_row_B", B.U_row)
+        self.module = module
+        self.register_buffer("W_base", W_base)
         self.bias_key = bias if isinstance(bias, str) else None
         self.register_buffer("shared_bias", bias if isinstance(bias, torch.Tensor) else None)
         self.targets = {m.role: name for name, m in self.bank.matrices.items() if m.module == module}
 
     def forward(self, x):
         rows = self.selection.rows(x.shape[0], self.name)
-        mats = self.bank.matrices
-        m, r = self.m, self.r
-        yz = F.linear(x, self.W_in)
-        y, hz = yz[..., :m], yz[..., m:]
-        h = hz[..., :r] + gather_core(hz[..., r:], mats[self.targets["lora_A"]].coef, rows) @ self.U_row_A.T
-        d = bank_linear(h, rows, None, self.U_row_B, None, mats[self.targets["lora_B"]].coef, in_weight=self.B_in)
-        y = y + _per_row(self.bank.scales[self.module], rows, y.ndim, tail=0) * d
+        A, B = (self.bank.matrices[self.targets[r]] for r in ("lora_A", "lora_B"))
         bias = self.bank.kept[self.bias_key] if self.bias_key else self.shared_bias
-        if bias is None:
-            return y
-        return y + (_per_row(bias, rows, y.ndim) if bias.ndim == 2 else bias)
+        y = F.linear(x, self.W_base, bias if bias is not None and bias.ndim == 1 else None)
+        h = bank_linear(x, rows, A.mean, A.U_row, A.U_col, A.coef)
+        d = bank_linear(h, rows, B.mean, B.U_row, B.U_col, B.coef)
+        y = y + _per_row(self.bank.scales[self.module], rows, y.ndim, tail=0) * d
+        return y + _per_row(bias, rows, y.ndim) if bias is not None and bias.ndim == 2 else y
 
 
 class BankEmbedding(_BankModule):
@@ -590,8 +583,8 @@ class BankEmbedding(_BankModule):
         m = self.bank.matrices[target]
         self.target = target
         self.register_buffer("R", R)
-        self.register_buffer("U_row", m.U_row)
-        self.register_buffer("U_col", m.U_col)
+        self.register_buffer("U_row", m.U_row.contiguous())
+        self.register_buffer("U_col", m.U_col.contiguous())
 
     def forward(self, tokens):
         rows = self.selection.rows(tokens.shape[0], self.name)

@@ -8,9 +8,9 @@ For a batch X whose row b (a vector, or a sequence of vectors) belongs to model 
 
     y_b = x_b Rᵀ + ((x_b U_c) C_{m(b)}ᵀ) U_rᵀ + b_{m(b)}
 
-The shared product x Rᵀ and the down-projection x U_c are one product for the whole batch
-(``bank_in_weight`` stacks R and U_cᵀ so x is read once), the k×k step is one batched
-product over the rows' gathered cores, the up-projection is shared again. Per vector:
+The shared product x Rᵀ and the down-projection x U_c are each one product for the whole
+batch, the k×k step is one batched product over the rows' gathered cores (or one product per
+model when many rows share it), the up-projection is shared again and added in place. Per vector:
 
     m·n + n·k_c + k_r·k_c + m·k_r   multiply-adds    (``bank_flops``)
 
@@ -25,11 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-
-def bank_in_weight(R: torch.Tensor, U_col: torch.Tensor) -> torch.Tensor:
-    """[R; U_cᵀ] ((m + k_c)×n): x times its transpose gives x Rᵀ and x U_c in one product."""
-    return torch.cat([R, U_col.T], dim=0)
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -86,27 +82,26 @@ def row_ids(model_ids):
 
 
 def bank_linear(x: torch.Tensor, model_ids, R: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor,
-                C: torch.Tensor, bias: torch.Tensor | None = None, in_weight: torch.Tensor | None = None
-                ) -> torch.Tensor:
+                C: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """y = x Rᵀ + ((x U_c) C_{m(row)}ᵀ) U_rᵀ + b_{m(row)} (module docstring).
 
     x: B×…×n (the first dimension indexes rows, each row one model's); model_ids: a B-vector
-    (long), a RowPlan or an int; R: m×n; U_row: m×k_r; U_col: n×k_c; C: N×k_r×k_c; bias: N×m (per
-    model), m (shared) or None; in_weight: ``bank_in_weight(R, U_col)`` when the caller keeps it.
+    (long), a RowPlan or an int; R: m×n; U_row: m×k_r; U_col: n×k_c; C: N×k_r×k_c; bias: N×m
+    (per model), m (shared) or None. The shared product is one GEMM; the up-projection and the
+    per-row bias are added into its output in place (measured: 24 ms against 20 ms for the dense
+    product alone, 1024 rows of a 768→3072 layer on 2 cores).
     """
-    m = U_row.shape[0]
-    W_in = bank_in_weight(R, U_col) if in_weight is None else in_weight
-    yz = x @ W_in.T                                           # B × … × (m + k_c)
-    y, z = yz[..., :m], yz[..., m:]
-    y = y + gather_core(z, C, model_ids) @ U_row.T
-    if bias is None:
+    m = R.shape[0]
+    shared = bias if bias is not None and bias.ndim == 1 else None
+    y = F.linear(x, R, shared)                                 # B × … × m (contiguous)
+    core = gather_core(x @ U_col, C, model_ids)                # B × … × k_r
+    y.view(-1, m).addmm_(core.reshape(-1, core.shape[-1]), U_row.T)
+    if bias is None or bias.ndim == 1:
         return y
-    if bias.ndim == 1:
-        return y + bias
     b = bias[row_ids(model_ids)]
     if not isinstance(model_ids, int):
         b = b.reshape(b.shape[0], *([1] * (y.ndim - 2)), b.shape[-1])
-    return y + b
+    return y.add_(b)
 
 
 def bank_dense(R: torch.Tensor, U_row: torch.Tensor, U_col: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
