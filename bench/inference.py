@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import statistics
 import sys
@@ -432,12 +433,24 @@ def main():
     ap.add_argument("--realism", type=Path, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reuse-synthetic", action="store_true",
+                    help="take the synthetic rows from the last run (bench/work/), measure the collections only")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     log = lambda r: print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)  # noqa: E731
-    rows = synthetic(args, device, log)
+    for folder in (args.zoo, args.realism):
+        if folder and not sorted((folder / "bank" / "delta").glob("k*")):
+            sys.exit(f"{folder}: no delta bank (run the workflow with this code first: the bank rule writes it)")
+    saved = ROOT / "bench" / "work" / f"inference-synthetic-{device.type}.json"
+    if args.reuse_synthetic and saved.exists():
+        rows = json.loads(saved.read_text())
+        print(f"synthetic rows reused from {saved}")
+    else:
+        rows = synthetic(args, device, log)
+        saved.parent.mkdir(exist_ok=True)
+        saved.write_text(json.dumps(rows))
     if args.zoo:
         rows += collection(args, "zoo", args.zoo, device, log)
     if args.realism:
