@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import math
 import statistics
 import sys
@@ -272,7 +273,7 @@ def collection(args, kind: str, folder: Path, device, log) -> list[dict]:
 
     from weightspace import zoo
 
-    bank_dir = sorted((folder / "bank" / "delta").glob("k*"))
+    bank_dir = sorted(p for p in (folder / "bank" / "delta").glob("k*") if p.is_dir())
     if not bank_dir:
         raise FileNotFoundError(f"{folder}: no bank (run the workflow with export.ks set)")
     bank_dir = bank_dir[-1]
@@ -349,6 +350,10 @@ def run_dense_text(models, inputs, ids):
 
 
 # ----------------------------------------------------------------------------- report
+def mb(x: float) -> str:
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2f}"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| workload | N | distinct in batch | method | s / batch | rows/s | tensor MB | set-up s | note |",
              "|:--|--:|--:|:--|--:|--:|--:|--:|:--|"]
@@ -357,7 +362,7 @@ def table(rows: list[dict]) -> str:
         rps = "—" if r["rows_per_s"] != r["rows_per_s"] else f"{r['rows_per_s']:,.0f}"
         setup = "" if r["setup_s"] is None else f"{r['setup_s']:.2f}"
         lines.append(f"| {r['workload']} | {r['N']} | {r['distinct']} | {r['method']} | {s} | {rps} | "
-                     f"{r['MB']:,.0f} | {setup} | {r['note']} |")
+                     f"{mb(r['MB'])} | {setup} | {r['note']} |")
     return "\n".join(lines)
 
 
@@ -386,6 +391,23 @@ def targets(rows: list[dict], k: int) -> str:
             ratio = bank["MB"] / one["MB"]
             lines.append(f"| N = 1000: the bank's memory (biases included) ≤ 2.5× one model | {bank['MB']:,.0f} MB / "
                          f"{one['MB']:,.0f} MB = {ratio:.2f}× (1000 dense models: 1000×) | {'yes' if ratio <= 2.5 else 'no'} |")
+    return "\n".join(lines)
+
+
+def compact(rows: list[dict]) -> str:
+    """docs/results.md's table: the synthetic rows, throughput against the dense floor."""
+    syn = [r for r in rows if r["workload"] == "synthetic"]
+    floor = {r["N"]: r for r in syn if r["method"] == "dense, one model"}
+    lines = ["| N | distinct in batch | method | rows/s | vs one dense model | tensor MB | set-up s |",
+             "|--:|--:|:--|--:|--:|--:|--:|"]
+    for r in syn:
+        if r["method"] == "dense, one model" and r["N"] != min(floor):
+            continue
+        ratio = r["rows_per_s"] / floor[r["N"]]["rows_per_s"]
+        rps = "not run" if r["rows_per_s"] != r["rows_per_s"] else f"{r['rows_per_s']:,.0f}"
+        rel = "" if ratio != ratio else f"{ratio:.2f}×"
+        setup = "" if r["setup_s"] is None else f"{r['setup_s']:.2f}"
+        lines.append(f"| {r['N']} | {r['distinct']} | {r['method']} | {rps} | {rel} | {mb(r['MB'])} | {setup} |")
     return "\n".join(lines)
 
 
@@ -441,7 +463,7 @@ def main():
     device = torch.device(args.device)
     log = lambda r: print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)  # noqa: E731
     for folder in (args.zoo, args.realism):
-        if folder and not sorted((folder / "bank" / "delta").glob("k*")):
+        if folder and not [p for p in (folder / "bank" / "delta").glob("k*") if p.is_dir()]:
             sys.exit(f"{folder}: no delta bank (run the workflow with this code first: the bank rule writes it)")
     saved = ROOT / "bench" / "work" / f"inference-synthetic-{device.type}.json"
     if args.reuse_synthetic and saved.exists():
@@ -466,6 +488,10 @@ def main():
         write_section("Serving a collection" + cuda, cmd, body + "\n\n" + NOTES)
         if not cuda:
             figure(rows, ROOT / "docs" / "figures" / "bank_inference.png")
+            results = ROOT / "docs" / "results.md"
+            text = re.sub(r"(<!-- serving:start -->\n).*?(<!-- serving:end -->)",
+                          lambda m: m[1] + compact(rows) + "\n" + m[2], results.read_text(), flags=re.S)
+            results.write_text(text)
 
 
 NOTES = """Rows of a batch are single vectors (synthetic), digits (zoo) or texts of ≤ 48 tokens

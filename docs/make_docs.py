@@ -124,6 +124,7 @@ def replace(text: str, name: str, new: str) -> str:
 DOCS = ("README.md", "docs/results.md", "docs/guide.md")
 FIGURES = {  # docs/figures/<name>: results/<path>
     "overview_sharing.png": "figures/overview_sharing.png",
+    "serving.png": "figures/serving.png",
     "accuracy_vs_k_mlp_shared.png": "digits-mlp-shared/figures/full/accuracy_vs_k.png",
     "basis_size_mlp_shared.png": "digits-mlp-shared/figures/full/error_vs_basis_size.png",
     "basis_size_mlp_independent.png": "digits-mlp-independent/figures/full/error_vs_basis_size.png",

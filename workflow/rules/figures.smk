@@ -1,31 +1,6 @@
 # figures and tables for the report (snakemake --report results/report.html).
 
 
-rule spectra_figure:
-    input:
-        "results/{c}/subspace/{view}/spectra.parquet",
-    output:
-        report(
-            "results/{c}/figures/{view}/spectra_vs_nulls.png",
-            caption="../report/spectra.rst",
-            category="2. Spectra",
-            subcategory="{c} [{view}]",
-            labels={"collection": "{c}", "view": "{view}", "figure": "spectra vs nulls"},
-        ),
-    params:
-        title=lambda w: f"{w.c} [{w.view}]",
-        max_k=config["subspace"]["max_k"],
-        code=script_code("spectra_figure.py"),
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    log:
-        "logs/{c}/figures/{view}-spectra.log",
-    script:
-        "../scripts/spectra_figure.py"
-
-
 rule figures:
     input:
         metrics="results/{c}/evaluate/{view}/metrics.parquet",

@@ -43,15 +43,26 @@ rule subspace:
         "../scripts/subspace.py"
 
 
+# spectra: every spectrum of a view (data and nulls), its sharing test per matrix, and the
+# figure of both (one job: the table is small and a job's start-up is most of its time).
 rule spectra:
     input:
         lambda w: subspace_groups(w.c, w.view),
     output:
         spectra="results/{c}/subspace/{view}/spectra.parquet",
         sharing="results/{c}/subspace/{view}/sharing.csv",
+        figure=report(
+            "results/{c}/figures/{view}/spectra_vs_nulls.png",
+            caption="../report/spectra.rst",
+            category="2. Spectra",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "figure": "spectra vs nulls"},
+        ),
     params:
         fdr=config["report"]["fdr"],
         margin=config["report"]["margin"],
+        title=lambda w: f"{w.c} [{w.view}]",
+        max_k=config["subspace"]["max_k"],
         code=script_code("spectra.py"),
     threads: 1
     resources:

@@ -1,4 +1,6 @@
-"""All spectra of a view (data and nulls) as one long table, and its sharing test per matrix."""
+"""All spectra of a view (data and nulls) as one long table, its sharing test per matrix, and
+the figure of every matrix's spectra against its own nulls."""
+from weightspace import figures
 from weightspace.io import write_table
 from weightspace.runtime import job, script
 from weightspace.subspace import sharing_table, spectra_table
@@ -6,7 +8,8 @@ from weightspace.subspace import sharing_table, spectra_table
 smk = job(globals())
 
 with script(smk) as log:
-    paths, out = list(smk.input), smk.output
-    write_table(spectra_table(paths), out.spectra)
-    p = smk.params
+    paths, out, p = list(smk.input), smk.output, smk.params
+    spectra = spectra_table(paths)
+    write_table(spectra, out.spectra)
     write_table(sharing_table(paths, p.fdr, p.margin), out.sharing)
+    figures.spectra_figure(spectra, p.title, out.figure, p.max_k)
