@@ -514,6 +514,25 @@ class _BankModule(torch.nn.Module):
     def bank(self) -> Bank:
         return self.selection.bank
 
+    def _hold(self, name: str, value) -> None:
+        """A tensor the module uses: a per-model kept tensor (``value`` its name in the bank, read
+        at every forward, so an appended model is served) or one shared by all (a buffer, or None)."""
+        setattr(self, f"{name}_key", value if isinstance(value, str) else None)
+        self.register_buffer(f"shared_{name}", value if isinstance(value, torch.Tensor) else None)
+
+    def _basis(self, target: str, R: torch.Tensor) -> None:
+        """The shared tensors of a bank matrix this module serves: R, U_row, U_col."""
+        m = self.bank.matrices[target]
+        self.target = target
+        self.register_buffer("R", R)
+        self.register_buffer("U_row", m.U_row.contiguous())
+        self.register_buffer("U_col", m.U_col.contiguous())
+
+    def _value(self, name: str) -> torch.Tensor | None:
+        """That tensor: N×… when per model, else the shared one (or None)."""
+        key = getattr(self, f"{name}_key")
+        return self.bank.kept[key] if key else getattr(self, f"shared_{name}")
+
     def extra_repr(self) -> str:
         return f"{self.name!r}, {len(self.bank)} models"
 
@@ -538,17 +557,12 @@ class BankLinear(_BankModule):
 
     def __init__(self, name, selection, target: str, R, bias=None, replaced=None):
         super().__init__(name, selection, replaced)
-        m = self.bank.matrices[target]
-        self.target = target
-        self.register_buffer("R", R)
-        self.register_buffer("U_row", m.U_row.contiguous())
-        self.register_buffer("U_col", m.U_col.contiguous())
-        self.bias_key = bias if isinstance(bias, str) else None
-        self.register_buffer("shared_bias", bias if isinstance(bias, torch.Tensor) else None)
+        self._basis(target, R)
+        self._hold("bias", bias)
 
     def forward(self, x):
         rows = self.selection.rows(x.shape[0], self.name)
-        bias = self.bank.kept[self.bias_key] if self.bias_key else self.shared_bias
+        bias = self._value("bias")
         return bank_linear(x, rows, self.R, self.U_row, self.U_col, self.bank.matrices[self.target].coef, bias)
 
 
@@ -560,14 +574,13 @@ class BankLoRALinear(_BankModule):
         super().__init__(name, selection, replaced)
         self.module = module
         self.register_buffer("W_base", W_base)
-        self.bias_key = bias if isinstance(bias, str) else None
-        self.register_buffer("shared_bias", bias if isinstance(bias, torch.Tensor) else None)
+        self._hold("bias", bias)
         self.targets = {m.role: name for name, m in self.bank.matrices.items() if m.module == module}
 
     def forward(self, x):
         rows = self.selection.rows(x.shape[0], self.name)
         A, B = (self.bank.matrices[self.targets[r]] for r in ("lora_A", "lora_B"))
-        bias = self.bank.kept[self.bias_key] if self.bias_key else self.shared_bias
+        bias = self._value("bias")
         y = F.linear(x, self.W_base, bias if bias is not None and bias.ndim == 1 else None)
         h = bank_linear(x, rows, A.mean, A.U_row, A.U_col, A.coef)
         d = bank_linear(h, rows, B.mean, B.U_row, B.U_col, B.coef)
@@ -580,11 +593,7 @@ class BankEmbedding(_BankModule):
 
     def __init__(self, name, selection, target: str, R, replaced=None):
         super().__init__(name, selection, replaced)
-        m = self.bank.matrices[target]
-        self.target = target
-        self.register_buffer("R", R)
-        self.register_buffer("U_row", m.U_row.contiguous())
-        self.register_buffer("U_col", m.U_col.contiguous())
+        self._basis(target, R)
 
     def forward(self, tokens):
         rows = self.selection.rows(tokens.shape[0], self.name)
@@ -604,17 +613,13 @@ class PerRowLinear(_BankModule):
 
     def __init__(self, name, selection, weight, bias, replaced=None):
         super().__init__(name, selection, replaced)
-        self.weight_key = weight if isinstance(weight, str) else None
-        self.bias_key = bias if isinstance(bias, str) else None
-        self.register_buffer("shared_weight", None if isinstance(weight, str) else weight)
-        self.register_buffer("shared_bias", bias if isinstance(bias, torch.Tensor) else None)
+        self._hold("weight", weight)
+        self._hold("bias", bias)
 
     def forward(self, x):
         rows = self.selection.rows(x.shape[0], self.name)
         ids = row_ids(rows)
-        kept = self.bank.kept
-        W = kept[self.weight_key] if self.weight_key else self.shared_weight
-        b = kept[self.bias_key] if self.bias_key else self.shared_bias
+        W, b = self._value("weight"), self._value("bias")
         per_w = self.weight_key is not None
         if isinstance(rows, int) or not per_w:
             y = F.linear(x, W[rows] if per_w else W)
@@ -637,23 +642,18 @@ class PerRowNorm(_BankModule):
     def __init__(self, name, selection, norm: torch.nn.LayerNorm, weight, bias):
         super().__init__(name, selection, norm)
         self.shape, self.eps = tuple(norm.normalized_shape), norm.eps
-        self.weight_key = weight if isinstance(weight, str) else None
-        self.bias_key = bias if isinstance(bias, str) else None
-        self.register_buffer("shared_weight", None if isinstance(weight, str) else weight)
-        self.register_buffer("shared_bias", bias if isinstance(bias, torch.Tensor) else None)
+        self._hold("weight", weight)
+        self._hold("bias", bias)
 
     def forward(self, x):
         rows = self.selection.rows(x.shape[0], self.name)
         y = F.layer_norm(x, self.shape, None, None, self.eps)
         tail = len(self.shape)
-        if self.weight_key:
-            y = y * _per_row(self.bank.kept[self.weight_key], rows, y.ndim, tail)
-        elif self.shared_weight is not None:
-            y = y * self.shared_weight
-        if self.bias_key:
-            y = y + _per_row(self.bank.kept[self.bias_key], rows, y.ndim, tail)
-        elif self.shared_bias is not None:
-            y = y + self.shared_bias
+        w, b = self._value("weight"), self._value("bias")
+        if w is not None:
+            y = y * (_per_row(w, rows, y.ndim, tail) if self.weight_key else w)
+        if b is not None:
+            y = y + (_per_row(b, rows, y.ndim, tail) if self.bias_key else b)
         return y
 
 
