@@ -69,14 +69,16 @@ def export_table() -> str | None:
 
 
 def adapt_table(summary: pd.DataFrame) -> str:
-    """Rows: method (k); columns: training-set sizes; cells: test accuracy ± seeds' std."""
+    """Rows: method (k); columns: training-set sizes; cells: test accuracy ± 95% CI over task × seed
+    pairs, the chosen learning rate(s) ([edge] where one stayed on its grid's edge)."""
     sizes = sorted(summary["n_train"].unique())
     lines = ["| method | k | trainable | " + " | ".join(f"{n} examples" for n in sizes) + " |",
              "|:--|--:|--:|" + "--:|" * len(sizes)]
     summary = summary.assign(order=summary["method"].map(lambda m: METHODS_ADAPT.index(m) if m in METHODS_ADAPT else 99))
     for (method, k), d in summary.sort_values(["order", "k"]).groupby(["method", "k"], sort=False):
         by = d.set_index("n_train")
-        cells = [f"{by.loc[n, 'accuracy']:.3f} ± {by.loc[n, 'seed_std']:.3f}" if n in by.index else "" for n in sizes]
+        cells = [(f"{by.loc[n, 'accuracy']:.3f} ± {by.loc[n, 'ci95']:.3f} (lr {by.loc[n, 'lrs'] or '—'}"
+                  f"{' [edge]' if by.loc[n, 'lr_at_edge'] else ''})") if n in by.index else "" for n in sizes]
         lines.append(f"| {method} | {k or ''} | {int(by['trainable'].iloc[-1])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

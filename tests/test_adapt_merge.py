@@ -135,14 +135,85 @@ def test_run_adapt_rows_and_controls():
     k4 = res[(res["k"] == 4) & res["method"].isin(["coef-base", "random", "tinylora", "fourierft"])]
     assert (k4["trainable"] == 16).all()
     assert (res.loc[res.method == "head", "trainable"] == 16 * 10 + 10).all()
-    assert set(res.loc[res.method != "none-base", "lr"]) <= {0.01, 0.1}
-    assert len(sweep) == 2 * (4 + 2 * 5)
-    # the chosen rate is the sweep's best on validation (seed 0's row is the sweep's own run)
-    best = sweep.loc[sweep.groupby(["method", "k"])["val_accuracy"].idxmax()].set_index(["method", "k"])["lr"]
+    assert len(sweep) >= 2 * (4 + 2 * 5)  # the grid, widened where its optimum sat on an edge
+    # the chosen rate is the sweep's best on validation, ties to the smaller (seed 0's row is the sweep's run)
+    best = (sweep.sort_values("lr").groupby(["method", "k"]).apply(lambda d: d.loc[d["val_accuracy"].idxmax(), "lr"]))
     chosen = res[res.seed == 0].set_index(["method", "k"])["lr"].drop("none-base", level=0)
     assert (chosen.sort_index() == best.sort_index()).all()
+    # every method starts at the base (a zero update), except coef-mean (base + the basis mean)
+    none = res.loc[res.method == "none-base", "accuracy"].iloc[0]
+    starts = res[~res.method.isin(["coef-mean", "none-base"])]
+    assert (starts["untrained_accuracy"] == none).all(), starts.groupby("method")["untrained_accuracy"].first()
+    ranks = res.groupby(["method", "k"])["update_rank"].max()
+    assert ranks[("coef-base", 2)] <= 2 and ranks[("tinylora", 2)] <= 2 and ranks[("lora", 0)] <= 2
+    assert ranks[("head", 0)] == 0 and ranks[("full", 0)] > 4
     s = adapt.summary(res)
-    assert set(s.columns) >= {"accuracy", "seed_std", "trainable"}
+    assert set(s.columns) >= {"accuracy", "ci95", "n", "train_accuracy", "untrained_accuracy", "lrs", "lr_at_edge"}
+    assert (s.loc[s.method != "none-base", "n"] == 2).all()  # one task × two seeds
+    p = adapt.paired(res)
+    assert set(p.comparison) >= {"coef-base − random", "coef-base − tinylora", "coef-mean − fourierft"}
+    row = p[(p.comparison == "coef-base − random") & (p.k == 4)].iloc[0]
+    a = res[(res.method == "coef-base") & (res.k == 4)].set_index("seed").accuracy
+    b = res[(res.method == "random") & (res.k == 4)].set_index("seed").accuracy
+    assert row["mean"] == pytest.approx(float((a - b).mean())) and row["n"] == 2
+
+
+def test_the_learning_rate_grid_widens_until_its_optimum_is_inside():
+    """Validation score peaked at lr = 0.5 (in log space): a grid [0.01, 0.1] grows upward by its
+    own ratio (10) until the best rate has a worse neighbour on both sides; a flat score never
+    widens; without room to widen the edge is reported."""
+    def run(score, grid, extend=4):
+        scores, tried = {}, []
+
+        def trial(lr):
+            tried.append(lr)
+            scores[lr] = score(lr)
+
+        return adapt.choose_lr(trial, scores, grid, extend=extend), tried
+
+    peak = lambda lr: -(np.log10(lr) - np.log10(0.5)) ** 2  # noqa: E731
+    (lr, edge), tried = run(peak, [0.01, 0.1])
+    assert (lr, edge) == (1.0, False) and tried == [0.01, 0.1, 1.0, 10.0]
+    (lr, edge), _ = run(peak, [0.01, 0.1], extend=0)
+    assert (lr, edge) == (0.1, True)
+    (lr, edge), tried = run(lambda lr: -(np.log10(lr) + 4) ** 2, [0.01, 0.03, 0.1])  # peak at 1e-4: widens down
+    assert tried[3:] == [0.003, 0.0009, 0.00027, 8.1e-05] and edge  # ratio 0.1/0.03; still rising after 4 steps
+    (lr, edge), tried = run(lambda lr: 0.5, [0.01, 0.1])
+    assert (lr, edge) == (0.01, False) and tried == [0.01, 0.1]  # ties: the smaller rate, no widening
+
+
+@pytest.mark.parametrize("method,k,expected", [
+    ("coef-base", 3, 9),                  # k² coefficients, all of them free
+    ("tinylora", 3, 9),                   # r = k, u = k²: every k×k update in the base's SVD basis
+    ("tinylora-r2", 3, 4),                # PEFT's default r = 2: u = 9 numbers span only a 2×2 core
+    ("fourierft", 3, None),               # n_frequency = k² entries, less those at conjugate positions
+    ("lora", 0, 2 * (16 + 8) - 4),        # rank r: r(m + n) − r² (B A = B G G⁻¹ A)
+    ("vera", 0, 16 + 4 - 1),              # λ_b (m) and λ_d (r), less one common scale
+])
+def test_each_methods_update_has_the_degrees_of_freedom_its_name_says(method, k, expected):
+    """The rank of ∂vec(ΔW)/∂θ at a random point of each method's trainable numbers, on a 16×8
+    layer: what the nominal count of trainable numbers buys."""
+    import peft
+
+    base = _tiny_base((8, 16, 3))
+    g = torch.Generator().manual_seed(0)
+    subs = {"fc1.weight": _subspace(torch.zeros(16, 8, dtype=torch.float64), random_orthonormal(16, 4, g),
+                                    random_orthonormal(8, 4, g))}
+    problem = adapt.ZooProblem(base, zoo.load_digits(0))
+    settings = {"lora_rank": 2, "vera_rank": 4}
+    if method == "tinylora-r2":
+        model = peft.get_peft_model(problem.fresh(), peft.TinyLoraConfig(u=k * k, target_modules=["fc1"]))
+    else:
+        model = adapt.build(problem, method, k, 0, subs, "full", settings)
+    with torch.no_grad():  # a generic point (zero inits sit where some directions vanish)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g))
+    if method == "fourierft":  # Re ifft2 is the same for (a, b) and (−a, −b): such pairs count once
+        a, b = model.base_model.model.fc1.indices["default"].tolist()
+        expected = len({min((i, j), ((-i) % 16, (-j) % 8)) for i, j in zip(a, b)})
+        assert expected < 9  # this seed draws a conjugate pair: 9 nominal numbers, 8 free
+    assert adapt.update_dof(model, "fc1") == expected
 
 
 def test_adapt_without_a_base_starts_from_the_mean_model(finetune_stores):

@@ -244,10 +244,10 @@ def build(problem, method: str, k: int, seed: int, subspaces: dict, view: str, s
         cfg = peft.LoraConfig(r=settings["lora_rank"], lora_alpha=settings["lora_rank"], **kw)
     elif method == "vera":
         cfg = peft.VeraConfig(r=settings["vera_rank"], projection_prng_key=seed, **kw)
-    elif method == "tinylora":
-        cfg = peft.TinyLoraConfig(u=k * k, projection_seed=seed, **kw)
-    elif method == "fourierft":
-        cfg = peft.FourierFTConfig(n_frequency=k * k, random_loc_seed=seed, **kw)
+    elif method == "tinylora":  # r = k: u = k² random k×k projections span every k×k update in the base's SVD basis
+        cfg = peft.TinyLoraConfig(r=k, u=k * k, projection_seed=seed, **kw)
+    elif method == "fourierft":  # init_weights: a zero spectrum, so training starts at the base
+        cfg = peft.FourierFTConfig(n_frequency=k * k, random_loc_seed=seed, init_weights=True, **kw)
     else:
         raise ValueError(f"unknown adapt method {method!r}")
     return peft.get_peft_model(model, cfg)
@@ -255,6 +255,63 @@ def build(problem, method: str, k: int, seed: int, subspaces: dict, view: str, s
 
 def trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def effective_weight(module) -> torch.Tensor:
+    """The m×n matrix a linear module applies, whatever wraps it (a PEFT tuner layer, a
+    coefficient parametrization): f(I) − f(0), transposed (float64)."""
+    n = module.in_features if hasattr(module, "in_features") else module.base_layer.in_features
+    ref = next(module.parameters())
+    with torch.no_grad():
+        eye = torch.eye(n, dtype=ref.dtype, device=ref.device)
+        return (module(eye) - module(torch.zeros_like(eye[:1]))).T.double()
+
+
+def update_rank(model, start, modules: list[str], rtol: float = 1e-4) -> int:
+    """The largest numerical rank (singular values above rtol·σ_max) of a trained model's update
+    W − W_start over the analysed modules: what a method's update can span, measured."""
+    inner, ref = unwrap(model), unwrap(start)
+    out = 0
+    for name in modules:
+        dW = effective_weight(inner.get_submodule(name)) - effective_weight(ref.get_submodule(name))
+        s = torch.linalg.svdvals(dW)
+        out = max(out, int((s > rtol * s[0]).sum()) if len(s) and s[0] > 0 else 0)
+    return out
+
+
+def effective_count(model, modules: list[str], limit: float = 2e7) -> float:
+    """Σ over the analysed modules of ``update_dof``: the numbers a method's update really has
+    free (NaN where a module's Jacobian would exceed ``limit`` entries)."""
+    total = 0
+    for name in modules:
+        layer = unwrap(model).get_submodule(name)
+        p = sum(t.numel() for t in layer.parameters() if t.requires_grad)
+        out_f, in_f = effective_weight(layer).shape
+        if p * out_f * in_f > limit:
+            return float("nan")
+        total += update_dof(model, name) if p else 0
+    return float(total)
+
+
+def update_dof(model, module: str, atol: float = 1e-8) -> int:
+    """Degrees of freedom of a method's update of one module: the numerical rank of the Jacobian
+    ∂vec(ΔW)/∂θ over the module's trainable numbers θ, at the model's current point (the count a
+    nominal number of trainable parameters really buys; small modules only: mn × p entries)."""
+    from torch.func import functional_call, jacfwd
+
+    layer = copy.deepcopy(unwrap(model).get_submodule(module)).double()
+    names = [n for n, p in layer.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in layer.named_parameters()}
+    n = layer.in_features if hasattr(layer, "in_features") else layer.base_layer.in_features
+    eye = torch.eye(n, dtype=torch.float64)
+
+    def weight(*trained):
+        return functional_call(layer, dict(params, **dict(zip(names, trained))), (eye,)).reshape(-1)
+
+    J = jacfwd(weight, argnums=tuple(range(len(names))))(*[params[n] for n in names])  # p tangents, p ≪ mn
+    J = torch.cat([j.reshape(j.shape[0], -1) for j in J], dim=1)
+    s = torch.linalg.svdvals(J)
+    return int((s > atol * max(1.0, float(s[0]))).sum()) if len(s) else 0
 
 
 def accuracy(problem, model, data: TaskData, batch: int = 256) -> float:
@@ -281,6 +338,40 @@ def train(problem, model, data: TaskData, lr: float, steps: int, batch_size: int
     model.eval()
 
 
+def choose_lr(trial, scores: dict, grid: list[float], factor: float | None = None, extend: int = 4
+              ) -> tuple[float, bool]:
+    """The learning rate with the best validation score (ties: the smaller rate), the grid
+    widened until that optimum lies strictly inside it: while the best rate is the largest (the
+    smallest) and strictly better than its neighbour, one more rate ``factor`` times larger
+    (smaller) is tried, at most ``extend`` times. ``trial(lr)`` trains and fills ``scores[lr]``;
+    ``factor`` defaults to the grid's largest ratio between neighbours (√10 for one rate).
+    Returns (rate, still on the grid's edge)."""
+    grid = sorted(set(grid))
+    for lr in grid:
+        trial(lr)
+    if factor is None:
+        factor = max((b / a for a, b in zip(grid, grid[1:])), default=10 ** 0.5)
+
+    def best():
+        return max(grid, key=lambda v: (scores[v], -v))
+
+    def on_edge(lr):
+        if len(grid) < 2 or lr not in (grid[0], grid[-1]):
+            return False
+        neighbour = grid[1] if lr == grid[0] else grid[-2]
+        return scores[lr] > scores[neighbour]
+
+    for _ in range(extend):
+        lr = best()
+        if not on_edge(lr):
+            break
+        new = float(f"{(lr * factor if lr == grid[-1] else lr / factor):.3g}")
+        grid.insert(len(grid) if lr == grid[-1] else 0, new)
+        trial(new)
+    lr = best()
+    return lr, on_edge(lr)
+
+
 def method_list(settings: dict, has_base: bool, full: bool) -> list[tuple[str, int]]:
     """(method, k) pairs to run: the k-methods at every k, the others once (k = 0)."""
     out = []
@@ -298,15 +389,18 @@ def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[st
     coefficient models under ``export_dir`` (see the module docstring)."""
     rows, sweep = [], []
     k_export = max(settings["ks"])
+    modules = [module_name(view, t) for t in sorted(subspaces)]
     for task in problem.tasks(settings, taken):
         pool, val, test = problem.splits(task)
         sizes = sorted({min(s, len(pool.y)) if s else len(pool.y) for s in settings["sizes"]})
         for size in sizes:
+            def subset(seed):
+                return torch.randperm(len(pool.y), generator=torch.Generator().manual_seed(seed))[:size]
+
             def fit(method, k, seed, lr):
                 t0 = time.perf_counter()
                 model = build(problem, method, k, seed, subspaces, view, settings)
-                idx = torch.randperm(len(pool.y), generator=torch.Generator().manual_seed(seed))[:size]
-                train(problem, model, pool.take(idx), lr, settings["steps"], settings["batch_size"], seed)
+                train(problem, model, pool.take(subset(seed)), lr, settings["steps"], settings["batch_size"], seed)
                 return model, time.perf_counter() - t0
 
             for method, k in method_list(settings, has_base, problem.full):
@@ -314,18 +408,31 @@ def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[st
                 if method.startswith("none-"):
                     model = apply_start(problem.fresh(), method[5:], subspaces, view)
                     va, te = accuracy(problem, model, val), accuracy(problem, model, test)
-                    rows += [{**row, "seed": s, "lr": np.nan, "trainable": 0, "seconds": 0.0, "val_accuracy": va,
-                              "accuracy": te} for s in range(settings["seeds"])]
+                    rows += [{**row, "seed": s, "lr": np.nan, "lr_at_edge": False, "trainable": 0, "seconds": 0.0,
+                              "val_accuracy": va, "accuracy": te, "untrained_accuracy": te,
+                              "train_accuracy": accuracy(problem, model, pool.take(subset(s))), "update_rank": 0,
+                              "effective": 0.0}
+                             for s in range(settings["seeds"])]
                     continue
-                runs = {lr: fit(method, k, 0, lr) for lr in settings["lrs"]}
-                scores = {lr: accuracy(problem, m, val) for lr, (m, _) in runs.items()}
-                sweep += [{**row, "lr": lr, "val_accuracy": v} for lr, v in scores.items()]
-                lr = max(settings["lrs"], key=lambda v: (scores[v], -v))  # ties: the smaller rate
+                runs, scores = {}, {}
+
+                def trial(lr):
+                    runs[lr] = fit(method, k, 0, lr)
+                    scores[lr] = accuracy(problem, runs[lr][0], val)
+
+                lr, at_edge = choose_lr(trial, scores, settings["lrs"], settings.get("lr_factor"),
+                                        settings.get("lr_extend", 4))
+                sweep += [{**row, "lr": v, "val_accuracy": scores[v]} for v in sorted(scores)]
+                effective = effective_count(runs[lr][0], modules)  # at the trained point of seed 0
                 for seed in range(settings["seeds"]):
                     model, secs = runs[lr] if seed == 0 else fit(method, k, seed, lr)
                     va = scores[lr] if seed == 0 else accuracy(problem, model, val)  # seed 0: the sweep's run
-                    rows.append({**row, "seed": seed, "lr": lr, "trainable": trainable(model), "seconds": secs,
-                                 "val_accuracy": va, "accuracy": accuracy(problem, model, test)})
+                    start = build(problem, method, k, seed, subspaces, view, settings)  # untrained: its start
+                    rows.append({**row, "seed": seed, "lr": lr, "lr_at_edge": at_edge, "trainable": trainable(model),
+                                 "seconds": secs, "val_accuracy": va, "accuracy": accuracy(problem, model, test),
+                                 "untrained_accuracy": accuracy(problem, start, test),
+                                 "train_accuracy": accuracy(problem, model, pool.take(subset(seed))),
+                                 "update_rank": update_rank(model, start, modules), "effective": effective})
                     if export_dir and seed == 0 and size == sizes[-1] and k == k_export and method == "coef-base":
                         export_coefficients(Path(export_dir) / task["label"], model, problem, view, base_path, task)
             log.info("task %s, %d examples: done", task["label"], size)
@@ -370,14 +477,60 @@ def export_coefficients(out_dir: Path, model, problem, view: str, base_path: str
         save_file(coeffs, str(tmp), metadata={"start": "base", "view": view, "task": task["label"]})
 
 
+def ci95(values) -> float:
+    """Half-width of the 95% confidence interval of a mean: t_{0.975, n−1} · sd / √n (NaN for n < 2)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
 def summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean test accuracy over tasks per (size, method, k), with the spread over seeds (the std
-    of the task-averaged accuracy across seeds) and the trainable numbers."""
-    per_seed = results.groupby(["n_train", "method", "k", "seed"], as_index=False).agg(
-        accuracy=("accuracy", "mean"), trainable=("trainable", "mean"), seconds=("seconds", "mean"))
-    return (per_seed.groupby(["n_train", "method", "k"], as_index=False, sort=False)
-            .agg(accuracy=("accuracy", "mean"), seed_std=("accuracy", "std"), trainable=("trainable", "mean"),
-                 seconds=("seconds", "mean"), seeds=("seed", "nunique")))
+    """Per (size, method, k): test accuracy as mean ± 95% CI over the task × seed pairs (``n``),
+    the accuracy on its own training examples and before training (the start), the learning
+    rates chosen (and whether one stayed on its grid's edge), trainable numbers beside the
+    effective count (``effective_count``: what the update really has free) and the measured
+    rank of the update."""
+    keys = ["n_train", "method", "k"]
+    g = results.groupby(keys, sort=False)
+    out = g.agg(accuracy=("accuracy", "mean"), n=("accuracy", "size"), tasks=("task", "nunique"),
+                seeds=("seed", "nunique"), train_accuracy=("train_accuracy", "mean"),
+                untrained_accuracy=("untrained_accuracy", "mean"), trainable=("trainable", "mean"),
+                update_rank=("update_rank", "max"), effective=("effective", "first"), lr_at_edge=("lr_at_edge", "any"),
+                seconds=("seconds", "mean")).reset_index()
+    out.insert(4, "ci95", [ci95(d["accuracy"]) for _, d in g])
+    out["lrs"] = [" ".join(f"{v:g}" for v in sorted(d["lr"].dropna().unique())) for _, d in g]
+    return out
+
+
+PEFT_K = ("tinylora", "fourierft")  # PEFT's tuners at the coefficients' count of trainable numbers (k²)
+
+
+def paired(results: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons a reader needs, paired on (task, seed) at each size and k: coef-<start>
+    minus the random basis of the same start (does the learned basis matter?), minus each PEFT
+    tuner at the same count, and minus the best of them on that size and k (by mean); mean
+    difference ± 95% CI over the pairs."""
+    rows = []
+    ix = ["task", "seed"]
+    for (size, k), d in results[results["k"] > 0].groupby(["n_train", "k"]):
+        acc = {m: g.set_index(ix)["accuracy"] for m, g in d.groupby("method")}
+        peft_best = max((m for m in PEFT_K if m in acc), key=lambda m: acc[m].mean(), default=None)
+        for coef in ("coef-base", "coef-mean"):
+            if coef not in acc:
+                continue
+            others = [(m, m) for m in ("random", *PEFT_K) if m in acc]
+            if peft_best:
+                others.append((f"best PEFT tuner ({peft_best})", peft_best))
+            for label, m in others:
+                diff = (acc[coef] - acc[m]).dropna()
+                rows.append({"n_train": size, "k": k, "comparison": f"{coef} − {label}", "mean": diff.mean(),
+                             "ci95": ci95(diff), "n": len(diff), "wins": int((diff > 0).sum()),
+                             "losses": int((diff < 0).sum())})
+    return pd.DataFrame(rows)
 
 
 def mean_weights(store_paths: list[str]) -> dict[str, torch.Tensor]:

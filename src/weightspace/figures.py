@@ -372,8 +372,8 @@ ADAPT_STYLE = {  # method → (colour, marker)
 
 def adapt_figure(summary: pd.DataFrame, title: str, path: str) -> None:
     """Test accuracy against trainable numbers (log x), one panel per training-set size; one
-    marker per method (lines join its k), seeds' standard deviation as error bars; untrained
-    starts as horizontal lines."""
+    marker per method (lines join its k), 95% confidence intervals over task × seed pairs as error
+    bars; untrained starts as horizontal lines."""
     sns.set_theme(style="whitegrid", context="paper")
     sizes = sorted(summary["n_train"].unique())
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes) + 1.8, 4.2), sharey=True, squeeze=False)
@@ -382,7 +382,7 @@ def adapt_figure(summary: pd.DataFrame, title: str, path: str) -> None:
         for method, (colour, marker) in ADAPT_STYLE.items():
             m = d[d["method"] == method].sort_values("trainable")
             if len(m):
-                ax.errorbar(m["trainable"], m["accuracy"], yerr=m["seed_std"].fillna(0), color=colour,
+                ax.errorbar(m["trainable"], m["accuracy"], yerr=m["ci95"].fillna(0), color=colour,
                             marker=marker, ms=6, capsize=3, lw=1.2, label=method)
         for method, ls in [("none-base", ":"), ("none-mean", "--")]:
             m = d[d["method"] == method]

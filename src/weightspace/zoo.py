@@ -5,7 +5,7 @@ treats them like Hub downloads:
 
 - ``mlp``: full MLPs (64 → hidden… → 10, ReLU) trained on different tasks. A task relabels the
   ten digits: ``permutation`` (a random bijection) or ``partition`` (a random map onto 2–5
-  groups). Each model trains on its own random subset of the training split. With
+  groups). Each model trains on its own random subset of the training digits. With
   ``shared_init`` every model starts from one initialisation (as fine-tunes of one checkpoint
   do); without it each model has its own (the contrast collection).
 - ``lora``: one frozen base MLP trained on plain digits, and LoRA adapters (PEFT layout:
@@ -14,10 +14,13 @@ treats them like Hub downloads:
 - ``finetune``: the merging testbed, built like the field's benchmarks: one base MLP pretrained
   on the digits and mild versions of the transforms (±10° rotations, 1-pixel shifts), then full
   fine-tunes of it, each for one ``rotate``/``shift`` task, with small updates (‖τ‖/‖W‖ of order
-  0.1). The fine-tunes train on the digits' training split less its last ``VALIDATION``
-  examples (the validation split the adapt and merge stages tune on).
+  0.1).
 - ``text-lora``: the realism zoo, real PEFT LoRA adapters on the real all-MiniLM-L6-v2 for
   real text tasks (:mod:`weightspace.textzoo`).
+
+Every zoo model (bases included) trains on the training split less its last ``VALIDATION``
+examples (``training_digits``): those are the validation split the adapt and merge stages tune
+on, which no merged or adapted model has seen.
 
 All models of a collection train together as one batched computation; training is
 deterministic given the seeds.
@@ -42,7 +45,7 @@ PEFT_PREFIX = "base_model.model."
 
 
 # ----------------------------------------------------------------------------- data
-VALIDATION = 250  # the last examples of the training split: tuning data of adapt and merge
+VALIDATION = 250  # the last examples of the training split: tuning data of adapt and merge, never trained on
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,13 @@ def validation_split(data: Digits) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     examples, and those examples (never trained on by the finetune zoo or the adapt stage)."""
     n = len(data.y_train) - VALIDATION
     return data.x_train[:n], data.y_train[:n], data.x_train[n:], data.y_train[n:]
+
+
+def training_digits(data: Digits) -> Digits:
+    """The digits a zoo model may train on: the training split less its validation examples
+    (``validation_split``), which only the adapt and merge stages' tuning sees."""
+    x, y, _, _ = validation_split(data)
+    return Digits(x, y, data.x_test, data.y_test)
 
 
 def transform_images(x: torch.Tensor, angle: float = 0.0, shift=(0.0, 0.0)) -> torch.Tensor:
@@ -320,10 +330,10 @@ def _train_from(spec: dict, params, xs: torch.Tensor, y: torch.Tensor, steps: in
 
 def train_finetunes(spec: dict, data: Digits, tasks: list[dict]) -> tuple[dict, list[dict]]:
     """The finetune zoo: (base state dict, one fine-tuned state dict per task); see the module
-    docstring. Only the pool (training split less the validation examples) is trained on."""
+    docstring. ``data``: the digits it may train on (``training_digits``)."""
     sizes = [64, *spec["hidden"], 10]
     L = len(sizes) - 1
-    x, y, _, _ = validation_split(data)
+    x, y = data.x_train, data.y_train
     g = torch.Generator().manual_seed(spec["seed"] + 7919)
     base = [tuple(t.requires_grad_() for t in _linear_init(1, sizes[i + 1], sizes[i], g, True)) for i in range(L)]
     mild = torch.cat([task_inputs_targets(t, x, y)[0] for t in MILD_TASKS])
@@ -376,7 +386,7 @@ def build_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, log=pr
     """
     if spec["kind"] == "text-lora":
         raise ValueError("zoo kind text-lora: built by weightspace.textzoo.build_text_zoo")
-    data = load_digits(data_seed)
+    data = training_digits(load_digits(data_seed))
     tasks, keys = zoo_tasks(spec), model_keys(spec)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

@@ -20,6 +20,13 @@ rule adapt:
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "table": "adapt summary"},
         ),
+        paired=report(
+            "results/{c}/adapt/{view}/paired.csv",
+            caption="../report/adapt_paired.rst",
+            category="7. Adaptation",
+            subcategory="{c} [{view}]",
+            labels={"collection": "{c}", "view": "{view}", "table": "paired differences"},
+        ),
         export=directory("results/{c}/adapt/{view}/export"),
     params:
         settings=lambda w: config["collections"][w.c]["adapt"],

@@ -22,4 +22,6 @@ with script(smk) as log:
     write_table(sweep, out.sweep)
     summary = adapt.summary(results)
     write_table(summary, out.summary)
-    log.info("adapt summary:\n%s", summary.to_string())
+    paired = adapt.paired(results)
+    write_table(paired, out.paired)
+    log.info("adapt summary:\n%s\npaired differences:\n%s", summary.to_string(), paired.to_string())
