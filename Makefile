@@ -9,7 +9,7 @@ SMK   := $(VENV)/bin/snakemake
 export OMP_WAIT_POLICY ?= PASSIVE
 CORES ?= all
 
-.PHONY: setup run realism docs report test lint clean
+.PHONY: setup run realism adapt-full docs report test lint clean
 
 # torch is installed first and pinned (constraints.txt): an open range in a fresh venv would
 # pull the newest torch with several GB of CUDA packages.
@@ -35,6 +35,10 @@ run: setup
 # The realism collection (real PEFT LoRAs on the real MiniLM, real text, with adapt and merge).
 realism:
 	$(MAKE) run CONFIG=config/collections/minilm-lora.yaml
+
+# Adaptation and merging at full size: 6 new tasks × 3 seeds, 20 merge sets per size.
+adapt-full:
+	$(MAKE) run CONFIG=config/collections/digits-adapt-merge.yaml
 
 # The documentation's tables and figures from the last runs' results, and config/README.md
 # from config/schema.yaml (docs/make_docs.py).

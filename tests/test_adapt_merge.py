@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from weightspace import adapt, merge, zoo
-from weightspace.core import coefficients, merging
+from weightspace.core import coefficients, merging, search
 from weightspace.core.hosvd import random_orthonormal
 
 
@@ -169,7 +169,7 @@ def test_the_learning_rate_grid_widens_until_its_optimum_is_inside():
             tried.append(lr)
             scores[lr] = score(lr)
 
-        return adapt.choose_lr(trial, scores, grid, extend=extend), tried
+        return search.widened_grid_best(trial, scores, grid, extend=extend), tried
 
     peak = lambda lr: -(np.log10(lr) - np.log10(0.5)) ** 2  # noqa: E731
     (lr, edge), tried = run(peak, [0.01, 0.1])
@@ -255,6 +255,53 @@ def test_merge_methods_equal_hand_computations():
     assert torch.allclose(merging.merge_entrywise("dare_ties", TAUS, lam=1.0, density=0.5, seed=11), hand)
 
 
+def _inv_sqrt(G):
+    lam, Q = torch.linalg.eigh(G)
+    return Q @ torch.diag(lam.rsqrt()) @ Q.T
+
+
+def test_svd_mergers_equal_hand_computations():
+    """Two models, small matrices, each method computed by hand."""
+    e1, e2 = torch.eye(2, dtype=torch.float64)
+    # Iso-C: Σ τ = diag(3, 1): singular values → their mean 2, so 2·I (times α)
+    iso = merging.iso_c([torch.diag(torch.tensor([3.0, 0.0], dtype=torch.float64)),
+                         torch.diag(torch.tensor([0.0, 1.0], dtype=torch.float64))], alpha=0.5)
+    torch.testing.assert_close(iso, 0.5 * 2 * torch.eye(2, dtype=torch.float64))
+    # ... and only on the span of the sum: a rank-1 sum keeps rank 1
+    torch.testing.assert_close(merging.iso_c([3 * torch.outer(e1, e2), torch.outer(e1, e2)]), 4 * torch.outer(e1, e2))
+    # TSV: N = 2 on 2×2, r = 1: each keeps its top triplet; already orthogonal → diag(3, 2)
+    t1 = torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64))
+    t2 = torch.diag(torch.tensor([0.5, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(merging.tsv([t1, t2]), torch.diag(torch.tensor([3.0, 2.0], dtype=torch.float64)))
+    # TSV with overlapping directions: u, u' at 45°, v, v' at 45°; U and V replaced by their polar
+    # factors U (UᵀU)^(-1/2), computed here through an eigendecomposition (not an SVD)
+    u, u2 = e1, (e1 + e2) / 2 ** 0.5
+    a, b = 2 * torch.outer(u, e2), 1 * torch.outer(u2, u2)
+    U, V = torch.stack([u, u2], 1), torch.stack([e2, u2], 1)
+    hand = (U @ _inv_sqrt(U.T @ U)) @ torch.diag(torch.tensor([2.0, 1.0], dtype=torch.float64)) @ (V @ _inv_sqrt(V.T @ V)).T
+    torch.testing.assert_close(merging.tsv([a, b], alpha=1.0), hand)
+    # KnOTS: τ_1 = a bᵀ, τ_2 = a cᵀ (b ⟂ c, disjoint supports): one direction a; TIES of the
+    # coordinates |a| bᵀ, |a| cᵀ at density 1 keeps both → τ_1 + τ_2
+    g = torch.Generator().manual_seed(0)
+    av = torch.randn(3, generator=g, dtype=torch.float64)
+    b3, c3 = torch.tensor([1.0, 0, 0, 0], dtype=torch.float64), torch.tensor([0, 2.0, 0, 0], dtype=torch.float64)
+    k1, k2 = torch.outer(av, b3), torch.outer(av, c3)
+    torch.testing.assert_close(merging.knots([k1, k2], "ties", density=1.0), k1 + k2)
+    # with task arithmetic in place of TIES, KnOTS is task arithmetic exactly
+    r1, r2 = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(merging.knots([r1, r2], "task_arithmetic", lam=0.7), 0.7 * (r1 + r2))
+
+
+def test_dare_draws_its_own_mask_per_tensor():
+    """Two tensors of one shape (two layers) get different DARE masks; the same seed and name
+    the same mask again."""
+    taus = [torch.ones(50), torch.ones(50)]
+    x = merge.dare(taus, "fc1.weight", seed=0, density=0.5)
+    y = merge.dare(taus, "fc2.weight", seed=0, density=0.5)
+    assert not torch.equal(x, y) and torch.equal(x, merge.dare(taus, "fc1.weight", seed=0, density=0.5))
+    assert not torch.equal(x, merge.dare(taus, "fc1.weight", seed=1, density=0.5))
+
+
 def test_subspace_ties_in_the_identity_basis_is_ties():
     A = torch.stack(TAUS).reshape(2, 2, 2)
     I = torch.eye(2)
@@ -327,23 +374,42 @@ def test_merge_stage_on_a_finetune_zoo(finetune_stores):
     ev = ZooEvaluator(base_folder=str(tmp / "zoo" / "base"))
     splits = {f"model-{i:03d}": "basis" if i < 4 else "heldout" for i in range(5)}
     settings = {"max_models": 8, "lambdas": [0.5, 1.0], "density": 0.5, "k": 16, "seed": 0, "models": None,
-                "head": None}
+                "head": None, "set_sizes": [2, 0], "sets": 4, "dare_seeds": [0, 1], "lambda_extend": 2}
     scores, diag = merge.merge_models(paths, subs, "full", ev, splits, settings)
     assert set(scores["method"]) == set(merging.METHODS)
     assert set(scores["model"]) == {f"model-{i:03d}" for i in range(4)}  # basis models, one per task
     assert (scores["reference"] == "base").all()
-    # fitted on exactly the merged models, the subspace mean is the plain mean
+    assert sorted(scores.groupby("set")["set_size"].first()) == [2, 2, 2, 2, 4]  # 4 random pairs and all
+    assert set(scores.loc[scores.method == "dare_ties", "seed"]) == {0, 1}
+    # fitted on exactly the merged models (the set of all), the subspace mean is the plain mean
     assert merge.mean_gap(scores) < 1e-6  # the stored mean is float32 (the core identity: 1e-12 above)
-    t = scores[scores.split == "test"].set_index(["method", "model"])["normalised"]
+    t = scores[(scores.split == "test") & (scores.set_size == 4)].set_index(["method", "model"])["normalised"]
     assert (t["subspace_mean"] == t["mean"]).all()
     sel = scores[scores["selected"] & (scores["split"] == "test")]
-    assert sel.groupby("method")["lam"].nunique().max() == 1
-    assert (sel[sel.method == "ties"]["tuned_on"] == "validation").all()
+    assert (sel.groupby(["set", "method", "seed"])["lam"].nunique() == 1).all()  # one λ per set and method
+    assert (sel[sel.method == "tsv"]["tuned_on"] == "validation").all()
+    # the λ picked is the best validation mean of the set (ties: the smaller)
+    val = scores[(scores.split == "validation") & (scores.method == "ties") & (scores.set == 0)]
+    by_lam = val.groupby("lam")["normalised"].mean()
+    assert sel[(sel.method == "ties") & (sel.set == 0)]["lam"].iloc[0] == by_lam[by_lam == by_lam.max()].index.min()
     assert (diag["tau_over_ref"] < 0.6).all() and (diag["reference_alone"] < 1.0).all()
     summary = merge.summary(scores)
-    assert list(summary.columns[:3]) == ["method", "lam", "tuned_on"]
+    assert {"set_size", "method", "normalised_mean", "ci95", "minus_task_arithmetic", "diff_ci95", "wins"} <= set(summary)
+    ta = summary[(summary.method == "task_arithmetic")]
+    assert (ta["minus_task_arithmetic"] == 0).all() and (ta["sets"].tolist() == [4, 1])
+    pairs = merge.set_scores(scores)
+    ties2 = pairs[(pairs.method == "ties") & (pairs.set_size == 2)]["normalised"]
+    row = summary[(summary.method == "ties") & (summary.set_size == 2)].iloc[0]
+    assert row["normalised_mean"] == pytest.approx(ties2.mean()) and row["sets"] == 4
     ok, verdict = merge.testbed_verdict(diag)
     assert "‖τ‖/‖W_ref‖" in verdict and isinstance(ok, bool)
+
+
+def test_merge_sets_are_distinct_seeded_and_cover_small_cases():
+    sets = merge.merge_sets(6, [2, 4, 0], 5, seed=3)
+    assert sets == merge.merge_sets(6, [2, 4, 0], 5, seed=3)
+    assert len(sets) == 11 and len(set(sets)) == 11 and sets[-1] == tuple(range(6))
+    assert merge.merge_sets(4, [2], 20, seed=0) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]  # all 6 pairs
 
 
 def test_text_problem_on_user_files_and_cached_states(tmp_path):

@@ -50,6 +50,8 @@ import torch.nn.functional as F
 
 from . import zoo
 from .core.coefficients import add_coefficients, lora_factors
+from .core.search import widened_grid_best as choose_lr
+from .core.stats import ci95
 from .core.hosvd import random_orthonormal
 
 log = logging.getLogger("weightspace")
@@ -338,40 +340,6 @@ def train(problem, model, data: TaskData, lr: float, steps: int, batch_size: int
     model.eval()
 
 
-def choose_lr(trial, scores: dict, grid: list[float], factor: float | None = None, extend: int = 4
-              ) -> tuple[float, bool]:
-    """The learning rate with the best validation score (ties: the smaller rate), the grid
-    widened until that optimum lies strictly inside it: while the best rate is the largest (the
-    smallest) and strictly better than its neighbour, one more rate ``factor`` times larger
-    (smaller) is tried, at most ``extend`` times. ``trial(lr)`` trains and fills ``scores[lr]``;
-    ``factor`` defaults to the grid's largest ratio between neighbours (√10 for one rate).
-    Returns (rate, still on the grid's edge)."""
-    grid = sorted(set(grid))
-    for lr in grid:
-        trial(lr)
-    if factor is None:
-        factor = max((b / a for a, b in zip(grid, grid[1:])), default=10 ** 0.5)
-
-    def best():
-        return max(grid, key=lambda v: (scores[v], -v))
-
-    def on_edge(lr):
-        if len(grid) < 2 or lr not in (grid[0], grid[-1]):
-            return False
-        neighbour = grid[1] if lr == grid[0] else grid[-2]
-        return scores[lr] > scores[neighbour]
-
-    for _ in range(extend):
-        lr = best()
-        if not on_edge(lr):
-            break
-        new = float(f"{(lr * factor if lr == grid[-1] else lr / factor):.3g}")
-        grid.insert(len(grid) if lr == grid[-1] else 0, new)
-        trial(new)
-    lr = best()
-    return lr, on_edge(lr)
-
-
 def method_list(settings: dict, has_base: bool, full: bool) -> list[tuple[str, int]]:
     """(method, k) pairs to run: the k-methods at every k, the others once (k = 0)."""
     out = []
@@ -383,10 +351,12 @@ def method_list(settings: dict, has_base: bool, full: bool) -> list[tuple[str, i
 
 
 def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[str], has_base: bool = True,
-              export_dir: str | None = None, base_path: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+              export_dir: str | None = None, base_path: str = "", families: tuple[str, ...] = ()
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(results, sweep): one row per (task, size, method, k, seed) with test/validation accuracy,
-    trainable numbers and seconds per run; the learning-rate sweep's rows. Exports the
-    coefficient models under ``export_dir`` (see the module docstring)."""
+    trainable numbers and seconds per run (``outside``: the task's family is none of
+    ``families``, the collection's own); the learning-rate sweep's rows. Exports the coefficient
+    models under ``export_dir`` (see the module docstring)."""
     rows, sweep = [], []
     k_export = max(settings["ks"])
     modules = [module_name(view, t) for t in sorted(subspaces)]
@@ -404,7 +374,8 @@ def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[st
                 return model, time.perf_counter() - t0
 
             for method, k in method_list(settings, has_base, problem.full):
-                row = {"task": task["label"], "family": task["family"], "n_train": size, "method": method, "k": k}
+                row = {"task": task["label"], "family": task["family"], "outside": task["family"] not in families,
+                       "n_train": size, "method": method, "k": k}
                 if method.startswith("none-"):
                     model = apply_start(problem.fresh(), method[5:], subspaces, view)
                     va, te = accuracy(problem, model, val), accuracy(problem, model, test)
@@ -420,8 +391,7 @@ def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[st
                     runs[lr] = fit(method, k, 0, lr)
                     scores[lr] = accuracy(problem, runs[lr][0], val)
 
-                lr, at_edge = choose_lr(trial, scores, settings["lrs"], settings.get("lr_factor"),
-                                        settings.get("lr_extend", 4))
+                lr, at_edge = choose_lr(trial, scores, settings["lrs"], extend=settings.get("lr_extend", 4))
                 sweep += [{**row, "lr": v, "val_accuracy": scores[v]} for v in sorted(scores)]
                 effective = effective_count(runs[lr][0], modules)  # at the trained point of seed 0
                 for seed in range(settings["seeds"]):
@@ -475,17 +445,6 @@ def export_coefficients(out_dir: Path, model, problem, view: str, base_path: str
     coeffs = {name: d.C.detach().float().contiguous() for name, d in deltas.items()}
     with atomic_path(out_dir / "coefficients.safetensors") as tmp:
         save_file(coeffs, str(tmp), metadata={"start": "base", "view": view, "task": task["label"]})
-
-
-def ci95(values) -> float:
-    """Half-width of the 95% confidence interval of a mean: t_{0.975, n−1} · sd / √n (NaN for n < 2)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:

@@ -400,27 +400,36 @@ def adapt_figure(summary: pd.DataFrame, title: str, path: str) -> None:
     _save(fig, path)
 
 
-def merge_figure(scores: pd.DataFrame, diagnostics: pd.DataFrame, title: str, path: str) -> None:
-    """Normalised test accuracy (merged / own model) per method at its selected λ: one point per
-    task, bars the mean; the individual models (1.0) and the reference alone as lines."""
+def merge_figure(summary: pd.DataFrame, diagnostics: pd.DataFrame, title: str, path: str) -> None:
+    """Per merge-set size (one column each): normalised test accuracy (merged / own model, mean
+    over a set's tasks) per method, mean ± 95% CI over the sets (top), and the paired difference
+    to task arithmetic on the same sets, mean ± CI (bottom); individual models (1.0) and the
+    reference alone as lines."""
     sns.set_theme(style="whitegrid", context="paper")
-    d = scores[(scores["split"] == "test") & scores["selected"]]
-    order = list(d.groupby("method")["normalised"].mean().sort_values(ascending=False).index)
-    fig, ax = plt.subplots(figsize=(1.0 * len(order) + 3.5, 4.4))
-    sns.barplot(data=d, x="method", y="normalised", order=order, color="#aec7e8", errorbar=None, ax=ax)
-    sns.stripplot(data=d, x="method", y="normalised", order=order, hue="task", jitter=False, dodge=False,
-                  size=5, palette="tab10", ax=ax)
-    ax.axhline(1.0, color="black", ls="--", lw=1.2, label="individual models (1.0)")
+    sizes = sorted(summary["set_size"].unique())
+    order = list(summary.groupby("method")["normalised_mean"].mean().sort_values(ascending=False).index)
+    fig, axes = plt.subplots(2, len(sizes), figsize=(4.2 * len(sizes) + 1.0, 7.2), squeeze=False, sharey="row")
+    diff = next(c for c in summary.columns if c.startswith("minus_"))
     ref = float(diagnostics["reference_alone"].mean())
-    ax.axhline(ref, color="black", ls=":", lw=1.2, label=f"{d['reference'].iloc[0]} alone ({ref:.2f})")
-    lams = d.groupby("method")["lam"].first()
-    lam = {m: {"mean": "1/N", "subspace_mean": "–"}.get(m, f"{lams[m]:g}") for m in order}
-    ax.set_xticks(range(len(order)), [m if m == "subspace_mean" else f"{m}\nλ={lam[m]}" for m in order])
-    ax.set_xlabel("merge method (λ picked on validation data where tuned)")
-    ax.set_ylabel("normalised accuracy (merged / own model)")
-    ax.tick_params(axis="x", rotation=30)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title="task")
-    ax.set_title("\n".join(textwrap.fill(line, 100) for line in title.split("\n")), fontsize=9)
+    for col, size in enumerate(sizes):
+        d = summary[summary["set_size"] == size].set_index("method").reindex(order)
+        y = np.arange(len(order))
+        ax = axes[0, col]
+        ax.barh(y, d["normalised_mean"], xerr=d["ci95"].fillna(0), color="#aec7e8", capsize=2)
+        ax.axvline(1.0, color="black", ls="--", lw=1, label="individual models (1.0)")
+        ax.axvline(ref, color="black", ls=":", lw=1, label=f"{d['reference'].iloc[0]} alone ({ref:.2f})")
+        ax.set_yticks(y, order)
+        ax.invert_yaxis()
+        ax.set_xlabel("normalised accuracy (merged / own)")
+        ax.set_title(f"sets of {size} (n={int(d['sets'].max())} sets)")
+        ax = axes[1, col]
+        ax.barh(y, d[diff], xerr=d["diff_ci95"].fillna(0), color="#ffbb78", capsize=2)
+        ax.axvline(0, color="black", lw=1)
+        ax.set_yticks(y, order)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{diff.replace('minus_', '− ')} (paired on sets)")
+    axes[0, 0].legend(loc="lower left", fontsize=7)
+    fig.suptitle("\n".join(textwrap.fill(line, 110) for line in title.split("\n")), fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 

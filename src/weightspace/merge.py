@@ -5,13 +5,21 @@ merged body and its own model's head, and reported as normalised accuracy = merg
 task's own model. The head is what an adapter replaces outright (PEFT ``modules_to_save``), or
 for full models the tensors named in ``merge.head`` (zoo MLPs: the last layer).
 
+Merge sets: the candidates are one basis model per task (``merge.models`` names them instead);
+``merge.sets`` random sets of each size in ``merge.set_sizes`` are drawn from them (seeded;
+``0`` = all candidates, one set), so every method is compared on the same sets and the tables
+give a mean ± 95% CI over sets, and the paired difference to task arithmetic per set.
+
 Task vectors are taken against a reference W_ref: the collection's base (adapters: the base
 they adapt; full models: the base checkpoint when the collection has one), else the mean of
-the merged models; the output says which. Methods: :mod:`weightspace.core.merging`. Every
-method with a scale λ gets it picked from ``merge.lambdas`` by mean normalised accuracy on the
-evaluator's validation split (where the evaluator has one; otherwise λ = 1 and the table says
-``tuned_on: none``). Tensors outside the analysed targets (biases) are merged entry-wise by the
-subspace methods' entry-wise counterparts (mean, TIES).
+the set's models; the output says which. Methods: :mod:`weightspace.core.merging` (PEFT's
+merge utilities, the subspace methods, TSV-Merge, Iso-C, KnOTS). Every method with a scale λ
+(α) gets it picked per set by mean normalised accuracy on the evaluator's validation split
+(data no merged model trained on), from ``merge.lambdas`` widened until the optimum is inside
+(:mod:`weightspace.core.search`); without a validation split λ = 1 and the table says
+``tuned_on: none``. DARE draws its own mask per tensor and runs for every seed of
+``merge.dare_seeds``. Tensors outside the analysed targets (biases) are merged by the subspace
+and SVD methods' entry-wise counterparts (TIES for subspace TIES, the mean otherwise).
 
 Diagnostics printed beside the table, which say whether the collection is a merging testbed at
 all: the reference alone per task (should sit clearly below the models), a two-task sum
@@ -21,12 +29,16 @@ W_ref + τ_a + τ_b (should keep most of each task), and ‖τ_i‖/‖W_ref‖ 
 from __future__ import annotations
 
 import logging
+import zlib
 
+import numpy as np
 import pandas as pd
 import torch
 
 from . import layers
 from .core import merging
+from .core.search import widened_grid_best
+from .core.stats import ci95
 from .assemble import base_name, effective_weights, model_config, module_weight_name
 from .core.hosvd import dense
 from .project import coefficients
@@ -70,9 +82,8 @@ def _norm(ws: dict[str, torch.Tensor]) -> float:
     return sum(float((w.double() ** 2).sum()) for w in ws.values()) ** 0.5
 
 
-def merge_models(store_paths: list[str], subspaces: dict, view: str, evaluator, splits: dict[str, str],
-                 settings: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(scores, diagnostics): one score row per (method, λ, task, split); diagnostics per task."""
+def load_candidates(store_paths: list[str], view: str, evaluator, splits: dict[str, str], settings: dict):
+    """The candidates' weights (as a forward pass uses them), configs, heads and keys."""
     if view == "factors":
         raise ValueError("merge works on the delta view of adapters (ΔW), not on their factors")
     stores = pick_models([ModelStore(p) for p in store_paths], splits, settings.get("models"),
@@ -90,62 +101,139 @@ def merge_models(store_paths: list[str], subspaces: dict, view: str, evaluator, 
         configs.append(cfg)
         heads.append(sorted(base_name(n) for n in layers.kept_tensors(st, view)) if adapters
                      else list(settings.get("head") or default_head(cfg)))
-    head = set(heads[0])
-    if base is not None:
-        ref, reference = {k: v.double() for k, v in base.items()}, "base"
-    else:
-        ref = {k: torch.stack([m[k] for m in models]).mean(0) for k in models[0]}
-        reference = "mean of the merged models"
-    body = [k for k in ref if k not in head and any(not torch.equal(m[k], ref[k]) for m in models)]
-    taus = {k: [m[k] - ref[k] for m in models] for k in body}
-    keys = [st.key for st in stores]
-    tasks = [(c.get("weightspace_task") or {}).get("label", k) for c, k in zip(configs, keys)]
-    log.info("merging %d models (%s) against the %s; %d merged tensors, head %s",
-             len(keys), ", ".join(keys), reference, len(body), sorted(head))
+    return models, configs, heads, [st.key for st in stores], base
 
-    scorer = Scorer(evaluator, models, configs, heads)
-    diag = diagnostics(scorer, ref, taus, tasks, keys)
-    rows = []
 
-    plain_mean = {}
+def merge_sets(n: int, sizes: list[int], count: int, seed: int) -> list[tuple[int, ...]]:
+    """Merge sets of candidate indices: ``count`` distinct random sets of each size (all sets of
+    that size when there are fewer), drawn with ``seed``; size 0 or ≥ n is the one set of all."""
+    import itertools
+    import math
 
-    def record(method, lam, merged, tuned_on):
-        if method == "mean":
-            plain_mean.update(merged)
-        gap = (max(float((merged[n] - plain_mean[n]).abs().max()) for n in merged)
-               if method == "subspace_mean" else float("nan"))
-        for split in scorer.splits:
-            for i, acc in enumerate(scorer.scores(merged, split)):
-                rows.append({"method": method, "lam": lam, "split": split, "model": keys[i], "task": tasks[i],
-                             "accuracy": acc, "own": scorer.own[split][i], "normalised": acc / scorer.own[split][i],
-                             "reference": reference, "tuned_on": tuned_on, "n_merged": len(keys),
-                             "max_abs_diff_vs_mean": gap})
+    rng = np.random.default_rng(seed)
+    out = []
+    for size in sizes:
+        if size == 0 or size >= n:
+            out.append(tuple(range(n)))
+            continue
+        if math.comb(n, size) <= count:
+            out += list(itertools.combinations(range(n), size))
+            continue
+        seen = set()
+        while len(seen) < count:
+            seen.add(tuple(sorted(rng.choice(n, size, replace=False).tolist())))
+        out += sorted(seen)
+    return list(dict.fromkeys(out))
 
+
+def dare(taus: list[torch.Tensor], name: str, seed: int, density: float, lam: float = 1.0) -> torch.Tensor:
+    """DARE-TIES of one tensor with its own mask: the seed is mixed with the tensor's name, so
+    tensors of one shape (two layers) draw different masks."""
+    return merging.merge_entrywise("dare_ties", taus, lam, density, seed=seed * 1_000_003 + zlib.crc32(name.encode()))
+
+
+def unit_merges(view: str, subspaces: dict, ref: dict, models: list[dict], taus: dict, settings: dict):
+    """{(method, seed): merged task vectors at λ = 1} for every method (the methods are linear in
+    λ given their masks; the subspace mean is the mean of the models, untuned)."""
     names = {target_weight_name(view, n): n for n in subspaces}
     k, density = settings["k"], settings["density"]
+    out = {}
     for method in merging.METHODS:
-        lams = settings["lambdas"] if method in merging.TUNED and "validation" in scorer.splits else [1.0]
-        tuned_on = "validation" if len(lams) > 1 else "none"
-        for lam in lams:
-            merged = {}
-            for name in body:
+        seeds = settings["dare_seeds"] if method == "dare_ties" else [None]
+        for seed in seeds:
+            tau = {}
+            for name, ts in taus.items():
                 sub = subspaces.get(names.get(name, ""), None)
+                matrix = ts[0].ndim == 2
                 if method == "subspace_mean" and sub is not None:
                     C = [coefficients(_target(view, m, ref, name), sub.mean, sub.U_row[:, :k], sub.U_col[:, :k])
                          for m in models]
-                    merged[name] = _as_weight(view, merging.subspace_mean(C, sub.mean, sub.U_row, sub.U_col), ref, name)
+                    tau[name] = _as_weight(view, merging.subspace_mean(C, sub.mean, sub.U_row, sub.U_col),
+                                           ref, name) - ref[name]
                 elif method == "subspace_ties" and sub is not None:
-                    tau = merging.subspace_ties([t.reshape(sub.shape) for t in taus[name]], sub.U_row[:, :k],
-                                                sub.U_col[:, :k], lam, density)
-                    merged[name] = ref[name] + tau.reshape(ref[name].shape)
+                    tau[name] = merging.subspace_ties([t.reshape(sub.shape) for t in ts], sub.U_row[:, :k],
+                                                      sub.U_col[:, :k], 1.0, density).reshape(ref[name].shape)
+                elif method == "tsv" and matrix:
+                    tau[name] = merging.tsv(ts)
+                elif method == "iso_c" and matrix:
+                    tau[name] = merging.iso_c(ts)
+                elif method == "knots_ties" and matrix:
+                    tau[name] = merging.knots(ts, "ties", 1.0, density)
+                elif method == "dare_ties":
+                    tau[name] = dare(ts, name, seed, density)
                 else:
                     entry = {"subspace_mean": "mean", "subspace_ties": "ties"}.get(method, method)
-                    merged[name] = ref[name] + merging.merge_entrywise(entry, taus[name], lam, density,
-                                                                       seed=settings["seed"])
-            record(method, lam, merged, tuned_on)
-    scores = pd.DataFrame(rows)
-    scores["selected"] = select(scores)
-    return scores, diag
+                    entry = "mean" if method in merging.SVD else entry
+                    tau[name] = merging.merge_entrywise(entry, ts, 1.0, density)
+            out[method, seed] = tau
+    return out
+
+
+def merge_models(store_paths: list[str], subspaces: dict, view: str, evaluator, splits: dict[str, str],
+                 settings: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(scores, diagnostics): score rows per (merge set, method, DARE seed, λ tried, split, task)
+    — validation for every λ tried, test and validation at the selected one (``selected``) —
+    and the testbed diagnostics over all candidates (see the module docstring)."""
+    models, configs, heads, keys, base = load_candidates(store_paths, view, evaluator, splits, settings)
+    tasks = [(c.get("weightspace_task") or {}).get("label", k) for c, k in zip(configs, keys)]
+    head = set(heads[0])
+    scorer = Scorer(evaluator, models, configs, heads)
+
+    def reference(members):
+        if base is not None:
+            return {k: v.double() for k, v in base.items()}, "base"
+        return ({k: torch.stack([models[i][k] for i in members]).mean(0) for k in models[0]},
+                "mean of the merged models")
+
+    ref_all, _ = reference(range(len(models)))
+    body_all = [k for k in ref_all if k not in head and any(not torch.equal(m[k], ref_all[k]) for m in models)]
+    diag = diagnostics(scorer, ref_all, {k: [m[k] - ref_all[k] for m in models] for k in body_all}, tasks, keys)
+    sets = merge_sets(len(models), settings["set_sizes"], settings["sets"], settings["seed"])
+    log.info("merging %d candidates (%s) in %d sets of sizes %s; head %s", len(keys), ", ".join(keys), len(sets),
+             sorted({len(s) for s in sets}), sorted(head))
+    tuned = "validation" in scorer.splits
+    rows = []
+    for set_id, members in enumerate(sets):
+        ref, ref_name = reference(members)
+        sub_models = [models[i] for i in members]
+        body = [k for k in ref if k not in head and any(not torch.equal(m[k], ref[k]) for m in sub_models)]
+        taus = {k: [m[k] - ref[k] for m in sub_models] for k in body}
+        units = unit_merges(view, subspaces, ref, sub_models, taus, settings)
+        plain_mean = units["mean", None]
+        for (method, seed), unit in units.items():
+            gap = (max(float((unit[n] - plain_mean[n]).abs().max()) for n in unit)
+                   if method == "subspace_mean" else float("nan"))
+            merged_at = lambda lam: {n: ref[n] + lam * t for n, t in unit.items()}  # noqa: E731
+            scored = {}
+
+            def trial(lam, split="validation"):
+                scored[lam, split] = scorer.scores(merged_at(lam), split, ref, members)
+
+            if tuned and method in merging.TUNED:
+                val = {}
+
+                def tune(lam):
+                    trial(lam)
+                    val[lam] = float(np.mean([a / scorer.own["validation"][i]
+                                              for a, i in zip(scored[lam, "validation"], members)]))
+
+                lam, edge = widened_grid_best(tune, val, settings["lambdas"], extend=settings["lambda_extend"])
+                tuned_on = "validation"
+            else:
+                lam, edge, tuned_on = 1.0, False, "none"
+                if tuned:
+                    trial(1.0)
+            trial(lam, "test")
+            for (l_, split), accs in scored.items():
+                for i, acc in zip(members, accs):
+                    own = scorer.own[split][i]
+                    rows.append({"set": set_id, "set_size": len(members), "method": method,
+                                 "seed": -1 if seed is None else seed, "lam": l_, "split": split, "model": keys[i],
+                                 "task": tasks[i], "accuracy": acc, "own": own, "normalised": acc / own,
+                                 "reference": ref_name, "tuned_on": tuned_on, "lam_at_edge": edge,
+                                 "selected": l_ == lam, "max_abs_diff_vs_mean": gap})
+        log.info("set %d/%d (%s): merged and scored", set_id + 1, len(sets), ", ".join(keys[i] for i in members))
+    return pd.DataFrame(rows), diag
 
 
 def _target(view, model, ref, name):
@@ -191,8 +279,10 @@ class Scorer:
         out.update({h: self.models[i][h] for h in self.heads[i]})
         return out
 
-    def scores(self, merged: dict, split: str, ref: dict | None = None) -> list[float]:
-        return [self._score(c, self.weights(merged, i, ref), split) for i, c in enumerate(self.configs)]
+    def scores(self, merged: dict, split: str, ref: dict | None = None, members=None) -> list[float]:
+        """The merged body's accuracy on each member's task (all models by default), with its head."""
+        members = range(len(self.configs)) if members is None else members
+        return [self._score(self.configs[i], self.weights(merged, i, ref), split) for i in members]
 
 
 def diagnostics(scorer: Scorer, ref: dict, taus: dict, tasks: list[str], keys: list[str]) -> pd.DataFrame:
@@ -224,18 +314,43 @@ def testbed_verdict(diag: pd.DataFrame) -> tuple[bool, str]:
     return ok, "; ".join(msg for _, msg in checks) + ("" if ok else " → NOT an informative merging testbed")
 
 
-def summary(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per method (at its selected λ): mean and min normalised test accuracy over the tasks."""
+def set_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per (set, method): normalised test accuracy at the selected λ, averaged over the set's
+    tasks (and DARE's seeds), its worst task, and the λ chosen."""
     d = scores[(scores["split"] == "test") & scores["selected"]]
-    out = (d.groupby("method", sort=False)
-           .agg(lam=("lam", "first"), tuned_on=("tuned_on", "first"), normalised_mean=("normalised", "mean"),
-                normalised_min=("normalised", "min"), accuracy_mean=("accuracy", "mean"), tasks=("task", "nunique"),
-                reference=("reference", "first"))
-           .reset_index())
-    return out.sort_values("normalised_mean", ascending=False, kind="stable").reset_index(drop=True)
+    per_seed = d.groupby(["set", "set_size", "method", "seed"], as_index=False, sort=False).agg(
+        normalised=("normalised", "mean"), worst=("normalised", "min"), accuracy=("accuracy", "mean"),
+        lam=("lam", "first"), lam_at_edge=("lam_at_edge", "first"), tuned_on=("tuned_on", "first"),
+        reference=("reference", "first"), tasks=("task", "nunique"))
+    return per_seed.groupby(["set", "set_size", "method"], as_index=False, sort=False).agg(
+        normalised=("normalised", "mean"), worst=("worst", "mean"), accuracy=("accuracy", "mean"),
+        lam=("lam", "median"), lam_at_edge=("lam_at_edge", "any"), tuned_on=("tuned_on", "first"),
+        reference=("reference", "first"), tasks=("tasks", "first"), seeds=("seed", "nunique"))
+
+
+def summary(scores: pd.DataFrame, baseline: str = "task_arithmetic") -> pd.DataFrame:
+    """Per set size and method: normalised test accuracy (merged / own model, mean over the set's
+    tasks) as mean ± 95% CI over the merge sets, the mean worst task, and the paired difference
+    to ``baseline`` on the same sets (mean ± CI, sets won / lost); the median λ chosen."""
+    per = set_scores(scores)
+    rows = []
+    for size, d in per.groupby("set_size", sort=True):
+        base = d[d["method"] == baseline].set_index("set")["normalised"]
+        for method, m in d.groupby("method", sort=False):
+            own = m.set_index("set")["normalised"]
+            diff = (own - base.reindex(own.index)).dropna()
+            rows.append({"set_size": size, "method": method, "sets": len(m), "tasks": int(m["tasks"].iloc[0]),
+                         "normalised_mean": own.mean(), "ci95": ci95(own), "normalised_min": m["worst"].mean(),
+                         f"minus_{baseline}": diff.mean(), "diff_ci95": ci95(diff), "wins": int((diff > 0).sum()),
+                         "losses": int((diff < 0).sum()), "lam": m["lam"].median(), "lam_at_edge": bool(m["lam_at_edge"].any()),
+                         "tuned_on": m["tuned_on"].iloc[0], "reference": m["reference"].iloc[0],
+                         "seeds": int(m["seeds"].max())})
+    out = pd.DataFrame(rows)
+    return out.sort_values(["set_size", "normalised_mean"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
 def mean_gap(scores: pd.DataFrame) -> float:
-    """max |W_subspace_mean − W_mean| over the merged weights: ~1e-16 when the subspace mean is
-    the plain mean (a centred basis fitted on exactly the merged models)."""
-    return float(scores.loc[scores["method"] == "subspace_mean", "max_abs_diff_vs_mean"].max())
+    """max |W_subspace_mean − W_mean| over the merged weights of the set of all candidates: ~1e-16
+    when the subspace mean is the plain mean (a centred basis fitted on exactly those models)."""
+    d = scores[(scores["method"] == "subspace_mean") & (scores["set_size"] == scores["set_size"].max())]
+    return float(d["max_abs_diff_vs_mean"].max())

@@ -97,22 +97,56 @@ def training_digits(data: Digits) -> Digits:
     return Digits(x, y, data.x_test, data.y_test)
 
 
-def transform_images(x: torch.Tensor, angle: float = 0.0, shift=(0.0, 0.0)) -> torch.Tensor:
-    """Rotate (degrees) and shift (pixels) flattened 8×8 images, bilinear, zero padding."""
+def transform_images(x: torch.Tensor, angle: float = 0.0, shift=(0.0, 0.0), scale: float = 1.0) -> torch.Tensor:
+    """Rotate (degrees), shift (pixels) and scale (a zoom: > 1 enlarges) flattened 8×8 images,
+    bilinear, zero padding."""
     img = x.reshape(-1, 1, 8, 8)
     a = math.radians(angle)
-    theta = torch.tensor([[math.cos(a), -math.sin(a), -2 * shift[0] / 8],
-                          [math.sin(a), math.cos(a), -2 * shift[1] / 8]], dtype=x.dtype)
+    c, s = math.cos(a) / scale, math.sin(a) / scale
+    theta = torch.tensor([[c, -s, -2 * shift[0] / 8],
+                          [s, c, -2 * shift[1] / 8]], dtype=x.dtype)
     grid = F.affine_grid(theta.expand(img.shape[0], 2, 3), list(img.shape), align_corners=False)
     return F.grid_sample(img, grid, align_corners=False, padding_mode="zeros").reshape(x.shape)
 
 
+def blur_images(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur (standard deviation ``sigma`` pixels, 5×5 kernel, zero padding) of flattened 8×8 images."""
+    r = torch.arange(-2, 3, dtype=x.dtype)
+    k = torch.exp(-r ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    kernel = (k[:, None] * k[None, :]).reshape(1, 1, 5, 5)
+    return F.conv2d(x.reshape(-1, 1, 8, 8), kernel, padding=2).reshape(x.shape)
+
+
+def elastic_images(x: torch.Tensor, seed: int, alpha: float, sigma: float = 1.5) -> torch.Tensor:
+    """One fixed elastic warp (Simard et al. 2003) of flattened 8×8 images: a displacement field of
+    i.i.d. normals drawn with ``seed``, smoothed by a Gaussian of ``sigma`` pixels, scaled to
+    ``alpha`` pixels at its largest, applied by bilinear sampling."""
+    g = torch.Generator().manual_seed(seed)
+    field = blur_images(torch.randn(2, 64, generator=g, dtype=torch.float64), sigma).reshape(2, 8, 8)
+    field = field / field.abs().max() * alpha * 2 / 8            # pixels → grid units ([-1, 1] spans 8)
+    ys, xs = torch.meshgrid(torch.linspace(-7 / 8, 7 / 8, 8, dtype=torch.float64),
+                            torch.linspace(-7 / 8, 7 / 8, 8, dtype=torch.float64), indexing="ij")
+    grid = torch.stack([xs + field[0], ys + field[1]], -1).to(x.dtype)
+    img = x.reshape(-1, 1, 8, 8)
+    out = F.grid_sample(img, grid.expand(img.shape[0], 8, 8, 2), align_corners=False, padding_mode="zeros")
+    return out.reshape(x.shape)
+
+
 def task_inputs_targets(task: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets of a task: a relabelling of the digits or an input transform."""
+    """Inputs and targets of a task: a relabelling of the digits or an input transform (rotation
+    and shift, scale, blur, inversion, an elastic warp: ``make_task``)."""
     if task["kind"] == "relabel":
         return x, torch.tensor(task["mapping"], dtype=torch.long)[y]
     if task["kind"] == "transform":
-        return transform_images(x, task["angle"], tuple(task["shift"])), y
+        x = transform_images(x, task["angle"], tuple(task["shift"]), task.get("scale", 1.0))
+        if task.get("blur"):
+            x = blur_images(x, task["blur"])
+        if task.get("elastic"):
+            x = elastic_images(x, task["elastic"]["seed"], task["elastic"]["alpha"])
+        if task.get("invert"):
+            x = 1.0 - x
+        return x, y
     if task["kind"] == "digits":
         return x, y
     raise ValueError(f"unknown task kind {task['kind']!r}")
@@ -140,12 +174,29 @@ def make_task(name: str, rng: np.random.Generator) -> dict:
             dx = 2.0
         return {"kind": "transform", "family": name, "angle": 0.0, "shift": [dx, dy],
                 "label": f"shift{dx:+.0f}{dy:+.0f}"}
+    plain = {"kind": "transform", "family": name, "angle": 0.0, "shift": [0.0, 0.0]}
+    if name == "rotate-large":
+        angle = float(rng.choice([-1, 1]) * rng.uniform(60, 90))
+        return {**plain, "angle": round(angle, 2), "label": f"rotL{angle:+.0f}"}
+    if name == "scale":
+        factor = float(rng.choice([rng.uniform(0.6, 0.8), rng.uniform(1.25, 1.5)]))
+        return {**plain, "scale": round(factor, 3), "label": f"scale{factor:.2f}"}
+    if name == "blur":
+        sigma = float(rng.uniform(0.7, 1.1))
+        return {**plain, "blur": round(sigma, 3), "label": f"blur{sigma:.2f}"}
+    if name == "invert":
+        angle = float(rng.uniform(-10, 10))  # an inversion with a small tilt: one label per draw
+        return {**plain, "angle": round(angle, 2), "invert": True, "label": f"invert{angle:+.0f}"}
+    if name == "elastic":
+        seed, alpha = int(rng.integers(1 << 30)), float(rng.uniform(1.0, 2.0))
+        return {**plain, "elastic": {"seed": seed, "alpha": round(alpha, 3)}, "label": f"elastic{seed % 1000:03d}"}
     if name in TEXT_TASKS:
         return {"kind": "text", "family": name, "label": name}
     raise ValueError(f"unknown zoo task family {name!r}")
 
 
 TEXT_TASKS = ("rt-sentiment", "debate-party", "debate-moderator")  # see textzoo
+TRANSFORM_FAMILIES = ("rotate", "shift", "rotate-large", "scale", "blur", "invert", "elastic")
 DEFAULT_TASKS = {"mlp": ["permutation", "partition"], "lora": ["rotate", "shift"],
                  "finetune": ["rotate", "shift"], "text-lora": list(TEXT_TASKS)}
 ADAPTER_KINDS = ("lora", "text-lora")

@@ -33,6 +33,7 @@ rule adapt:
         base=lambda w: base_folder(w.c),
         evaluator=lambda w: config["collections"][w.c]["evaluator"],
         taken=lambda w: sorted(set(table(w.c)["task"])),
+        families=lambda w: collection_families(w.c),
         data_seed=config["data_seed"],
         code=script_code("adapt.py"),
     threads: lambda w: 2 if text_zoo(w.c) else 1

@@ -213,6 +213,13 @@ def merge_settings(c):
     return s
 
 
+def collection_families(c):
+    """The task families a zoo collection's own models were trained on (adapt marks new tasks
+    of other families as outside them); none known for other sources."""
+    spec = getattr(SOURCES[c], "spec", None)
+    return list(spec["tasks"]) if spec else []
+
+
 def check_stage_settings(c):
     """Refuse, when the config is read, adapt / merge settings that cannot work."""
     spec = config["collections"][c]

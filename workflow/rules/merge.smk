@@ -40,7 +40,7 @@ rule merge:
 
 rule merge_figure:
     input:
-        scores="results/{c}/merge/{view}/scores.parquet",
+        summary="results/{c}/merge/{view}/summary.csv",
         diagnostics="results/{c}/merge/{view}/diagnostics.csv",
     output:
         report(

@@ -17,7 +17,8 @@ with script(smk) as log:
     base_path = os.path.relpath(p.base, os.path.join(out.export, "task", "lora")) if p.base else ""
     os.makedirs(out.export, exist_ok=True)
     results, sweep = adapt.run_adapt(problem, subspaces, view, p.settings, set(p.taken), has_base=bool(p.base),
-                                     export_dir=out.export if p.base else None, base_path=base_path)
+                                     export_dir=out.export if p.base else None, base_path=base_path,
+                                     families=tuple(p.families))
     write_table(results, out.results)
     write_table(sweep, out.sweep)
     summary = adapt.summary(results)

@@ -1,4 +1,4 @@
-"""Merging figure: normalised accuracy per method, with the testbed diagnostics in the title."""
+"""Merging figure: normalised accuracy per method and set size, with the testbed diagnostics in the title."""
 import pandas as pd
 
 from weightspace import figures, merge
@@ -10,5 +10,4 @@ with script(smk) as log:
     inp = smk.input
     diag = pd.read_csv(inp.diagnostics)
     _, verdict = merge.testbed_verdict(diag)
-    figures.merge_figure(pd.read_parquet(inp.scores), diag, f"{smk.params.title}\n{verdict}",
-                         smk.output[0])
+    figures.merge_figure(pd.read_csv(inp.summary), diag, f"{smk.params.title}\n{verdict}", smk.output[0])
