@@ -87,18 +87,35 @@ METHODS_ADAPT = ["none-base", "none-mean", "coef-base", "coef-mean", "random", "
                  "lora", "head", "full"]
 
 
+def paired_table(paired: pd.DataFrame) -> str:
+    """Paired differences of the adapt stage: one row per comparison, columns per size and k."""
+    cols = sorted({(r.n_train, r.k) for r in paired.itertuples()})
+    lines = ["| comparison (paired on task × seed) | " + " | ".join(f"{n} ex., k={k}" for n, k in cols) + " |",
+             "|:--|" + "--:|" * len(cols)]
+    for comp, d in paired.groupby("comparison", sort=False):
+        by = d.set_index(["n_train", "k"])
+        cells = [f"{by.loc[c, 'mean']:+.3f} ± {by.loc[c, 'ci95']:.3f} ({int(by.loc[c, 'wins'])}/{int(by.loc[c, 'losses'])})"
+                 if c in by.index else "" for c in cols]
+        lines.append(f"| {comp} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", "Mean difference ± 95% CI (pairs won / lost)."])
+
+
 def merge_table(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
     from weightspace.merge import testbed_verdict
 
-    lines = ["| method | λ | tuned on | normalised accuracy (mean) | (worst task) |", "|:--|--:|:--|--:|--:|"]
+    diff = next(c for c in summary.columns if c.startswith("minus_"))
+    lines = ["| set size | method | sets | normalised accuracy | − task arithmetic (paired) | won / lost | λ (median) |",
+             "|--:|:--|--:|--:|--:|--:|--:|"]
     for _, r in summary.iterrows():
-        lam = {"mean": "1/N", "subspace_mean": "–"}.get(r["method"], f"{r['lam']:g}")
-        lines.append(f"| {r['method']} | {lam} | {r['tuned_on']} | {r['normalised_mean']:.3f} "
-                     f"| {r['normalised_min']:.3f} |")
+        lam = {"mean": "1/N", "subspace_mean": "–"}.get(r["method"], f"{r['lam']:g}{' [edge]' if r['lam_at_edge'] else ''}")
+        ci = "" if pd.isna(r["ci95"]) else f" ± {r['ci95']:.3f}"
+        dci = "" if pd.isna(r["diff_ci95"]) else f" ± {r['diff_ci95']:.3f}"
+        lines.append(f"| {int(r['set_size'])} | {r['method']} | {int(r['sets'])} | {r['normalised_mean']:.3f}{ci} "
+                     f"| {r[diff]:+.3f}{dci} | {int(r['wins'])} / {int(r['losses'])} | {lam} |")
     ok, verdict = testbed_verdict(diagnostics)
-    lines += ["", f"{int(summary['tasks'].iloc[0])} models merged, task vectors against the "
-              f"{summary['reference'].iloc[0]}; largest |W_subspace mean − W_mean| = "
-              f"{summary['subspace_mean_vs_mean'].iloc[0]:.2g}. "
+    lines += ["", f"Normalised accuracy: merged / the task's own model, mean over a set's tasks, mean ± 95% CI "
+              f"over sets; task vectors against the {summary['reference'].iloc[0]}; on the set of all "
+              f"candidates, largest |W_subspace mean − W_mean| = {summary['subspace_mean_vs_mean'].iloc[0]:.2g}. "
               f"Testbed: {verdict}."]
     return "\n".join(lines)
 
@@ -156,7 +173,11 @@ def update_tables(text: str, summary: Path, methods: Path) -> str:
         if not found:
             continue
         s = pd.read_csv(found[0])
-        new = adapt_table(s) if stage == "adapt" else merge_table(s, pd.read_csv(found[0].parent / "diagnostics.csv"))
+        if stage == "adapt":
+            paired = found[0].parent / "paired.csv"
+            new = adapt_table(s) + ("\n\n" + paired_table(pd.read_csv(paired)) if paired.exists() else "")
+        else:
+            new = merge_table(s, pd.read_csv(found[0].parent / "diagnostics.csv"))
         text = replace(text, f"{stage}:{c}", new)
     return text
 
