@@ -147,8 +147,9 @@ FIGURES = {  # docs/figures/<name>: results/<path>
     "accuracy_vs_k_mlp_shared.png": "digits-mlp-shared/figures/full/accuracy_vs_k.png",
     "basis_size_mlp_shared.png": "digits-mlp-shared/figures/full/error_vs_basis_size.png",
     "basis_size_mlp_independent.png": "digits-mlp-independent/figures/full/error_vs_basis_size.png",
-    "adapt_digits_lora.png": "digits-lora/figures/delta/adapt_accuracy_vs_trainable.png",
-    "merge_digits_finetune.png": "digits-finetune/figures/full/merge_normalised_accuracy.png",
+    "adapt_digits_lora.png": "full-lora/figures/delta/adapt_accuracy_vs_trainable.png",
+    "merge_digits_finetune.png": "full-finetune/figures/full/merge_normalised_accuracy.png",
+    "merge_digits_lora.png": "full-lora/figures/delta/merge_normalised_accuracy.png",
     "across_mlp_architectures.png": "across/digits-mlp~digits-mlp-deep/alignment_heatmap.png",
     **{f"minilm_{f}.png": f"minilm-lora/figures/delta/{f}.png" for f in (
         "accuracy_vs_k", "alignment_vs_weights", "alignment_heatmap", "adapt_accuracy_vs_trainable",

@@ -405,6 +405,31 @@ def test_merge_stage_on_a_finetune_zoo(finetune_stores):
     assert "‖τ‖/‖W_ref‖" in verdict and isinstance(ok, bool)
 
 
+def test_adapt_and_merge_tables_are_identical_when_rerun(finetune_stores):
+    """The same small adapt and merge settings run twice give the same tables, every number
+    (timings aside): what makes docs/results.md reproducible digit for digit."""
+    from weightspace.evaluators.zoo import ZooEvaluator
+
+    tmp, paths, subs = finetune_stores
+    from safetensors.torch import load_file
+
+    base = load_file(str(tmp / "zoo" / "base" / "model.safetensors"))
+    settings = {"tasks": ["rotate", "scale"], "n_tasks": 2, "seed": 5, "sizes": [30], "ks": [2], "seeds": 2,
+                "lrs": [0.01, 0.1], "steps": 5, "batch_size": 16, "lora_rank": 2, "vera_rank": 4,
+                "methods": ["none-base", "lora", "tinylora", "coef-base", "random"]}
+    runs = [adapt.run_adapt(adapt.ZooProblem(base, zoo.load_digits(0)), subs, "full", settings, set(),
+                            families=("rotate",))[0].drop(columns="seconds") for _ in range(2)]
+    pd.testing.assert_frame_equal(*runs)
+    assert set(runs[0].loc[runs[0].family == "scale", "outside"]) == {True}
+    merge_settings = {"max_models": 8, "lambdas": [0.5, 1.0], "density": 0.5, "k": 16, "seed": 0, "models": None,
+                      "head": None, "set_sizes": [2], "sets": 2, "dare_seeds": [0], "lambda_extend": 1}
+    splits = {f"model-{i:03d}": "basis" for i in range(4)}
+    ev = ZooEvaluator(base_folder=str(tmp / "zoo" / "base"))
+    tables = [merge.summary(merge.merge_models(paths[:4], subs, "full", ev, splits, merge_settings)[0])
+              for _ in range(2)]
+    pd.testing.assert_frame_equal(*tables)
+
+
 def test_merge_sets_are_distinct_seeded_and_cover_small_cases():
     sets = merge.merge_sets(6, [2, 4, 0], 5, seed=3)
     assert sets == merge.merge_sets(6, [2, 4, 0], 5, seed=3)
