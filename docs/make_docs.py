@@ -90,13 +90,17 @@ METHODS_ADAPT = ["none-base", "none-mean", "coef-base", "coef-mean", "random", "
 def paired_table(paired: pd.DataFrame) -> str:
     """Paired differences of the adapt stage: one row per comparison, columns per size and k."""
     cols = sorted({(r.n_train, r.k) for r in paired.itertuples()})
-    lines = ["| comparison (paired on task × seed) | " + " | ".join(f"{n} ex., k={k}" for n, k in cols) + " |",
-             "|:--|" + "--:|" * len(cols)]
-    for comp, d in paired.groupby("comparison", sort=False):
+    if "tasks" not in paired:
+        paired = paired.assign(tasks="all")
+    lines = ["| tasks | comparison (paired on task × seed) | " + " | ".join(f"{n} ex., k={k}" for n, k in cols) + " |",
+             "|:--|:--|" + "--:|" * len(cols)]
+    for (tasks, comp), d in paired.groupby(["tasks", "comparison"], sort=False):
+        if "best PEFT" in comp:
+            continue  # the best of the two tuners: one of the rows above
         by = d.set_index(["n_train", "k"])
         cells = [f"{by.loc[c, 'mean']:+.3f} ± {by.loc[c, 'ci95']:.3f} ({int(by.loc[c, 'wins'])}/{int(by.loc[c, 'losses'])})"
                  if c in by.index else "" for c in cols]
-        lines.append(f"| {comp} | " + " | ".join(cells) + " |")
+        lines.append(f"| {tasks} | {comp} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", "Mean difference ± 95% CI (pairs won / lost)."])
 
 

@@ -472,9 +472,20 @@ def paired(results: pd.DataFrame) -> pd.DataFrame:
     """The comparisons a reader needs, paired on (task, seed) at each size and k: coef-<start>
     minus the random basis of the same start (does the learned basis matter?), minus each PEFT
     tuner at the same count, and minus the best of them on that size and k (by mean); mean
-    difference ± 95% CI over the pairs."""
+    difference ± 95% CI over the pairs, over all tasks and (where both kinds ran) over the tasks
+    inside and outside the collection's own families (``tasks``)."""
     rows = []
     ix = ["task", "seed"]
+    subsets = [("all", results)]
+    if "outside" in results and results["outside"].nunique() == 2:  # tasks inside / outside the collection's families
+        subsets += [("inside", results[~results["outside"]]), ("outside", results[results["outside"]])]
+    for label, part in subsets:
+        rows += _paired_rows(part, label, ix)
+    return pd.DataFrame(rows)
+
+
+def _paired_rows(results: pd.DataFrame, tasks: str, ix: list[str]) -> list[dict]:
+    rows = []
     for (size, k), d in results[results["k"] > 0].groupby(["n_train", "k"]):
         acc = {m: g.set_index(ix)["accuracy"] for m, g in d.groupby("method")}
         peft_best = max((m for m in PEFT_K if m in acc), key=lambda m: acc[m].mean(), default=None)
@@ -486,10 +497,10 @@ def paired(results: pd.DataFrame) -> pd.DataFrame:
                 others.append((f"best PEFT tuner ({peft_best})", peft_best))
             for label, m in others:
                 diff = (acc[coef] - acc[m]).dropna()
-                rows.append({"n_train": size, "k": k, "comparison": f"{coef} − {label}", "mean": diff.mean(),
-                             "ci95": ci95(diff), "n": len(diff), "wins": int((diff > 0).sum()),
+                rows.append({"tasks": tasks, "n_train": size, "k": k, "comparison": f"{coef} − {label}",
+                             "mean": diff.mean(), "ci95": ci95(diff), "n": len(diff), "wins": int((diff > 0).sum()),
                              "losses": int((diff < 0).sum())})
-    return pd.DataFrame(rows)
+    return rows
 
 
 def mean_weights(store_paths: list[str]) -> dict[str, torch.Tensor]:
