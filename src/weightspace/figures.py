@@ -421,7 +421,8 @@ def merge_figure(summary: pd.DataFrame, diagnostics: pd.DataFrame, title: str, p
         ax.set_yticks(y, order)
         ax.invert_yaxis()
         ax.set_xlabel("normalised accuracy (merged / own)")
-        ax.set_title(f"sets of {size} (n={int(d['sets'].max())} sets)")
+        n = int(d["sets"].max())
+        ax.set_title(f"sets of {size} models ({n} set{'s' if n > 1 else ''})")
         ax = axes[1, col]
         ax.barh(y, d[diff], xerr=d["diff_ci95"].fillna(0), color="#ffbb78", capsize=2)
         ax.axvline(0, color="black", lw=1)
