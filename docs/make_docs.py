@@ -77,8 +77,13 @@ def adapt_table(summary: pd.DataFrame) -> str:
     summary = summary.assign(order=summary["method"].map(lambda m: METHODS_ADAPT.index(m) if m in METHODS_ADAPT else 99))
     for (method, k), d in summary.sort_values(["order", "k"]).groupby(["method", "k"], sort=False):
         by = d.set_index("n_train")
-        cells = [(f"{by.loc[n, 'accuracy']:.3f} ± {by.loc[n, 'ci95']:.3f} (lr {by.loc[n, 'lrs'] or '—'}"
-                  f"{' [edge]' if by.loc[n, 'lr_at_edge'] else ''})") if n in by.index else "" for n in sizes]
+        def cell(n):
+            r = by.loc[n]
+            edge = " [edge]" if r["lr_at_edge"] else ""
+            lrs = "" if pd.isna(r["lrs"]) or not str(r["lrs"]).strip() else f" (lr {r['lrs']}{edge})"
+            return f"{r['accuracy']:.3f} ± {r['ci95']:.3f}{lrs}"
+
+        cells = [cell(n) if n in by.index else "" for n in sizes]
         lines.append(f"| {method} | {k or ''} | {int(by['trainable'].iloc[-1])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
