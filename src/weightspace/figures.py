@@ -429,9 +429,10 @@ def merge_figure(summary: pd.DataFrame, diagnostics: pd.DataFrame, title: str, p
         ax.set_yticks(y, order)
         ax.invert_yaxis()
         ax.set_xlabel(f"{diff.replace('minus_', '− ')} (paired on sets)")
-    axes[0, 0].legend(loc="lower left", fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle("\n".join(textwrap.fill(line, 110) for line in title.split("\n")), fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     _save(fig, path)
 
 
