@@ -123,3 +123,41 @@ def test_haar_frames_are_the_q_of_qr_with_positive_r(shape):
     torch.testing.assert_close(F, Q, atol=1e-12, rtol=0)
     torch.testing.assert_close(F.transpose(1, 2) @ F, torch.eye(shape[2], dtype=torch.float64).expand(shape[0], -1, -1),
                                atol=1e-13, rtol=0)
+
+
+def test_power_ceiling_is_own_area_minus_the_null_of_rotated_identical_copies():
+    """N identical copies of W: the data's EVR area is W's own; the rotation null is that of
+    Q_i W R_i. ceiling_area equals the difference computed with explicit rotations (Monte
+    Carlo, 400 draws), and a 1×128 head at N = 4 can show at most ~0.04 (row mode 0, col ~0.09)."""
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(6, 12, generator=g, dtype=F64) * (2.0 ** -torch.arange(12, dtype=F64))
+    N, K = 3, 4
+    s2 = torch.linalg.svdvals(W) ** 2
+    own = float(sharing.evr_area(torch.sort(s2, descending=True).values, K))
+    areas = []
+    for _ in range(400):
+        rotated = [haar(6, g) @ W @ haar(12, g) for _ in range(N)]   # Q_i W R_i
+        G = sum(X @ X.T for X in rotated)                               # the row-mode Gram
+        areas.append(float(sharing.evr_area(torch.linalg.eigvalsh(G).flip(0).clamp_min(0), K)))
+    reference = own - float(np.mean(areas))
+    got = sharing.ceiling_area(s2, N, K, 6, 400, torch.Generator().manual_seed(0))
+    assert got == pytest.approx(reference, abs=0.01)
+    assert 0 < got < 1
+    head = torch.tensor([1.0], dtype=F64)  # a 1×128 matrix: one singular value
+    col = sharing.ceiling_area(head, 4, 16, 128, 32, torch.Generator().manual_seed(0))
+    row = sharing.ceiling_area(head, 4, 16, 1, 32, torch.Generator().manual_seed(0))
+    assert row == pytest.approx(0.0, abs=1e-12)
+    assert 0.03 < (row + col) / 2 < 0.06
+
+
+def test_flip_margin_is_where_the_view_verdict_changes():
+    """Below the flip margin the view is called shared, above it not; a view not shared at
+    margin 0 has none (NaN)."""
+    rng = np.random.default_rng(0)
+    nulls = [rng.normal(0.5, 0.01, 99) for _ in range(6)]
+    stats = np.array([0.62, 0.58, 0.555, 0.53, 0.49, 0.5])
+    m = sharing.flip_margin(stats, nulls, 0.05, 0.5)
+    assert 0 < m < 0.12
+    assert sharing.view_called(stats, nulls, m, 0.05, 0.5)
+    assert not sharing.view_called(stats, nulls, m + 2e-4, 0.05, 0.5)
+    assert np.isnan(sharing.flip_margin(np.array([0.5, 0.49]), nulls[:2], 0.05, 0.5))

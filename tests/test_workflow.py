@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -86,7 +87,8 @@ def test_outputs_exist_and_are_sane(finished):
     assert (res / "figures" / "overview_sharing.png").stat().st_size > 10_000
     # the verdict: one row per collection and view; shared init and LoRA deltas are shared
     summary = pd.read_csv(res / "summary.csv").set_index(["collection", "view"])
-    assert set(summary.index) == {("tiny-shared", "full"), ("tiny-lora", "factors"), ("tiny-lora", "delta")}
+    assert set(summary.index) == {("tiny-shared", "full"), ("tiny-lora", "factors"), ("tiny-lora", "delta"),
+                                  ("tiny-mnist", "full")}
     assert summary.loc[("tiny-shared", "full"), "verdict"] == "shared"
     assert summary.loc[("tiny-lora", "delta"), "verdict"] == "shared"
     held_mean = m[(m["split"] == "heldout") & (m["method"] == "mean")]["rel_error"].mean()
@@ -100,6 +102,52 @@ def test_outputs_exist_and_are_sane(finished):
     assert list(sweep["n_basis"]) == [2, 4, 9]
     assert sweep["heldout_error"].iloc[-1] < sweep["heldout_mean_only_error"].iloc[-1]
     assert (res / "tiny-shared" / "figures" / "full" / "error_vs_basis_size.png").stat().st_size > 10_000
+
+
+def test_transfer_stage_and_a_collection_onto_itself(finished):
+    """The transfer pairs' outputs; and a collection's subspace against its own models (what
+    the stage computes for a pair, with A = B) equals its own projection: the evaluate stage's
+    projected errors and accuracies, and captured energy equal to its own top-k (ratio 1)."""
+    from weightspace import transfer
+    from weightspace.collection import accepted_stores
+    from weightspace.evaluators.registry import make_evaluator
+    from weightspace.store import ModelStore
+    from weightspace.subspace import load_subspaces
+
+    res = finished / "results"
+    summary = pd.read_csv(res / "transfer" / "summary.csv").set_index(["a", "b"])
+    assert set(summary.index) == {("tiny-shared", "tiny-mnist"), ("tiny-mnist", "tiny-shared")}
+    assert (summary["rows_tested"] > 0).all() and summary["verdict"].isin(["transfers", "does not transfer"]).all()
+    energy = pd.read_csv(res / "transfer" / "tiny-shared~tiny-mnist" / "energy.csv")
+    tested = energy[energy["tested"]]
+    assert (tested["captured"] <= tested["own"] + 1e-9).all() and (tested["p"] >= 1 / 200).all()
+    proj = pd.read_parquet(res / "transfer" / "tiny-shared~tiny-mnist" / "projection.parquet")
+    assert set(proj["method"]) == {"original", *transfer.METHODS} and proj["model"].nunique() == 6
+    assert (res / "figures" / "transfer_matrix.png").stat().st_size > 10_000
+    assert (res / "transfer" / "tiny-mnist~tiny-shared" / "transfer.png").stat().st_size > 10_000
+
+    subs, basis = load_subspaces(sorted(str(p) for p in (res / "tiny-shared" / "subspace" / "full").glob("group-*.zarr")))
+    paths = accepted_stores(sorted(str(p) for p in (res / "tiny-shared" / "weights").glob("*.zarr")),
+                            str(res / "tiny-shared" / "screen.tsv"))
+    stores = [ModelStore(p) for p in paths]
+    splits = dict(pd.read_csv(res / "tiny-shared" / "collection.tsv", sep="\t")[["key", "split"]].values)
+    ev = make_evaluator("zoo", data_seed=0, base_folder=None)
+    own = transfer.projection_table(stores, subs, subs, "full", [1, 4, 16], ev, splits)
+    m = pd.read_parquet(res / "tiny-shared" / "evaluate" / "full" / "metrics.parquet")
+    for method in ("transfer", "transfer_a_mean"):
+        a = own[own["method"] == method].set_index(["model", "k"])[["rel_error", "accuracy"]]
+        b = own[own["method"] == "own"].set_index(["model", "k"])[["rel_error", "accuracy"]]
+        pd.testing.assert_frame_equal(a, b, atol=1e-9, rtol=0)
+    ref = m[(m["method"] == "projected") & m["k"].isin([1, 4, 16])].set_index(["model", "k"])[["rel_error", "accuracy"]]
+    got = own[own["method"] == "own"].set_index(["model", "k"])[["rel_error", "accuracy"]]
+    pd.testing.assert_frame_equal(got.sort_index(), ref.sort_index(), atol=1e-6, rtol=0)
+    comps = transfer.meeting_modes(subs, subs)
+    grams = transfer.centred_grams([s for s in stores if s.key in set(basis)], subs, "full",
+                                   [(c["b"], c["mode"]) for c in comps])
+    e = transfer.energy_table(subs, subs, grams, comps, 4, 19, 0, 0.05, 0.05, 0.5)
+    t = e[e["tested"]]
+    assert len(t) > 0
+    assert np.allclose(t["captured"], t["own"], atol=1e-9) and np.allclose(t["overlap"], 1.0)
 
 
 def test_alignment_stage(finished):

@@ -513,13 +513,14 @@ def mean_weights(store_paths: list[str]) -> dict[str, torch.Tensor]:
 
 
 def make_problem(evaluator: str, base_folder: str | None, mean_model: dict | None, subspaces: dict, view: str,
-                 settings: dict, data_seed: int):
-    """The adapt problem of a collection's evaluator: zoo MLPs or a text-classification base."""
+                 settings: dict, data_seed: int, dataset: str = "digits", data_path: str | None = None):
+    """The adapt problem of a collection's evaluator: zoo MLPs (on the collection's data set) or
+    a text-classification base."""
     if evaluator == "zoo":
         from safetensors.torch import load_file
 
         start = load_file(str(Path(base_folder) / "model.safetensors")) if base_folder else mean_model
-        return ZooProblem(start, zoo.load_digits(data_seed))
+        return ZooProblem(start, zoo.load_dataset(dataset, data_seed, data_path))
     if evaluator == "text-classification":
         if not base_folder:
             raise ValueError("adapt on a text-classification collection needs its base model")

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
+from .layers import depth_key  # noqa: E402
 
 METHOD_ORDER = ["projected", "svd", "random", "mean"]
 PALETTE = {"projected": "#1f77b4", "svd": "#2ca02c", "random": "#d62728", "mean": "#7f7f7f"}
@@ -40,13 +41,6 @@ def matrix_colors(targets: list[str]) -> dict[str, tuple]:
     cmap = matplotlib.colormaps["viridis"]
     n = len(targets)
     return {t: cmap(0.9 * i / max(1, n - 1)) for i, t in enumerate(targets)}
-
-
-def _depth_key(target: str):
-    """Sort key of matrix names by depth: numbers inside the name compared as numbers."""
-    import re
-
-    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", target)]
 
 
 def _matrix_legend(fig, colors: dict, shapes: dict, ncol_max: int = 4) -> None:
@@ -72,7 +66,7 @@ def spectra_figure(spectra: pd.DataFrame, title: str, path: str, max_k: int = 64
     columns = (row mode, column mode). One colour per matrix (by depth): the data solid, its
     own null dashed. Never averaged across matrices (their shapes differ)."""
     sns.set_theme(style="whitegrid", context="paper")
-    targets = sorted(spectra["target"].unique(), key=_depth_key)
+    targets = sorted(spectra["target"].unique(), key=depth_key)
     colors = matrix_colors(targets)
     shapes = spectra.drop_duplicates("target").set_index("target")["shape"].to_dict()
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.8), sharey=True)
@@ -113,7 +107,7 @@ def overview_figure(spectra: pd.DataFrame, sharing: pd.DataFrame, path: str, max
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.9), sharey=True, squeeze=False)
     for ax, (c, v) in zip(axes[0], panels):
         dv = wide[(wide["collection"] == c) & (wide["view"] == v)]
-        targets = sorted(dv["target"].unique(), key=_depth_key)
+        targets = sorted(dv["target"].unique(), key=depth_key)
         colors = matrix_colors(targets)
         for t in targets:
             for mode, ls in (("row", "-"), ("col", "--")):
@@ -428,7 +422,7 @@ def merge_figure(summary: pd.DataFrame, diagnostics: pd.DataFrame, title: str, p
         ax.axvline(0, color="black", lw=1)
         ax.set_yticks(y, order)
         ax.invert_yaxis()
-        ax.set_xlabel(f"{diff.replace('minus_', '− ')} (paired on sets)")
+        ax.set_xlabel(f"accuracy − {diff.removeprefix('minus_')}'s (paired on sets)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle("\n".join(textwrap.fill(line, 110) for line in title.split("\n")), fontsize=9)
@@ -567,5 +561,93 @@ def serving_figure(tables: list[pd.DataFrame], path: str) -> None:
     ax.set_title("compute per input vector", fontsize=8)
     for extra in list(axes.flat)[panels:]:
         extra.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+TRANSFER_PALETTE = {"own": "#1f77b4", "transfer": "#ff7f0e", "transfer_a_mean": "#9467bd", "random": "#d62728"}
+TRANSFER_LINES = {"original": ("black", "--"), "mean": ("#7f7f7f", ":"), "a_mean": ("#8c564b", "-.")}
+
+
+def transfer_figure(energy: pd.DataFrame, proj: pd.DataFrame | None, summary: dict, path: str) -> None:
+    """One transfer pair A → B (``weightspace.transfer``): B's held-out models on A's subspace
+    against k (task metric, relative error) beside B's own subspace, a random one and the means
+    (lines); and per matrix and mode the share of B's centred energy A's top-k capture, beside
+    B's own top-k and a random k-subspace's k/d."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, 3, figsize=(19, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    a, b, k = summary["a"], summary["b"], summary["k"]
+    if proj is not None and len(proj):
+        split = "heldout" if (proj["split"] == "heldout").any() else "basis"
+        d = proj[proj["split"] == split]
+        cols = [("accuracy", f"B's task {metric_name(d)}")] if has_accuracy(d) else []
+        cols.append(("rel_error", "‖Ŵ − W‖ / ‖W‖"))
+        for ax, (col, label) in zip(axes[:2], cols):
+            swept = d[d["method"].isin(TRANSFER_PALETTE)]
+            sns.lineplot(data=swept, x="k", y=col, hue="method", hue_order=list(TRANSFER_PALETTE),
+                         palette=TRANSFER_PALETTE, marker="o", errorbar=("ci", 95), seed=0, ax=ax)
+            for method, (color, ls) in TRANSFER_LINES.items():
+                ref = d[d["method"] == method]
+                if len(ref) and not (method == "original" and col == "rel_error"):
+                    ax.axhline(ref[col].mean(), color=color, ls=ls, lw=1, label=f"{method} ({ref[col].mean():.3f})")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("k (directions per mode)")
+            ax.set_ylabel(label)
+            ax.set_title(f"B's {split} models (n={d['model'].nunique()}), mean ± 95% CI")
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        if len(cols) == 1:
+            axes[1].set_axis_off()
+    else:
+        for ax in axes[:2]:
+            ax.set_axis_off()
+        axes[0].text(0.5, 0.5, "other architectures:\nno projection, only the modes where they meet",
+                     ha="center", va="center", transform=axes[0].transAxes)
+    ax = axes[2]
+    t = energy[energy["tested"].astype(bool)].copy()
+    if len(t):
+        t["label"] = [f"{r.b_matrix}:{r.mode} ({'✓' if r.transfers else '✗'})" for r in t.itertuples()]
+        y = np.arange(len(t))
+        ax.barh(y - 0.2, t["captured"], height=0.4, color="#ff7f0e", label="A's top-k")
+        ax.barh(y + 0.2, t["own"], height=0.4, color="#1f77b4", label="B's own top-k")
+        ax.scatter(t["random"], y, marker="|", s=200, color="black", zorder=3, label="random k-subspace (k/d)")
+        ax.set_yticks(y, t["label"], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel(f"share of B's centred energy captured at k = {k}")
+    ax.set_title("per matrix and mode (✓ transfers)")
+    fig.suptitle(f"{a} → {b} [{summary['view']}]: A's subspace {summary['verdict']} "
+                 f"({summary['rows_transfer']} of {summary['rows_tested']} matrix modes; median share of B's own "
+                 f"{summary['median_ratio']:.2f})", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def transfer_matrix_figure(summary: pd.DataFrame, path: str) -> None:
+    """Collections × collections (row A's subspace, column B's models): the median over tested
+    matrix modes of where A's captured energy sits between a random k-subspace (0) and B's own
+    top-k (1), annotated with the ratio to B's own and the modes that transfer out of those
+    tested; the diagonal (a collection's own subspace) is 1."""
+    sns.set_theme(style="white", context="paper")
+    names = list(dict.fromkeys([*summary["a"], *summary["b"]]))
+    value = pd.DataFrame(np.nan, index=names, columns=names)
+    note = pd.DataFrame("", index=names, columns=names)
+    for n in names:
+        value.loc[n, n], note.loc[n, n] = 1.0, "own"
+    for r in summary.itertuples():
+        value.loc[r.a, r.b] = r.median_above_chance
+        note.loc[r.a, r.b] = (f"{r.median_above_chance:.2f} (ratio {r.median_ratio:.2f})\n"
+                              f"{r.rows_transfer} of {r.rows_tested} modes")
+    fig, ax = plt.subplots(figsize=(1.7 * len(names) + 2.5, 1.1 * len(names) + 1.6))
+    sns.heatmap(value.astype(float), annot=note, fmt="", vmin=0, vmax=1, cmap="viridis", ax=ax,
+                cbar_kws={"label": "above chance: (A's − random) / (B's own − random), median"},
+                annot_kws={"fontsize": 7})
+    ax.set_xlabel("B: whose models")
+    ax.set_ylabel("A: whose subspace")
+    ax.set_title("Does A's subspace explain B's models? Cells: share of B's centred energy A's top-k capture,\n"
+                 "0 = a random k-subspace, 1 = B's own top-k (ratio to B's own in brackets); modes that transfer",
+                 fontsize=9)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    plt.setp(ax.get_yticklabels(), rotation=0)
     fig.tight_layout()
     _save(fig, path)

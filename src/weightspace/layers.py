@@ -227,6 +227,17 @@ class Target:
 
 
 
+def depth_key(name: str) -> tuple:
+    """A tensor name's place in the model: numbers compared as numbers (``layer.2`` before
+    ``layer.10``, ``fc2`` before ``fc10``), the rest as text. Safetensors files keep no order of
+    their own (their header is sorted by name), so this natural order is the model's order as
+    far as the names tell it: depth first, then the module names within a block."""
+    import re
+
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                 for part in re.split(r"(\d+)", name) if part)
+
+
 def targets(store, view: str) -> list[Target]:
     """The matrices of one view in a model store (see the module docstring)."""
     names = store.names()

@@ -72,7 +72,7 @@ def extract_features(store_paths: list[str], subspaces: dict, coeff_path: str, v
                 write_layers(root.require_group(f"{variant}/{st.key}"), feats)
         if base is not None and keys:  # the base model's own representations (align.across: "<c>:base")
             write_layers(root.require_group("base/base"), evaluator.features(model_config(st), dict(base), n, pooling))
-        probe = evaluator.probe_id(n) if hasattr(evaluator, "probe_id") else None
+        probe = evaluator.probe_id(n, model_config(st) if keys else None) if hasattr(evaluator, "probe_id") else None
         root.attrs.update({"models": keys, "n_layers": n_layers, "k": k, "view": view, "probe": probe,
                            "base": base is not None and bool(keys)})
 

@@ -100,12 +100,17 @@ def rotation_test(svals: torch.Tensor, models: list[str], sub: hosvd.Subspace, s
     """The sharing statistic of one target and its rotation null (``core.sharing``): R draws
     per exact mode from the models' singular values (taken in the order of their keys, so the
     draws do not depend on the order in which models were added), the statistic of the data
-    and of every draw per mode, the mean null spectrum per mode. p-values are taken later
-    (``sharing_table``), where the margin and the FDR are set."""
+    and of every draw per mode, the mean null spectrum per mode, and the power ceiling (the
+    excess N identical copies of a matrix with the models' mean normalised spectrum would show,
+    ``sharing.ceiling_area``). p-values are taken later (``sharing_table``), where the margin
+    and the FDR are set."""
     order = sorted(range(len(models)), key=lambda i: models[i])
     s = [svals[i] for i in order]
     g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
-    nulls, modes, t_data, t_null = {}, [], [], []
+    g_ceiling = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode()) + 1) % (2**63))
+    nulls, modes, t_data, t_null, ceiling = {}, [], [], [], []
+    S = sharing.padded(s) ** 2
+    typical = (S / S.sum(1, keepdim=True).clamp_min(1e-300)).mean(0)  # the models' mean normalised spectrum
     for mode, dim, eig in (("row", shape[0], sub.eig_row_uncentered), ("col", shape[1], sub.eig_col_uncentered)):
         if not exact[mode]:
             continue
@@ -114,11 +119,16 @@ def rotation_test(svals: torch.Tensor, models: list[str], sub: hosvd.Subspace, s
         modes.append(mode)
         t_data.append(float(sharing.evr_area(eig, K, sub.total_uncentered)))
         t_null.append(sharing.evr_area(lam, K, sub.total_uncentered))
+        ceiling.append(sharing.ceiling_area(typical, len(s), K, dim, CEILING_DRAWS, g_ceiling))
     if not modes:
         return {"nulls": nulls, "test": None}
     nulls["rotation_statistic"] = torch.stack(t_null, 1)  # R × modes
     return {"nulls": nulls, "test": {"statistic": float(np.mean(t_data)), "mode_statistic": t_data,
-                                     "modes": modes, "draws": draws, "K": K}}
+                                     "modes": modes, "draws": draws, "K": K,
+                                     "ceiling": float(np.mean(ceiling)), "mode_ceiling": ceiling}}
+
+
+CEILING_DRAWS = 8  # rotation-null draws behind a matrix's power ceiling (``sharing.ceiling_area``)
 
 
 SKETCH_GAIN = 6  # a mode at least this many sketch widths wide is cheaper sketched than exact
@@ -508,14 +518,18 @@ def spectra_table(paths: list[str]) -> pd.DataFrame:
 EXCESS_KS = (4, 16)  # the verdict's excess columns
 
 
-def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> pd.DataFrame:
+def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0, share: float = 0.5) -> pd.DataFrame:
     """One row per matrix of a view: the sharing statistic T (``core.sharing``), the mean and
     spread of its rotation-null draws, z, the empirical p of T against draw + ``margin``, the
     Benjamini–Hochberg q across the view's matrices, ``shared`` (q ≤ fdr), the excess of T over
     the null mean per mode (``excess_row``, ``excess_col``: which side is shared) and the excess
     uncentred explained variance over the mean null at k = 4 and 16 (mean of the tested modes).
     Matrices without a test (no rotation null, or only sketched modes) have empty test columns
-    and are not counted."""
+    and are not counted. ``ceiling``: the largest excess the matrix could show with this many
+    basis models (``sharing.ceiling_area``, mean over its tested modes); where it is not above
+    the margin the matrix cannot be called shared at this N (``callable`` false) and is left
+    out of the test and the share. ``view_flip_margin`` (one value for the view): the largest
+    margin at which the view would still be called shared with ``share`` (``sharing.flip_margin``)."""
     import pandas as pd
 
     subs, _ = load_subspaces(paths)
@@ -529,7 +543,8 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> p
             t_null = draws.mean(1)
             nulls[name] = t_null
             row.update(null_mean=float(t_null.mean()), null_sd=float(t_null.std(ddof=1)),
-                       z=sharing.z_score(test["statistic"], t_null), draws=len(t_null), K=test["K"])
+                       z=sharing.z_score(test["statistic"], t_null), draws=len(t_null), K=test["K"],
+                       ceiling=test.get("ceiling", np.nan))
             for j, mode in enumerate(modes):
                 row[f"excess_{mode}"] = test["mode_statistic"][j] - float(draws[:, j].mean())
         curves = [[hosvd.explained_variance(torch.from_numpy(rec.array(key)), rec.attrs["total_uncentered"])
@@ -539,27 +554,39 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0) -> p
             row[f"excess_k{k}"] = float(np.mean(ex)) if ex else None
         rows.append(row)
     table = pd.DataFrame(rows)
-    for col in ("null_mean", "null_sd", "z", "draws", "K", "excess_row", "excess_col"):
+    for col in ("null_mean", "null_sd", "z", "draws", "K", "excess_row", "excess_col", "ceiling"):
         if col not in table:
             table[col] = np.nan
-    tested = table["target"].isin(list(nulls))
+    table["callable"] = ~(table["ceiling"] <= margin)  # unknown (no ceiling stored): callable
+    tested = table["target"].isin(list(nulls)) & table["callable"]
     p, q, calls = sharing.shared_calls(table.loc[tested, "statistic"].to_numpy(float),
                                        [nulls[n] for n in table.loc[tested, "target"]], margin, fdr)
     table["p"], table["q"] = np.nan, np.nan
     table.loc[tested, "p"], table.loc[tested, "q"] = p, q
     table["shared"] = pd.array([pd.NA] * len(table), dtype="boolean")
     table.loc[tested, "shared"] = calls
+    table["view_flip_margin"] = sharing.flip_margin(table.loc[tested, "statistic"].to_numpy(float),
+                                                    [nulls[n] for n in table.loc[tested, "target"]], fdr, share)
+    table = table.iloc[sorted(range(len(table)), key=lambda i: layers.depth_key(table["target"].iloc[i]))]
     return table[["target", "shape", "statistic", "null_mean", "null_sd", "z", "p", "q", "shared",
-                  "excess_row", "excess_col", *[f"excess_k{k}" for k in EXCESS_KS], "draws", "K"]]
+                  "excess_row", "excess_col", *[f"excess_k{k}" for k in EXCESS_KS], "ceiling", "callable",
+                  "draws", "K", "view_flip_margin"]].reset_index(drop=True)
 
 
 def view_verdict(table: pd.DataFrame, fdr: float, share: float) -> dict:
     """A view's line of the verdict from its ``sharing_table``: matrices tested and called
-    shared, and whether that is at least ``share`` of them; median excess at k = 4 and 16."""
+    shared, and whether that is at least ``share`` of them; matrices that cannot be called at
+    this N (left out); the margin at which the call flips; the p floor 1/(1 + R) and the
+    smallest share BH can call at that floor; median excess at k = 4 and 16."""
     tested = table[table["p"].notna()]
     n, x = len(tested), int(tested["shared"].sum()) if len(tested) else 0
+    draws = int(tested["draws"].max()) if n else 0
+    uncallable = int((table["callable"] == False).sum()) if "callable" in table else 0  # noqa: E712
+    flip = table["view_flip_margin"].iloc[0] if "view_flip_margin" in table and len(table) else np.nan
     return {"verdict": ("no test" if n == 0 else "shared" if x >= share * n else "not shared"),
-            "matrices_shared": x, "matrices_tested": n,
+            "matrices_shared": x, "matrices_tested": n, "matrices_uncallable": uncallable,
+            "flip_margin": float(flip), "p_floor": 1 / (1 + draws) if draws else np.nan,
+            "min_detectable_share": sharing.min_detectable_share(draws, fdr) if draws else np.nan,
             **{f"median_excess_k{k}": float(tested[f"excess_k{k}"].median()) if n else None for k in EXCESS_KS}}
 
 

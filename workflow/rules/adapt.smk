@@ -35,6 +35,7 @@ rule adapt:
         taken=lambda w: sorted(set(table(w.c)["task"])),
         families=lambda w: collection_families(w.c),
         data_seed=config["data_seed"],
+        dataset=lambda w: zoo_dataset(w.c),
         code=script_code("adapt.py"),
     threads: lambda w: 2 if text_zoo(w.c) else 1
     resources:

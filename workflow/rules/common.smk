@@ -220,6 +220,12 @@ def collection_families(c):
     return list(spec["tasks"]) if spec else []
 
 
+def zoo_dataset(c):
+    """(data set, folder or None) a zoo collection's models train on (digits for other sources)."""
+    spec = getattr(SOURCES[c], "spec", None) or {}
+    return [spec.get("dataset", "digits"), spec.get("data_path")]
+
+
 def check_stage_settings(c):
     """Refuse, when the config is read, adapt / merge settings that cannot work."""
     spec = config["collections"][c]
@@ -271,6 +277,33 @@ def quality(c):
     return "error" if config["collections"][c]["evaluator"] == "none" else "accuracy"
 
 
+def transfer_view(c):
+    """The view a transfer pair compares: the adapters' delta (what they do to the model), else full."""
+    return "delta" if collection_format(c) == "lora" and "delta" in views(c) else views(c)[0]
+
+
+def transfer_pairs():
+    """transfer.pairs as (A, B, matches) triples, each member checked; a pair's two collections
+    must be compared in one view (both full models, or both adapter deltas)."""
+    out = []
+    for pair in config["transfer"]["pairs"]:
+        a, b = pair[0], pair[1]
+        for c in (a, b):
+            if c not in config["collections"]:
+                raise ValueError(f"transfer.pairs {pair}: {c!r} is not a collection of this config")
+        if a == b:
+            raise ValueError(f"transfer.pairs {pair}: a collection against itself is its own projection (evaluate)")
+        if transfer_view(a) != transfer_view(b):
+            raise ValueError(f"transfer.pairs {pair}: {a} is compared in view {transfer_view(a)}, {b} in "
+                             f"{transfer_view(b)}: a pair needs one view")
+        out.append((a, b, pair[2] if len(pair) > 2 else []))
+    return out
+
+
+def transfer_matches(a, b):
+    return next(m for x, y, m in transfer_pairs() if (x, y) == (a, b))
+
+
 def all_outputs():
     out = ["results/figures/overview_sharing.png", "results/summary.csv"]
     for c in config["collections"]:
@@ -292,6 +325,9 @@ def all_outputs():
         if "sweep" in config["collections"][c]:
             out += [f"results/{c}/figures/{v}/error_vs_basis_size.png" for v in views(c)]
     out += [f"results/across/{a}~{b}/alignment_heatmap.png" for a, b in across_pairs()]
+    if transfer_pairs():
+        out += ["results/figures/transfer_matrix.png"]
+        out += [f"results/transfer/{a}~{b}/transfer.png" for a, b, _ in transfer_pairs()]
     return out
 
 

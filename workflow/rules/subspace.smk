@@ -61,6 +61,7 @@ rule spectra:
     params:
         fdr=config["report"]["fdr"],
         margin=config["report"]["margin"],
+        share=config["report"]["shared_share"],
         title=lambda w: f"{w.c} [{w.view}]",
         max_k=config["subspace"]["max_k"],
         code=script_code("spectra.py"),

@@ -13,7 +13,8 @@ with script(smk) as log:
     inp, out, p, view = smk.input, smk.output, smk.params, smk.wildcards.view
     subspaces, _ = load_subspaces(list(inp.subspace))
     mean_model = None if p.base else adapt.mean_weights(accepted_stores(list(inp.stores), inp.screen))
-    problem = adapt.make_problem(p.evaluator, p.base, mean_model, subspaces, view, p.settings, p.data_seed)
+    problem = adapt.make_problem(p.evaluator, p.base, mean_model, subspaces, view, p.settings, p.data_seed,
+                                 *p.dataset)
     base_path = os.path.relpath(p.base, os.path.join(out.export, "task", "lora")) if p.base else ""
     os.makedirs(out.export, exist_ok=True)
     results, sweep = adapt.run_adapt(problem, subspaces, view, p.settings, set(p.taken), has_base=bool(p.base),

@@ -11,5 +11,5 @@ with script(smk) as log:
     paths, out, p = list(smk.input), smk.output, smk.params
     spectra = spectra_table(paths)
     write_table(spectra, out.spectra)
-    write_table(sharing_table(paths, p.fdr, p.margin), out.sharing)
+    write_table(sharing_table(paths, p.fdr, p.margin, p.share), out.sharing)
     figures.spectra_figure(spectra, p.title, out.figure, p.max_k)

@@ -132,3 +132,43 @@ def min_detectable_share(draws: int, q: float) -> float:
     """The smallest share of a view's matrices that BH at FDR q can call shared when their
     p-values sit at the floor 1/(1 + R): s/m ≥ (1/(1+R)) / q."""
     return min(1.0, 1.0 / ((1 + draws) * q))
+
+
+def ceiling_area(s2: torch.Tensor, N: int, K: int, dim: int, draws: int, generator: torch.Generator) -> float:
+    """The largest excess of one mode's statistic that N basis models can show (the test's power
+    ceiling): N identical copies of one matrix with squared singular values ``s2`` share
+    everything, so the stack's uncentred EVR curve is the matrix's own, while the rotation null
+    of those N copies (``rotation_null_draws``, ``draws`` draws) already captures much of it when
+    N·r is small against the mode's dimension (a 1×128 head at N = 4 reaches at most ~0.04).
+    Returned: own area − mean null area (``evr_area``)."""
+    s2 = torch.sort(s2.to(torch.float64).clamp_min(0), descending=True).values
+    if float(s2.sum()) <= 0:
+        return 0.0
+    own = float(evr_area(s2, K))
+    null = rotation_null_draws([s2.sqrt()] * N, dim, draws, generator)
+    return own - float(evr_area(null, K).mean())
+
+
+def view_called(statistics, null_draws, margin: float, fdr: float, share: float) -> bool:
+    """A view's verdict at ``margin``: at least ``share`` of its matrices called shared."""
+    if not len(statistics):
+        return False
+    calls = shared_calls(statistics, null_draws, margin, fdr)[2]
+    return bool(calls.sum() >= share * len(calls))
+
+
+def flip_margin(statistics, null_draws, fdr: float, share: float, hi: float = 1.0, tol: float = 1e-4) -> float:
+    """The largest margin at which the view is still called shared (NaN: not shared even at
+    margin 0). Each p grows with the margin and BH's rejections shrink as the p-values grow, so
+    the verdict is shared up to this margin and not shared beyond it: a view called shared flips
+    just above it, a view called not shared would be called shared at any margin up to it.
+    Bisection on [0, hi] to ``tol``."""
+    if not view_called(statistics, null_draws, 0.0, fdr, share):
+        return float("nan")
+    lo = 0.0
+    if view_called(statistics, null_draws, hi, fdr, share):
+        return hi
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if view_called(statistics, null_draws, mid, fdr, share) else (lo, mid)
+    return lo

@@ -241,7 +241,7 @@ class _TransformersEvaluator:
             return list(self.data.text.astype(str))[:n]
         return [p + " " + t for p, t in zip(self.data.prompt.astype(str), self.data.target.astype(str))][:n]
 
-    def probe_id(self, n: int) -> str:
+    def probe_id(self, n: int, config: dict | None = None) -> str:
         """A digest of the probe items: the texts (whatever the tokenizer), or the images' pixels."""
         from .zoo import probe_digest
 

@@ -18,8 +18,9 @@ class ZooEvaluator:
     has_validation = True
 
     def __init__(self, data_seed: int = 0, base_folder: str | None = None, evaluation=None):
-        self.data = zoo.load_digits(data_seed)
-        self.base = None
+        self.data_seed = data_seed
+        self.data = zoo.load_digits(data_seed)  # the probe of ``features`` when no model names its data
+        self.base, self.base_config = None, None
         if base_folder:
             self.base = load_file(str(Path(base_folder) / "model.safetensors"))
             self.base_config = layers.read_json(base_folder, "config.json")
@@ -43,13 +44,21 @@ class ZooEvaluator:
     bank_faster = False
 
     def _task_data(self, config: dict, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+        """The task's examples of ``split`` from the data set it names (``zoo.task_dataset``)."""
+        task = config["weightspace_task"]
+        data = zoo.task_dataset(task, self.data_seed)
         if split == "validation":
-            x, y = zoo.validation_split(self.data)[2:]
+            x, y = zoo.validation_split(data)[2:]
         elif split == "test":
-            x, y = self.data.x_test, self.data.y_test
+            x, y = data.x_test, data.y_test
         else:
             raise ValueError(f"unknown split {split!r}; expected 'test' or 'validation'")
-        return zoo.task_inputs_targets(config["weightspace_task"], x, y)
+        return zoo.task_inputs_targets(task, x, y)
+
+    def _probe(self, config: dict, n: int) -> torch.Tensor:
+        """The first ``n`` plain test images of the data set the model's task names."""
+        task = config.get("weightspace_task") or (self.base_config or {}).get("weightspace_task") or {}
+        return zoo.task_dataset(task, self.data_seed).x_test[:n]
 
     def bank_logits(self, bank, split: str = "test", batch_size: int = 4096) -> list[torch.Tensor]:
         """Every model's logits on its own task's digits, from the bank in mixed batches (rows of
@@ -79,16 +88,18 @@ class ZooEvaluator:
     def features(self, config: dict, weights: dict[str, torch.Tensor], n: int,
                  pooling: str = "auto") -> list[torch.Tensor]:
         """Each hidden layer's activations and the logits on the first ``n`` plain held-out
-        digits (the same probe inputs for every model, whatever its task; no pooling)."""
+        images of the model's data set (the same probe inputs for every model of a data set,
+        whatever its task; no pooling)."""
         sizes = config.get("layer_sizes") or self.base_config["layer_sizes"]
         hidden: list[torch.Tensor] = []
         with torch.no_grad():
-            logits = zoo.mlp_forward(weights, self.data.x_test[:n].double(), len(sizes) - 1, hidden)
+            logits = zoo.mlp_forward(weights, self._probe(config, n).double(), len(sizes) - 1, hidden)
         return hidden + [logits]
 
-    def probe_id(self, n: int) -> str:
-        """A digest of the probe inputs: the first ``n`` held-out digits of this data seed."""
-        return probe_digest(self.data.x_test[:n].numpy().tobytes())
+    def probe_id(self, n: int, config: dict | None = None) -> str:
+        """A digest of the probe inputs: the first ``n`` held-out images of the data set a
+        model's ``config`` names (the digits without one), this data seed."""
+        return probe_digest(self._probe(config or {}, n).numpy().tobytes())
 
 
 def probe_digest(data: bytes) -> str:
