@@ -38,19 +38,60 @@ def table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def heldout_label(n) -> str:
+    """A held-out number's caveat: it rests on one or two models."""
+    return f" (n = {int(n)}!)" if pd.notna(n) and int(n) <= 2 else ""
+
+
 def verdict_table(v: pd.DataFrame) -> str:
-    lines = ["| collection | view | verdict | matrices shared | median excess k=4 / 16 "
+    lines = ["| collection | view | verdict | matrices shared | flips at margin | median excess k=4 / 16 "
              "| ‖W−μ‖/‖W‖ basis / held-out | held-out accuracy projected / original |",
-             "|:--|:--|:--|--:|--:|--:|--:|"]
+             "|:--|:--|:--|--:|--:|--:|--:|--:|"]
     for _, r in v.iterrows():
-        acc = (f"{r['heldout_accuracy_projected']:.3f} / {r['heldout_accuracy_original']:.3f}"
+        n_held = r.get("models_heldout")
+        acc = (f"{r['heldout_accuracy_projected']:.3f} / {r['heldout_accuracy_original']:.3f}{heldout_label(n_held)}"
                if "heldout_accuracy_projected" in r and pd.notna(r["heldout_accuracy_projected"]) else "–")
-        lines.append(f"| {r['collection']} | {r['view']} | **{r['verdict']}** | {int(r['matrices_shared'])} of "
-                     f"{int(r['matrices_tested'])} | {r['median_excess_k4']:.3f} / {r['median_excess_k16']:.3f} "
-                     f"| {r['mean_only_error_basis']:.3f} / {r['mean_only_error_heldout']:.3f} | {acc} |")
+        uncallable = int(r.get("matrices_uncallable", 0) or 0)
+        shared = f"{int(r['matrices_shared'])} of {int(r['matrices_tested'])}" + (
+            f" ({uncallable} cannot be called)" if uncallable else "")
+        flip = r.get("flip_margin")
+        flip = "never shared" if pd.isna(flip) else f"{flip:.3f}"
+        lines.append(f"| {r['collection']} | {r['view']} | **{r['verdict']}** | {shared} | {flip} "
+                     f"| {r['median_excess_k4']:.3f} / {r['median_excess_k16']:.3f} "
+                     f"| {r['mean_only_error_basis']:.3f} / {r['mean_only_error_heldout']:.3f}{heldout_label(n_held)} | {acc} |")
     r = v.iloc[0]
-    lines += ["", f"FDR {r['fdr']}, margin {r['margin']}, projected models at k = {int(r['k'])}; "
-              "per-matrix numbers in `results/{c}/subspace/{view}/sharing.csv`."]
+    floor = f"; p floor {r['p_floor']:.3f}, smallest share BH can call {r['min_detectable_share']:.2f}" \
+        if "p_floor" in r and pd.notna(r["p_floor"]) else ""
+    lines += ["", f"FDR {r['fdr']}, margin {r['margin']}{floor}; projected models at k = {int(r['k'])}. "
+              "*Flips at margin*: the view is called shared at every margin up to this one and not beyond "
+              "(\"never shared\": not even at margin 0). A matrix *cannot be called* when even N identical "
+              "copies of it would not beat its rotation null by the margin (left out of the share). "
+              "(n = 1!) marks held-out numbers that rest on one or two models. "
+              "Per-matrix numbers in `results/{c}/subspace/{view}/sharing.csv`."]
+    return "\n".join(lines)
+
+
+def transfer_table(t: pd.DataFrame) -> str:
+    """One row per transfer pair (results/transfer/summary.csv)."""
+    lines = ["| A (subspace) → B (models) | verdict | modes transfer | captured: A's / B's own / random "
+             "| above chance | B held-out error: A's / own / random / mean | B held-out accuracy: A's (A's mean) / own / original |",
+             "|:--|:--|--:|--:|--:|--:|--:|"]
+    for _, r in t.iterrows():
+        has_proj = "error_transfer" in r and pd.notna(r.get("error_transfer"))
+        err = (f"{r['error_transfer']:.3f} / {r['error_own']:.3f} / {r['error_random']:.3f} / {r['error_mean']:.3f}"
+               if has_proj else "– (other architectures)")
+        acc = (f"{r['accuracy_transfer']:.3f} ({r['accuracy_transfer_a_mean']:.3f}) / {r['accuracy_own']:.3f} / "
+               f"{r['accuracy_original']:.3f}{heldout_label(r.get('models'))}"
+               if has_proj and "accuracy_transfer" in r and pd.notna(r.get("accuracy_transfer")) else "–")
+        lines.append(f"| {r['a']} → {r['b']} | **{r['verdict']}** | {int(r['rows_transfer'])} of {int(r['rows_tested'])} "
+                     f"({r['where']}) | {r['median_captured']:.3f} / {r['median_captured'] / r['median_ratio']:.3f} / "
+                     f"{r['median_random']:.3f} | {r['median_above_chance']:.2f} | {err} | {acc} |")
+    k = int(t["k"].iloc[0])
+    lines += ["", f"k = {k} directions per mode; medians over the tested matrix modes (B's own: captured / ratio). "
+              "*Above chance*: (A's − random) / (B's own − random), 0 for a random k-subspace, 1 for B's own. "
+              "Errors ‖Ŵ − W‖/‖W‖ and accuracies of B's held-out models projected onto A's subspace with B's mean "
+              "(A's mean in brackets), B's own subspace, a random one, the mean alone. "
+              "Per mode: `results/transfer/{A}~{B}/energy.csv`."]
     return "\n".join(lines)
 
 
@@ -160,6 +201,10 @@ FIGURES = {  # docs/figures/<name>: results/<path>
     "merge_digits_finetune.png": "full-finetune/figures/full/merge_normalised_accuracy.png",
     "merge_digits_lora.png": "full-lora/figures/delta/merge_normalised_accuracy.png",
     "across_mlp_architectures.png": "across/digits-mlp~digits-mlp-deep/alignment_heatmap.png",
+    "transfer_matrix.png": "figures/transfer_matrix.png",
+    "transfer_digits_to_mnist.png": "transfer/digits-mlp-shared~mnist-mlp-shared/transfer.png",
+    "transfer_independent_to_shared.png": "transfer/digits-mlp-independent~digits-mlp-shared/transfer.png",
+    "transfer_architectures.png": "transfer/digits-mlp~digits-mlp-deep/transfer.png",
     **{f"minilm_{f}.png": f"minilm-lora/figures/delta/{f}.png" for f in (
         "accuracy_vs_k", "alignment_vs_weights", "alignment_heatmap", "adapt_accuracy_vs_trainable",
         "merge_normalised_accuracy")},
@@ -175,6 +220,9 @@ def update_tables(text: str, summary: Path, methods: Path) -> str:
     exports = export_table() if "<!-- exports:start -->" in text else None
     if exports:
         text = replace(text, "exports", exports)
+    transfers = ROOT / "results" / "transfer" / "summary.csv"
+    if "<!-- transfer:start -->" in text and transfers.exists():
+        text = replace(text, "transfer", transfer_table(pd.read_csv(transfers)))
     across = sorted((ROOT / "results" / "across").glob("*/summary.csv"))
     if "<!-- across:start -->" in text and across:
         text = replace(text, "across", across_table([pd.read_csv(p) for p in across]))

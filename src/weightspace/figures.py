@@ -464,16 +464,25 @@ def verdict_html(summary: pd.DataFrame) -> str:
 
     rows = []
     for _, r in summary.iterrows():
+        few = r.get("models_heldout")
+        few = f" (n={int(few)}!)" if pd.notna(few) and int(few) <= 2 else ""
         acc = pair(r.get("heldout_accuracy_projected"), r.get("heldout_accuracy_original"))
+        uncallable = int(r.get("matrices_uncallable", 0) or 0)
+        flip = r.get("flip_margin")
         rows.append({"collection [view]": f"{r['collection']} [{r['view']}]", "verdict": r["verdict"],
-                     "shared": f"{int(r['matrices_shared'])} of {int(r['matrices_tested'])}",
+                     "shared": f"{int(r['matrices_shared'])} of {int(r['matrices_tested'])}"
+                               + (f" (+{uncallable} n/c)" if uncallable else ""),
+                     "flips at margin": "never" if pd.isna(flip) else f"{flip:.3f}",
                      "excess k=4 / 16": pair(r["median_excess_k4"], r["median_excess_k16"]),
-                     "‖W−μ‖/‖W‖ basis / held-out": pair(r["mean_only_error_basis"], r["mean_only_error_heldout"]),
-                     "held-out acc. projected / original": acc})
+                     "‖W−μ‖/‖W‖ basis / held-out": pair(r["mean_only_error_basis"], r["mean_only_error_heldout"]) + few,
+                     "held-out acc. projected / original": acc + (few if acc != "–" else "")})
     body = pd.DataFrame(rows).to_html(index=False, border=0, classes="verdict", table_id="verdict", escape=True)
     fdr, margin, k = (summary[c].iloc[0] if c in summary and len(summary) else None for c in ("fdr", "margin", "k"))
     note = (f"Matrices called shared: Benjamini–Hochberg at FDR {fdr}, statistic beyond its rotation null by "
             f"more than {margin}; a view is shared when at least the configured share of its matrices is. "
+            "Flips at margin: the view is called shared up to this margin and not beyond (never: not even "
+            "at 0). n/c: matrices that cannot be called at this number of models (even identical copies "
+            "would not beat the null by the margin), left out. (n=1!): a held-out number from one or two models. "
             f"Excess: median over matrices; held-out models projected at k = {k}. Details: summary.csv, "
             "sharing.csv per view.")
     style = ("<style>table.verdict{border-collapse:collapse;font:11px sans-serif;max-width:470px}"
