@@ -37,6 +37,7 @@ rule adapt:
         data_seed=config["data_seed"],
         dataset=lambda w: zoo_dataset(w.c),
         code=script_code("adapt.py"),
+    priority: 50  # long jobs start as soon as they can (the demo's 2 cores stay busy to the end)
     threads: lambda w: 2 if text_zoo(w.c) else 1
     resources:
         mem_mb=2000,

@@ -67,6 +67,7 @@ rule align:
         k=align_k(),
         title=lambda w: f"{w.c} [{w.view}]",
         code=script_code("align.py"),
+    priority: 20  # long jobs start as soon as they can (the demo's 2 cores stay busy to the end)
     threads: lambda w: job_threads(config["align"]["threads"], w.c)
     resources:
         mem_mb=2000,

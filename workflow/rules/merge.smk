@@ -28,6 +28,7 @@ rule merge:
         evaluation=lambda w: evaluation(w.c),
         data_seed=config["data_seed"],
         code=script_code("merge.py"),
+    priority: 30  # long jobs start as soon as they can (the demo's 2 cores stay busy to the end)
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=4000,

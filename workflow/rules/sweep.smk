@@ -20,6 +20,7 @@ rule sweep:
         fdr=config["report"]["fdr"],
         margin=config["report"]["margin"],
         code=script_code("sweep.py"),
+    priority: 40  # long jobs start as soon as they can (the demo's 2 cores stay busy to the end)
     threads: 1
     resources:
         mem_mb=2000,
