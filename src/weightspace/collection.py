@@ -230,20 +230,19 @@ class RejectedModels(ValueError):
 
 
 def screen_step(manifest_paths: list[str], reference: str | None, strict: bool, screen_path: str,
-                rejected_path: str, log_path: str) -> None:
+                rejected_path: str, log) -> None:
     """The screen rule: every model's manifest screened (``screen``), the table and the
-    rejected rows written, each rejection logged with its reason; with ``strict`` a rejection
-    stops the run (``enforce_strict``). Light enough to run inside Snakemake's own process."""
+    rejected rows written, each rejection logged (``log``: a logger) with its reason; with
+    ``strict`` a rejection stops the run (``enforce_strict``)."""
     mans = {}
     for path in manifest_paths:
         m = json.loads(Path(path).read_text())
         mans[m["key"]] = m
     table = screen(mans, reference)
     rejected = table[table["status"] == "rejected"]
-    with open(log_path, "w") as log:
-        for r in rejected.itertuples():
-            log.write(f"rejected {r.key}: {r.reason}\n")
-        log.write(f"{len(table) - len(rejected)} of {len(table)} models accepted\n")
+    for r in rejected.itertuples():
+        log.warning("rejected %s: %s", r.key, r.reason)
+    log.info("%d of %d models accepted", len(table) - len(rejected), len(table))
     write_table(table, screen_path)
     write_table(rejected, rejected_path)
     if strict:

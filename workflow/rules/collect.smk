@@ -22,10 +22,5 @@ rule collection_listing:
         runtime=10,
     log:
         "logs/{c}/collection_listing.log",
-    run:
-        # in Snakemake's own process: the lock as CSV, no interpreter start-up
-        from weightspace.collection import read_table
-        from weightspace.io import write_table
-
-        write_table(read_table(input[0]), output[0])
-        Path(log[0]).write_text(f"{output[0]} written\n")
+    script:
+        "../scripts/collection_listing.py"

@@ -27,14 +27,6 @@ def script_code(script):
     return script_version(Path(workflow.basedir) / "workflow" / "scripts" / script)
 
 
-def code_version(*modules):
-    """The code version of a step run in Snakemake's own process (``run:``): the hash of the
-    given library modules and everything they import (weightspace.codehash)."""
-    from weightspace.codehash import code_version as version
-
-    return version(*modules)
-
-
 SOURCES = {c: source_for(c, spec, f"results/{c}/collection.tsv") for c, spec in config["collections"].items()}
 
 

@@ -35,18 +35,15 @@ rule screen:
     params:
         reference=lambda w: config["collections"][w.c].get("reference"),
         strict=lambda w: config["collections"][w.c]["strict"],
-        code=code_version("collection"),
+        code=script_code("screen.py"),
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     log:
         "logs/{c}/screen.log",
-    run:
-        # in Snakemake's own process (no interpreter start-up for a table of a few rows)
-        from weightspace.collection import screen_step
-
-        screen_step(list(input.manifests), params.reference, params.strict, output.screen, output.rejected, log[0])
+    script:
+        "../scripts/screen.py"
 
 
 rule extract:
