@@ -246,9 +246,9 @@ def across_pairs():
             c = member.removesuffix(":base")
             if c not in config["collections"]:
                 raise ValueError(f"align.across {pair}: {c!r} is not a collection of this config")
-            if not config["align"]["enabled"] or config["collections"][c]["evaluator"] == "none":
+            if not aligned(c):
                 raise ValueError(f"align.across {pair}: collection {c} has no representations "
-                                 "(align.enabled false or evaluator none)")
+                                 "(align.enabled or the collection's align false, or evaluator none)")
             if member.endswith(":base") and collection_format(c) != "lora" and not base_folder(c):
                 raise ValueError(f"align.across {pair}: collection {c} has no base model for ':base'")
         out.append(tuple(m.replace(":base", "@base") for m in pair))
@@ -275,6 +275,12 @@ def quality(c):
     """What a collection's figures show of the projected models, as named in their files:
     task accuracy (or the evaluator's metric) and error, or reconstruction error alone."""
     return "error" if config["collections"][c]["evaluator"] == "none" else "accuracy"
+
+
+def aligned(c):
+    """Whether collection c's models go through the align stage."""
+    spec = config["collections"][c]
+    return config["align"]["enabled"] and spec.get("align", True) and spec["evaluator"] != "none"
 
 
 def transfer_view(c):
@@ -315,7 +321,7 @@ def all_outputs():
             ]
             out += [f"results/{c}/export/{v}/k{k}" for k in config["export"]["ks"]]
             out += [f"results/{c}/bank/{v}/k{k}" for k in config["export"]["ks"]]  # (their serving tables: overview)
-            if config["align"]["enabled"] and config["collections"][c]["evaluator"] != "none":
+            if aligned(c):
                 out.append(f"results/{c}/figures/{v}/alignment_vs_weights.png")
         check_stage_settings(c)
         if "adapt" in config["collections"][c]:

@@ -9,6 +9,7 @@ rule zoo:
         spec=lambda w: zoo_spec(w.c),
         data_seed=config["data_seed"],
         code=script_code("zoo.py"),
+    priority: 60  # every collection starts from its zoo: train them first
     threads: lambda w: 2 if text_zoo(w.c) else 1
     resources:
         mem_mb=lambda w: 4000 if text_zoo(w.c) else 2000,
