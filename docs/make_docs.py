@@ -220,9 +220,9 @@ def update_tables(text: str, summary: Path, methods: Path) -> str:
     exports = export_table() if "<!-- exports:start -->" in text else None
     if exports:
         text = replace(text, "exports", exports)
-    transfers = ROOT / "results" / "transfer" / "summary.csv"
-    if "<!-- transfer:start -->" in text and transfers.exists():
-        text = replace(text, "transfer", transfer_table(pd.read_csv(transfers)))
+    transfers = sorted((ROOT / "results" / "transfer").glob("*~*/summary.csv"))  # every pair of every run
+    if "<!-- transfer:start -->" in text and transfers:
+        text = replace(text, "transfer", transfer_table(pd.concat([pd.read_csv(p) for p in transfers], ignore_index=True)))
     across = sorted((ROOT / "results" / "across").glob("*/summary.csv"))
     if "<!-- across:start -->" in text and across:
         text = replace(text, "across", across_table([pd.read_csv(p) for p in across]))
