@@ -74,7 +74,8 @@ def verdict_table(v: pd.DataFrame) -> str:
 def transfer_table(t: pd.DataFrame) -> str:
     """One row per transfer pair (results/transfer/summary.csv)."""
     lines = ["| A (subspace) → B (models) | k | verdict | modes transfer | captured: A's / B's own / random "
-             "| above chance | B held-out error: A's / own / random / mean | B held-out accuracy: A's (A's mean) / own / random / original |",
+             "| above chance | B held-out error: A's / own / random / mean "
+             "| B held-out accuracy: A's (A's mean) / own / random / original |",
              "|:--|--:|:--|--:|--:|--:|--:|--:|"]
     for _, r in t.iterrows():
         has_proj = "error_transfer" in r and pd.notna(r.get("error_transfer"))
@@ -83,10 +84,12 @@ def transfer_table(t: pd.DataFrame) -> str:
         acc = (f"{r['accuracy_transfer']:.3f} ({r['accuracy_transfer_a_mean']:.3f}) / {r['accuracy_own']:.3f} / "
                f"{r['accuracy_random']:.3f} / {r['accuracy_original']:.3f}{heldout_label(r.get('models'))}"
                if has_proj and "accuracy_transfer" in r and pd.notna(r.get("accuracy_transfer")) else "–")
-        lines.append(f"| {r['a']} → {r['b']} | {int(r['k'])} | **{r['verdict']}** | {int(r['rows_transfer'])} of {int(r['rows_tested'])} "
+        lines.append(f"| {r['a']} → {r['b']} | {int(r['k'])} | **{r['verdict']}** "
+                     f"| {int(r['rows_transfer'])} of {int(r['rows_tested'])} "
                      f"({r['where']}) | {r['median_captured']:.3f} / {r['median_captured'] / r['median_ratio']:.3f} / "
                      f"{r['median_random']:.3f} | {r['median_above_chance']:.2f} | {err} | {acc} |")
-    lines += ["", "k: directions per mode (the run's report.k); medians over the tested matrix modes (B's own: captured / ratio). "
+    lines += ["", "k: directions per mode (the run's report.k); medians over the tested matrix modes "
+              "(B's own: captured / ratio). "
               "*Above chance*: (A's − random) / (B's own − random), 0 for a random k-subspace, 1 for B's own. "
               "Errors ‖Ŵ − W‖/‖W‖ and accuracies of B's held-out models projected onto A's subspace with B's mean "
               "(A's mean in brackets), B's own subspace, a random one, the mean alone. "

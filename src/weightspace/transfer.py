@@ -61,7 +61,8 @@ def meeting_modes(a_subs: dict, b_subs: dict, declared: list | None = None) -> l
     for left, right in declared or []:
         (a, ma), (b, mb) = left.rsplit(":", 1), right.rsplit(":", 1)
         if a not in a_subs or b not in b_subs or ma != mb or ma not in ("row", "col"):
-            raise ValueError(f"transfer match {left} ~ {right}: expected '<matrix>:row|col' of each collection, same mode")
+            raise ValueError(f"transfer match {left} ~ {right}: expected '<matrix>:row|col' of each "
+                             "collection, same mode")
         if _dim(a_subs[a], ma) != _dim(b_subs[b], mb):
             raise ValueError(f"transfer match {left} ~ {right}: dimensions {_dim(a_subs[a], ma)} and {_dim(b_subs[b], mb)} differ")
         out.append({"a": a, "b": b, "mode": ma, "where": "declared"})
@@ -108,7 +109,8 @@ def energy_table(a_subs: dict, b_subs: dict, grams: dict, comparisons: list[dict
             rows.append({**row, "tested": False})
             continue
         G = grams[(c["b"], c["mode"])]
-        g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(f"{c['a']}~{c['b']}:{c['mode']}".encode())) % (2**63))
+        name = f"{c['a']}~{c['b']}:{c['mode']}"
+        g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
         null = tr.haar_energy_draws(G, k, draws, g)
         captured, own = tr.captured_energy(Ua[:, :k], G), tr.own_energy(G, k)
         angles = tr.principal_angles(Ua[:, :k], Ub[:, :k])

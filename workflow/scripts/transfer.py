@@ -20,7 +20,8 @@ with script(smk) as log:
     comparisons = transfer.meeting_modes(a_subs, b_subs, p.matches)
     if not comparisons:
         raise ValueError(f"transfer {w.a} → {w.b}: no matrix of one shape and no mode of one dimension "
-                         "where the architectures meet; declare one: transfer.pairs [A, B, [[\"<matrix>:row\", \"<matrix>:row\"]]]")
+                         "where the architectures meet; declare one: transfer.pairs "
+                         "[A, B, [[\"<matrix>:row\", \"<matrix>:row\"]]]")
     basis = [st for st in stores if st.key in set(b_basis)]
     grams = transfer.centred_grams(basis, b_subs, p.view, sorted({(c["b"], c["mode"]) for c in comparisons}))
     energy = transfer.energy_table(a_subs, b_subs, grams, comparisons, p.k, s["draws"], s["seed"],
