@@ -64,7 +64,8 @@ def meeting_modes(a_subs: dict, b_subs: dict, declared: list | None = None) -> l
             raise ValueError(f"transfer match {left} ~ {right}: expected '<matrix>:row|col' of each "
                              "collection, same mode")
         if _dim(a_subs[a], ma) != _dim(b_subs[b], mb):
-            raise ValueError(f"transfer match {left} ~ {right}: dimensions {_dim(a_subs[a], ma)} and {_dim(b_subs[b], mb)} differ")
+            raise ValueError(f"transfer match {left} ~ {right}: dimensions {_dim(a_subs[a], ma)} and "
+                             f"{_dim(b_subs[b], mb)} differ")
         out.append({"a": a, "b": b, "mode": ma, "where": "declared"})
     return out
 
@@ -121,7 +122,8 @@ def energy_table(a_subs: dict, b_subs: dict, grams: dict, comparisons: list[dict
                      "overlap": tr.overlap(Ua[:, :k], Ub[:, :k]), "overlap_random": tr.random_overlap(k, d),
                      "median_angle": float(np.median(angles)), "draws": draws})
     table = pd.DataFrame(rows)
-    for col in ("captured", "own", "ratio", "random", "above_chance", "null_mean", "p", "overlap", "overlap_random", "median_angle", "draws"):
+    for col in ("captured", "own", "ratio", "random", "above_chance", "null_mean", "p", "overlap", "overlap_random",
+                "median_angle", "draws"):
         if col not in table:
             table[col] = np.nan
     tested = table["tested"].astype(bool)
