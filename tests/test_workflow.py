@@ -408,7 +408,7 @@ def test_parameter_change_reruns_that_stage_and_after_only(finished):
     changed["project"]["ks"] = [1, 2, 4, 16]
     write_config(finished, changed, "changed.yaml")
     counts = job_counts(snakemake(finished, "-n", config="changed.yaml").stdout)
-    assert counts.get("project") == 3 and counts.get("evaluate") == 3
+    assert counts.get("project") == 4 and counts.get("evaluate") == 4  # tiny-shared, tiny-mnist, tiny-lora × 2 views
     for before in ("zoo", "extract", "subspace"):
         assert before not in counts, counts
 
@@ -440,6 +440,7 @@ def test_missing_evaluation_file_fails_the_dry_run(tmp_path):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["collections"] = {"tiny-shared": config["collections"]["tiny-shared"]}
     config["align"]["across"] = []  # its pairs name tiny-lora
+    config["transfer"]["pairs"] = []  # and these tiny-mnist
     config["collections"]["tiny-shared"]["evaluation"] = {"data": "no-such-examples.parquet"}
     write_config(tmp_path, config)
     proc = snakemake(tmp_path, "-n", check=False)
