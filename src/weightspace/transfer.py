@@ -36,7 +36,7 @@ from .assemble import effective_weights, model_config
 from .core import sharing
 from .core import transfer as tr
 from .core.hosvd import dense
-from .project import baseline, projection, reconstruct
+from .project import baseline, coefficients, core_size, projection, reconstruct
 from .store import ModelStore
 
 METHODS = ("own", "transfer", "transfer_a_mean", "random", "mean", "a_mean")
@@ -48,10 +48,9 @@ def meeting_modes(a_subs: dict, b_subs: dict, declared: list | None = None) -> l
     the column mode (input features) of each one's first matrix and the row mode (outputs) of
     its last, in depth order (``layers.depth_key``), where their dimensions agree, and the
     ``declared`` ones ([["<A matrix>:<mode>", "<B matrix>:<mode>"], …])."""
-    same = [n for n in a_subs if n in b_subs and a_subs[n].shape == b_subs[n].shape]
-    if same and len(same) == len(a_subs) == len(b_subs):
+    if same_shapes(a_subs, b_subs):
         return [{"a": n, "b": n, "mode": mode, "where": "same matrix"}
-                for n in sorted(same, key=layers.depth_key) for mode in ("row", "col")]
+                for n in sorted(a_subs, key=layers.depth_key) for mode in ("row", "col")]
     out = []
     order_a, order_b = sorted(a_subs, key=layers.depth_key), sorted(b_subs, key=layers.depth_key)
     for a, b, mode, where in ((order_a[0], order_b[0], "col", "input features"),
@@ -114,12 +113,13 @@ def energy_table(a_subs: dict, b_subs: dict, grams: dict, comparisons: list[dict
         g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
         null = tr.haar_energy_draws(G, k, draws, g)
         captured, own = tr.captured_energy(Ua[:, :k], G), tr.own_energy(G, k)
+        chance = tr.random_overlap(k, d)  # a random k-subspace's expected capture and overlap: k/d
         angles = tr.principal_angles(Ua[:, :k], Ub[:, :k])
         rows.append({**row, "tested": True, "captured": captured, "own": own,
-                     "ratio": captured / own if own > 0 else np.nan, "random": tr.random_overlap(k, d),
-                     "above_chance": tr.above_chance(captured, own, k / d),
+                     "ratio": captured / own if own > 0 else np.nan, "random": chance,
+                     "above_chance": tr.above_chance(captured, own, chance),
                      "null_mean": float(null.mean()), "p": sharing.empirical_p(captured, null + margin),
-                     "overlap": tr.overlap(Ua[:, :k], Ub[:, :k]), "overlap_random": tr.random_overlap(k, d),
+                     "overlap": tr.overlap(Ua[:, :k], Ub[:, :k]), "overlap_random": chance,
                      "median_angle": float(np.median(angles)), "draws": draws})
     table = pd.DataFrame(rows)
     for col in ("captured", "own", "ratio", "random", "above_chance", "null_mean", "p", "overlap", "overlap_random",
@@ -179,11 +179,11 @@ def projection_table(stores: list[ModelStore], a_subs: dict, b_subs: dict, view:
             mats = {m: {} for m in ("own", "transfer", "transfer_a_mean", "random")}
             for n in names:
                 a, b = a_subs[n], b_subs[n]
-                mats["own"][n] = projection(b.U_row.T @ (W[n] - b.mean) @ b.U_col, b, k)
-                kr, kc = min(k, a.U_row.shape[1]), min(k, a.U_col.shape[1])
+                mats["own"][n] = projection(coefficients(W[n], b.mean, b.U_row, b.U_col), b, k)
+                kr, kc = core_size(k, a.U_row, a.U_col)
                 Ur, Uc = a.U_row[:, :kr], a.U_col[:, :kc]
-                mats["transfer"][n] = reconstruct(Ur.T @ (W[n] - b.mean) @ Uc, b.mean, Ur, Uc)
-                mats["transfer_a_mean"][n] = reconstruct(Ur.T @ (W[n] - a.mean) @ Uc, a.mean, Ur, Uc)
+                mats["transfer"][n] = reconstruct(coefficients(W[n], b.mean, Ur, Uc), b.mean, Ur, Uc)
+                mats["transfer_a_mean"][n] = reconstruct(coefficients(W[n], a.mean, Ur, Uc), a.mean, Ur, Uc)
                 mats["random"][n] = baseline("random", W[n], b.mean, k, seed=seed + zlib.crc32(n.encode()) + 1000 * k)
             for method, m in mats.items():
                 record(method, k, m)

@@ -22,13 +22,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .hosvd import col_gram, eigvals_desc, row_gram
 from .sharing import haar_frames
 
 
 def mode_gram(X: torch.Tensor, mode: str) -> torch.Tensor:
-    """X Xᵀ (``row``) or Xᵀ X (``col``) of one centred matrix, float64."""
+    """X Xᵀ (``row``) or Xᵀ X (``col``) of one centred matrix, float64 (``hosvd.row_gram`` /
+    ``hosvd.col_gram``)."""
     X = X.to(torch.float64)
-    return X @ X.T if mode == "row" else X.T @ X
+    return row_gram(X) if mode == "row" else col_gram(X)
 
 
 def captured_energy(U: torch.Tensor, G: torch.Tensor) -> float:
@@ -44,7 +46,7 @@ def captured_energy(U: torch.Tensor, G: torch.Tensor) -> float:
 def own_energy(G: torch.Tensor, k: int) -> float:
     """Σ_{j≤k} λ_j(G) / tr(G): what the stack's own top-k directions capture (the most any
     k-subspace can)."""
-    lam = torch.linalg.eigvalsh(G.to(torch.float64)).flip(0).clamp_min(0)
+    lam = eigvals_desc(G.to(torch.float64))
     total = float(lam.sum())
     return float(lam[:k].sum()) / total if total > 0 else 0.0
 

@@ -19,7 +19,6 @@ class ZooEvaluator:
 
     def __init__(self, data_seed: int = 0, base_folder: str | None = None, evaluation=None):
         self.data_seed = data_seed
-        self.data = zoo.load_digits(data_seed)  # the probe of ``features`` when no model names its data
         self.base, self.base_config = None, None
         if base_folder:
             self.base = load_file(str(Path(base_folder) / "model.safetensors"))
