@@ -8,6 +8,7 @@ import ast
 from weightspace import codehash
 
 ROOT = codehash.PACKAGE
+SCRIPTS = ROOT.parents[1] / "workflow" / "scripts"
 MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in ROOT.rglob("*.py")
                  if p.name != "__init__.py")
 
@@ -69,3 +70,19 @@ def test_core_is_pure_numerics():
 
 def test_no_module_imports_snakemake():
     assert [m for m in MODULES if "snakemake" in third_party(m)] == []
+
+
+def test_jobs_that_only_read_results_import_no_torch():
+    """The spectra, figure and overview jobs read stored tables and draw: importing torch would be
+    most of their time (2 s of a 4 s job), so nothing they import may reach it."""
+    import subprocess
+    import sys
+
+    scripts = ["spectra", "figures", "overview", "sweep_figure", "adapt_figure", "transfer_matrix"]
+    mods = sorted({m for s in scripts for m in codehash.script_modules(SCRIPTS / f"{s}.py", ROOT)})
+    code = ("import importlib, sys\n"
+            f"for m in {mods!r}: importlib.import_module('weightspace.' + m)\n"
+            "from weightspace import spectra, figures\n"  # and their lazy imports, when called
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from weightspace.core import hosvd
+from weightspace.core import stats
 from weightspace.core import sharing
 
 F64 = torch.float64
@@ -40,7 +40,7 @@ def p_value(Ws, draws, K, g):
     s = [sharing.singular_values(W) for W in Ws]
     total = float((Ws ** 2).sum())
     null = [(sharing.evr_area(sharing.rotation_null_draws(s, d, draws, g), K, total)) for d in Ws.shape[1:]]
-    return sharing.empirical_p(statistic(Ws, K), ((null[0] + null[1]) / 2).numpy())
+    return stats.empirical_p(statistic(Ws, K), ((null[0] + null[1]) / 2).numpy())
 
 
 def test_lowrank_singular_values_match_the_dense_product():
@@ -60,11 +60,11 @@ def test_one_model_draw_keeps_its_spectrum_and_draws_match_explicit_rotations():
     Ws = independent_stack(5, 6, 4, g, spectrum=torch.tensor([3.0, 1.0, 0.5, 0.1], dtype=F64))
     svals = [sharing.singular_values(W) for W in Ws]
     total = float((Ws ** 2).sum())
-    frames = hosvd.explained_variance(sharing.rotation_null_draws(svals, 6, 2000, g).T, total)[1].numpy()
+    frames = stats.explained_variance(sharing.rotation_null_draws(svals, 6, 2000, g).T, total)[1].numpy()
     explicit = []
     for _ in range(2000):
         R = sum(Q @ W @ W.T @ Q.T for Q, W in ((haar(6, g), W) for W in Ws))
-        explicit.append(float(hosvd.explained_variance(torch.linalg.eigvalsh(R).flip(0), total)[1]))
+        explicit.append(float(stats.explained_variance(torch.linalg.eigvalsh(R).flip(0), total)[1]))
     se = np.hypot(frames.std(), np.std(explicit)) / np.sqrt(2000)
     assert abs(frames.mean() - np.mean(explicit)) < 4 * se
 
@@ -84,15 +84,15 @@ def test_shared_stacks_are_called_shared_and_bh_keeps_them():
     ps = [p_value(shared_stack(6, 8, 5, g), 99, 3, g) for _ in range(4)]
     assert ps == [0.01] * 4  # every draw below the data: the floor 1/(1+R)
     ps += [p_value(independent_stack(6, 8, 5, g), 99, 3, g) for _ in range(4)]
-    q = sharing.benjamini_hochberg(np.array(ps))
+    q = stats.benjamini_hochberg(np.array(ps))
     assert (q[:4] <= 0.05).all()
-    assert sharing.min_detectable_share(99, 0.05) == pytest.approx(0.2)
+    assert stats.min_detectable_share(99, 0.05) == pytest.approx(0.2)
 
 
 def test_benjamini_hochberg_against_a_hand_computed_example():
     p = np.array([0.01, 0.04, 0.03, 0.5])
     # sorted 0.01, 0.03, 0.04, 0.5 → 0.04, 0.06, 0.0533, 0.5 → step-up minimum from the top
-    np.testing.assert_allclose(sharing.benjamini_hochberg(p), [0.04, 0.0533333333, 0.0533333333, 0.5])
+    np.testing.assert_allclose(stats.benjamini_hochberg(p), [0.04, 0.0533333333, 0.0533333333, 0.5])
 
 
 def test_evr_area_pads_short_spectra_with_full_explained_variance():
@@ -102,14 +102,14 @@ def test_evr_area_pads_short_spectra_with_full_explained_variance():
 
 def test_shared_calls_is_p_against_draws_plus_margin_then_bh():
     rng = np.random.default_rng(3)
-    stats = [0.9, 0.52, 0.5, 0.3]
-    draws = [rng.normal(0.5, 0.001, 99) for _ in stats]
-    p, q, calls = sharing.shared_calls(stats, draws, margin=0.05, fdr=0.05)
-    expected = [sharing.empirical_p(T, d + 0.05) for T, d in zip(stats, draws)]
+    T = [0.9, 0.52, 0.5, 0.3]
+    draws = [rng.normal(0.5, 0.001, 99) for _ in T]
+    p, q, calls = stats.shared_calls(T, draws, margin=0.05, fdr=0.05)
+    expected = [stats.empirical_p(t, d + 0.05) for t, d in zip(T, draws)]
     np.testing.assert_allclose(p, expected)
-    np.testing.assert_allclose(q, sharing.benjamini_hochberg(np.array(expected)))
+    np.testing.assert_allclose(q, stats.benjamini_hochberg(np.array(expected)))
     assert calls.tolist() == [True, False, False, False]  # 0.52 beats the draws but not the margin
-    assert sharing.shared_calls([0.52], [draws[1]], margin=0.0, fdr=0.05)[2].tolist() == [True]
+    assert stats.shared_calls([0.52], [draws[1]], margin=0.0, fdr=0.05)[2].tolist() == [True]
 
 
 @pytest.mark.parametrize("shape", [(6, 40, 7), (4, 64, 64), (3, 10, 1)])
@@ -155,9 +155,9 @@ def test_flip_margin_is_where_the_view_verdict_changes():
     margin 0 has none (NaN)."""
     rng = np.random.default_rng(0)
     nulls = [rng.normal(0.5, 0.01, 99) for _ in range(6)]
-    stats = np.array([0.62, 0.58, 0.555, 0.53, 0.49, 0.5])
-    m = sharing.flip_margin(stats, nulls, 0.05, 0.5)
+    T = np.array([0.62, 0.58, 0.555, 0.53, 0.49, 0.5])
+    m = stats.flip_margin(T, nulls, 0.05, 0.5)
     assert 0 < m < 0.12
-    assert sharing.view_called(stats, nulls, m, 0.05, 0.5)
-    assert not sharing.view_called(stats, nulls, m + 2e-4, 0.05, 0.5)
-    assert np.isnan(sharing.flip_margin(np.array([0.5, 0.49]), nulls[:2], 0.05, 0.5))
+    assert stats.view_called(T, nulls, m, 0.05, 0.5)
+    assert not stats.view_called(T, nulls, m + 2e-4, 0.05, 0.5)
+    assert np.isnan(stats.flip_margin(np.array([0.5, 0.49]), nulls[:2], 0.05, 0.5))

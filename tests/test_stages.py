@@ -6,10 +6,11 @@ import torch
 from safetensors.torch import save_file
 
 from weightspace.core import hosvd
-from weightspace.core import sharing
+from weightspace.core import sharing, stats
 from weightspace.project import coefficients, project_models
 from weightspace.store import write_store
-from weightspace.subspace import ArchitectureError, load_subspaces, run_group, sharing_table, spectra_table
+from weightspace.spectra import sharing_table, spectra_table
+from weightspace.subspace import ArchitectureError, load_subspaces, run_group
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -62,7 +63,7 @@ def test_groups_cover_targets_and_match_in_memory_decomposition(tmp_path, device
     assert set(table["mode"]) == {"row", "col", "model"}
     verdict = sharing_table(groups, 0.05, margin=0.01)
     assert list(verdict["target"]) == sorted(subs) and verdict["q"].notna().all()
-    np.testing.assert_allclose(verdict["q"], sharing.benjamini_hochberg(verdict["p"].to_numpy()))
+    np.testing.assert_allclose(verdict["q"], stats.benjamini_hochberg(verdict["p"].to_numpy()))
     for row in verdict.itertuples():  # p is the rank of T among the draws shifted by the margin
         draws = subs[row.target].array("null_rotation_statistic").mean(1)
         assert row.p == pytest.approx((1 + (draws + 0.01 >= row.statistic).sum()) / 100)

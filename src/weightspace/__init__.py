@@ -4,12 +4,16 @@ Modules, by layer (docs/ARCHITECTURE.md; tests/test_architecture.py checks that 
 point down and never form a circle; none imports Snakemake):
 
 Pure numerics (``core``: tensors in, tensors out)
-- ``core.sharing``       the sharing test: rotation-null draws, statistics, p-values, BH
+- ``core.sharing``       the sharing test: rotation-null draws, the statistic, the power ceiling
+- ``core.stats``         what the tables report: explained variance, CIs, empirical p, BH, calls
 - ``core.coefficients``  a change held in a shared basis, ΔW = U_row C U_colᵀ
 - ``core.merging``       merging task vectors (PEFT's merge utilities, and in the basis)
 - ``core.align``         the representation alignment metrics, pairwise and all pairs at once
 - ``core.hosvd``         the decomposition: mode sums, eigendecomposition, sketches, nulls
 - ``core.lowrank``       a matrix held as its LoRA factors, scale·B·A
+- ``core.bank``          the model bank's linear map: many models' rows in one batched forward
+- ``core.transfer``      one collection's subspace against another's models: energy, Haar null
+- ``core.search``        a validation grid that widens until its optimum is inside
 
 Files, tables and sources
 - ``io``          atomic writes of files, tables and directories
@@ -23,8 +27,9 @@ Files, tables and sources
 - ``textzoo``     the realism zoo: PEFT LoRAs on the real MiniLM, real text tasks
 
 Stages (one per rule file) and their helpers
-- ``extract``, ``subspace``, ``project``, ``evaluate``, ``export``, ``sweep``, ``adapt``,
-  ``merge``, ``representations`` (the align stage), ``figures``
+- ``extract``, ``subspace``, ``spectra`` (its tables, read without torch), ``project``,
+  ``evaluate``, ``export``, ``bank``, ``sweep``, ``adapt``, ``merge``, ``transfer``, ``representations``
+  (the align stage), ``figures``
 - ``evaluators``  task evaluators behind one interface: the zoo's (digits) and transformers
   models' (text and image classification, causal LM)
 

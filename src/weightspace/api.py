@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .bank import Bank, BankModel, Matrix, attach, load_bank  # noqa: F401  (the serving API)
-from .core import hosvd
+from .core import hosvd, stats
 from .project import coefficients, reconstruct
 
 
@@ -45,7 +45,7 @@ class Basis:
 
     def explained_variance(self, k: int) -> float:
         """Σ_{j≤k} λ_j / Σ_j λ_j of the centred row mode."""
-        return float(hosvd.explained_variance(self.eig_row)[k - 1])
+        return float(stats.explained_variance(self.eig_row)[k - 1])
 
 
 class Subspaces(dict):

@@ -21,12 +21,22 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .core.stats import ci95  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .layers import depth_key  # noqa: E402
 
 METHOD_ORDER = ["projected", "svd", "random", "mean"]
 PALETTE = {"projected": "#1f77b4", "svd": "#2ca02c", "random": "#d62728", "mean": "#7f7f7f"}
 SOURCE_STYLE = {"data": "-", "Gaussian null": "--", "rotation null": ":"}
+
+
+def t_interval(values) -> tuple[float, float]:
+    """seaborn's error band: the mean ± the 95% t-interval half-width (``core.stats.ci95``), the
+    interval the tables report; computed, not resampled (a bootstrap band is most of a figure
+    job's time)."""
+    m = float(np.mean(values))
+    h = ci95(values)
+    return m - h, m + h
 
 
 def _save(fig, path):
@@ -159,7 +169,7 @@ def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
         for r, (col, label) in enumerate(rows):
             ax = axes[r, c]
             sns.lineplot(data=d, x="k", y=col, hue="method", hue_order=METHOD_ORDER, palette=PALETTE,
-                         marker="o", errorbar=("ci", 95), seed=0, ax=ax)
+                         marker="o", errorbar=t_interval, ax=ax)
             if col == "accuracy":
                 for method, ls in [("original", "--"), ("base_only", ":")]:
                     ref = metrics[(metrics["split"] == split) & (metrics["method"] == method)]
@@ -432,11 +442,11 @@ def merge_figure(summary: pd.DataFrame, diagnostics: pd.DataFrame, title: str, p
 
 def verdict_row(sharing: pd.DataFrame, metrics: pd.DataFrame, k: int, fdr: float, margin: float,
                 share: float) -> dict:
-    """The headline of one view: the sharing test's verdict (``subspace.view_verdict``), the
+    """The headline of one view: the sharing test's verdict (``spectra.view_verdict``), the
     mean-only error ‖W − μ‖/‖W‖ of basis and held-out models (near 0 for fine-tunes of one
     checkpoint, ≈ √(1 − 1/N) or above for independent models), and held-out quality of the
     projected models at k beside the originals."""
-    from .subspace import view_verdict
+    from .spectra import view_verdict
 
     row = {**view_verdict(sharing, fdr, share), "fdr": fdr, "margin": margin}
     mean = metrics[metrics["method"] == "mean"]
@@ -594,7 +604,7 @@ def transfer_figure(energy: pd.DataFrame, proj: pd.DataFrame | None, summary: di
         for ax, (col, label) in zip(axes[:2], cols):
             swept = d[d["method"].isin(TRANSFER_PALETTE)]
             sns.lineplot(data=swept, x="k", y=col, hue="method", hue_order=list(TRANSFER_PALETTE),
-                         palette=TRANSFER_PALETTE, marker="o", errorbar=("ci", 95), seed=0, ax=ax)
+                         palette=TRANSFER_PALETTE, marker="o", errorbar=t_interval, ax=ax)
             for method, (color, ls) in TRANSFER_LINES.items():
                 ref = d[d["method"] == method]
                 if len(ref) and not (method == "original" and col == "rel_error"):

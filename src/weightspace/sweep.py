@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from . import layers
-from .core import sharing
+from .core import stats
 from .core.lowrank import LowRank
 from .project import coefficients, reconstruct
 from .store import ModelStore
@@ -56,7 +56,7 @@ def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: li
     for n, keys in nested_draw(list(basis), sizes, seed).items():
         stores = [basis[key] for key in keys]
         err2 = mean2 = norm2 = cnorm2 = 0.0
-        stats = []
+        tests = []
         for t in targets:
             sub, _ = decompose_target(stores, t, max_k=max_k, center=center, gaussian_null=False,
                                       rotation_null=True, seed=seed, device=device, null_draws=null_draws,
@@ -70,14 +70,14 @@ def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: li
                 norm2 += float((W ** 2).sum())
                 cnorm2 += float(((W - mu) ** 2).sum())
             if sub.sharing:
-                stats.append((sub.sharing["statistic"], sub.nulls["rotation_statistic"].mean(1).numpy()))
-        _, _, calls = sharing.shared_calls([T for T, _ in stats], [d for _, d in stats], margin, fdr)
+                tests.append((sub.sharing["statistic"], sub.nulls["rotation_statistic"].mean(1).numpy()))
+        _, _, calls = stats.shared_calls([T for T, _ in tests], [d for _, d in tests], margin, fdr)
         rows.append({"n_basis": n, "k": k, "heldout_models": len(held),
                      "heldout_error": (err2 / norm2) ** 0.5, "heldout_error_centered": (err2 / cnorm2) ** 0.5,
                      "heldout_mean_only_error": (mean2 / norm2) ** 0.5,
-                     "median_excess": float(np.median([T - d.mean() for T, d in stats])) if stats else np.nan,
-                     "matrices_shared": int(calls.sum()), "matrices_tested": len(stats)})
+                     "median_excess": float(np.median([T - d.mean() for T, d in tests])) if tests else np.nan,
+                     "matrices_shared": int(calls.sum()), "matrices_tested": len(tests)})
         log.info("basis size %d: held-out error %.4f (mean only %.4f), %d of %d matrices shared", n,
                  rows[-1]["heldout_error"], rows[-1]["heldout_mean_only_error"], rows[-1]["matrices_shared"],
-                 len(stats))
+                 len(tests))
     return pd.DataFrame(rows)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from . import layers
 from .assemble import effective_weights, model_config
-from .core import sharing
+from .core import stats
 from .core import transfer as tr
 from .core.hosvd import dense
 from .project import baseline, coefficients, core_size, projection, reconstruct
@@ -118,7 +118,7 @@ def energy_table(a_subs: dict, b_subs: dict, grams: dict, comparisons: list[dict
         rows.append({**row, "tested": True, "captured": captured, "own": own,
                      "ratio": captured / own if own > 0 else np.nan, "random": chance,
                      "above_chance": tr.above_chance(captured, own, chance),
-                     "null_mean": float(null.mean()), "p": sharing.empirical_p(captured, null + margin),
+                     "null_mean": float(null.mean()), "p": stats.empirical_p(captured, null + margin),
                      "overlap": tr.overlap(Ua[:, :k], Ub[:, :k]), "overlap_random": chance,
                      "median_angle": float(np.median(angles)), "draws": draws})
     table = pd.DataFrame(rows)
@@ -128,7 +128,7 @@ def energy_table(a_subs: dict, b_subs: dict, grams: dict, comparisons: list[dict
             table[col] = np.nan
     tested = table["tested"].astype(bool)
     table["q"] = np.nan
-    table.loc[tested, "q"] = sharing.benjamini_hochberg(table.loc[tested, "p"].to_numpy(float))
+    table.loc[tested, "q"] = stats.benjamini_hochberg(table.loc[tested, "p"].to_numpy(float))
     table["transfers"] = pd.array([pd.NA] * len(table), dtype="boolean")
     table.loc[tested, "transfers"] = (table.loc[tested, "q"] <= fdr) & (table.loc[tested, "ratio"] >= share_of_own)
     return table

@@ -3,7 +3,7 @@ the figure of every matrix's spectra against its own nulls."""
 from weightspace import figures
 from weightspace.io import write_table
 from weightspace.runtime import job, script
-from weightspace.subspace import sharing_table, spectra_table
+from weightspace.spectra import sharing_table, spectra_table
 
 smk = job(globals())
 

@@ -390,15 +390,6 @@ def eigvals_desc(G: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh((G + G.T) / 2).flip(0).clamp_min(0)
 
 
-def explained_variance(eigs: torch.Tensor, total: float | None = None) -> torch.Tensor:
-    """Cumulative explained variance: entry k−1 is Σ_{j≤k} λ_j / Σ_j λ_j, where the total
-    (the trace of the Gram) may be given when ``eigs`` holds only the leading eigenvalues."""
-    total = float(eigs.sum()) if total is None else total
-    if total <= 0:
-        return torch.zeros_like(eigs)
-    return torch.cumsum(eigs, 0) / total
-
-
 @dataclass
 class Subspace:
     """The result for one target: mean, leading mode factors, spectra and nulls."""

@@ -24,14 +24,14 @@ p = (1 + #{r: T_r ≥ T}) / (1 + R) is exact (P(p ≤ α) ≤ α for every α), 
 1/(1 + R). Benjamini–Hochberg across the matrices of a view then rejects every matrix of a
 view whose p-values are all 1/(1+R) as soon as 1/(1+R) ≤ q, and rejects s of m matrices
 only when their p ≤ q·s/m: with R = 99 draws the test reaches q = 0.05 when at least 20% of a
-view's matrices are shared (see ``min_detectable_share``). The z-score
+view's matrices are shared (see ``stats.min_detectable_share``). The z-score
 z = (T − mean_r T_r) / sd_r T_r is reported beside it as an effect size, not used for the
-decision (its normality is not assumed).
+decision (its normality is not assumed). The p-values, BH and a view's calls are numpy-only
+functions in ``core.stats`` (a job that reads stored results needs no torch).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -98,42 +98,6 @@ def evr_area(eigs: torch.Tensor, K: int, total: float | None = None) -> torch.Te
     return cum[..., :K].mean(-1)
 
 
-def empirical_p(t: float, null: np.ndarray) -> float:
-    """(1 + #{null ≥ t}) / (1 + R): exact under exchangeability, at least 1/(1 + R)."""
-    null = np.asarray(null, dtype=float)
-    return float((1 + np.sum(null >= t)) / (1 + len(null)))
-
-
-def z_score(t: float, null: np.ndarray) -> float:
-    """(t − mean) / sd of the null draws (an effect size; inf when the draws do not vary)."""
-    null = np.asarray(null, dtype=float)
-    sd = null.std(ddof=1) if len(null) > 1 else 0.0
-    return float((t - null.mean()) / sd) if sd > 0 else float(np.inf if t > null.mean() else 0.0)
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (scipy's ``false_discovery_control``): reject at
-    FDR q where the adjusted value is ≤ q."""
-    from scipy.stats import false_discovery_control
-
-    p = np.asarray(p, dtype=float)
-    return false_discovery_control(p, method="bh") if len(p) else p
-
-
-def shared_calls(statistics, null_draws, margin: float, fdr: float):
-    """The test of a view's matrices j: p_j = empirical_p(T_j, null_j + margin),
-    q = benjamini_hochberg(p), and matrix j called shared where q_j ≤ fdr. Returns (p, q, calls)."""
-    p = np.array([empirical_p(T, np.asarray(d, dtype=float) + margin) for T, d in zip(statistics, null_draws)])
-    q = benjamini_hochberg(p)
-    return p, q, q <= fdr
-
-
-def min_detectable_share(draws: int, q: float) -> float:
-    """The smallest share of a view's matrices that BH at FDR q can call shared when their
-    p-values sit at the floor 1/(1 + R): s/m ≥ (1/(1+R)) / q."""
-    return min(1.0, 1.0 / ((1 + draws) * q))
-
-
 def ceiling_area(s2: torch.Tensor, N: int, K: int, dim: int, draws: int, generator: torch.Generator) -> float:
     """The largest excess of one mode's statistic that N basis models can show (the test's power
     ceiling): N identical copies of one matrix with squared singular values ``s2`` share
@@ -147,28 +111,3 @@ def ceiling_area(s2: torch.Tensor, N: int, K: int, dim: int, draws: int, generat
     own = float(evr_area(s2, K))
     null = rotation_null_draws([s2.sqrt()] * N, dim, draws, generator)
     return own - float(evr_area(null, K).mean())
-
-
-def view_called(statistics, null_draws, margin: float, fdr: float, share: float) -> bool:
-    """A view's verdict at ``margin``: at least ``share`` of its matrices called shared."""
-    if not len(statistics):
-        return False
-    calls = shared_calls(statistics, null_draws, margin, fdr)[2]
-    return bool(calls.sum() >= share * len(calls))
-
-
-def flip_margin(statistics, null_draws, fdr: float, share: float, hi: float = 1.0, tol: float = 1e-4) -> float:
-    """The largest margin at which the view is still called shared (NaN: not shared even at
-    margin 0). Each p grows with the margin and BH's rejections shrink as the p-values grow, so
-    the verdict is shared up to this margin and not shared beyond it: a view called shared flips
-    just above it, a view called not shared would be called shared at any margin up to it.
-    Bisection on [0, hi] to ``tol``."""
-    if not view_called(statistics, null_draws, 0.0, fdr, share):
-        return float("nan")
-    lo = 0.0
-    if view_called(statistics, null_draws, hi, fdr, share):
-        return hi
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if view_called(statistics, null_draws, mid, fdr, share) else (lo, mid)
-    return lo
