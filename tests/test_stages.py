@@ -292,7 +292,7 @@ def test_a_retrained_model_under_the_same_key_is_not_read_from_the_cache(tmp_pat
     np.testing.assert_allclose(cached["w"].array("eig_row"), fresh["w"].array("eig_row"), rtol=1e-12)
 
 
-def test_basis_size_sweep_converges_on_shared_models_and_draws_are_nested(tmp_path):
+def test_basis_size_sweep_converges_on_shared_models_and_draws_are_nested(tmp_path, monkeypatch):
     """Fine-tunes of one matrix: held-out error at k falls with N below the mean-only error and
     every matrix is called shared; the draw for a smaller N is a prefix of a larger one."""
     from weightspace.sweep import nested_draw, sweep
@@ -314,6 +314,31 @@ def test_basis_size_sweep_converges_on_shared_models_and_draws_are_nested(tmp_pa
     assert t["heldout_error"].iloc[-1] < 0.5 * t["heldout_mean_only_error"].iloc[-1]
     assert t["heldout_error"].iloc[-1] < t["heldout_error"].iloc[0]
     assert t["matrices_shared"].iloc[-1] == t["matrices_tested"].iloc[-1] == 1
+
+    # at N = all, the subspace stage's stored result of the same models stands in for a recompute:
+    # the same errors (one decomposition), the same statistic, its own null draws; no decompose call
+    run_group(paths[:10], "full", 1, 0, str(tmp_path / "g.zarr"), max_k=4, center=True, gaussian_null=False,
+              rotation_null=True, seed=5, device="cpu", null_draws=19, test_k=4)
+    from weightspace import sweep as sweep_mod
+
+    calls = []
+    real = sweep_mod.decompose_target
+    monkeypatch.setattr(sweep_mod, "decompose_target", lambda *a, **kw: calls.append(len(a[0])) or real(*a, **kw))
+    reused = sweep(paths[:10], paths[10:], "full", [2, 4, 10], k=3, seed=0, null_draws=19, test_k=4, fdr=0.05,
+                   margin=0.0, max_k=4, stage=load_subspaces([str(tmp_path / "g.zarr")]))
+    assert calls == [2, 4]
+    cols = ["heldout_error", "heldout_error_centered", "heldout_mean_only_error"]
+    np.testing.assert_allclose(reused[cols].to_numpy(), t[cols].to_numpy(), rtol=1e-6)  # the stage stores float32
+    assert reused["matrices_shared"].iloc[-1] == 1
+    rec = load_subspaces([str(tmp_path / "g.zarr")])[0]["a.weight"]
+    excess = rec.attrs["sharing"]["statistic"] - rec.array("null_rotation_statistic").mean(1).mean()
+    assert reused["median_excess"].iloc[-1] == pytest.approx(excess, rel=1e-12)
+    assert reused["median_excess"].iloc[-1] == pytest.approx(t["median_excess"].iloc[-1], abs=0.02)  # other draws
+    # a stage run with other test settings is not what the sweep would compute: recomputed
+    calls.clear()
+    sweep(paths[:10], paths[10:], "full", [10], k=3, seed=0, null_draws=39, test_k=4, fdr=0.05, margin=0.0,
+          max_k=4, stage=load_subspaces([str(tmp_path / "g.zarr")]))
+    assert calls == [10]
 
 
 def test_model_gram_sketch_reads_only_added_models(tmp_path, monkeypatch, caplog):

@@ -101,6 +101,9 @@ def test_outputs_exist_and_are_sane(finished):
     sweep = pd.read_csv(res / "tiny-shared" / "sweep" / "full" / "basis_size.csv")
     assert list(sweep["n_basis"]) == [2, 4, 9]
     assert sweep["heldout_error"].iloc[-1] < sweep["heldout_mean_only_error"].iloc[-1]
+    # N = all is the subspace stage's own test: its median excess is the stage's (sharing.csv)
+    stage = (sharing["statistic"] - sharing["null_mean"]).median()
+    assert sweep["median_excess"].iloc[-1] == pytest.approx(stage, rel=1e-9)
     assert (res / "tiny-shared" / "figures" / "full" / "error_vs_basis_size.png").stat().st_size > 10_000
 
 

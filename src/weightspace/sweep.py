@@ -13,6 +13,11 @@ sums, eigendecomposition and sharing test as the subspace stage), and
 
 If a shared subspace exists (the paper's convergence claim), held-out error falls with N and
 levels off; for unrelated models it stays near the mean-only error.
+
+At N = all basis models the draw is the subspace stage's own basis: its stored decomposition and
+sharing test are used (``stage_result``) instead of being computed again, so the sweep's last
+point is the verdict's, wherever the stage computed what the sweep would (every mode exact, the
+same null draws and test K).
 """
 
 from __future__ import annotations
@@ -40,11 +45,25 @@ def nested_draw(keys: list[str], sizes: list[int], seed: int) -> dict[int, list[
     return {n: list(order[:n]) for n in sorted(set(sizes)) if 2 <= n <= len(keys)}
 
 
+def stage_result(stage, keys: list[str], targets: list[layers.Target], null_draws: int, test_k: int) -> dict | None:
+    """The subspace stage's decomposition (``subspace.load_subspaces``' pair) of exactly these
+    models, target by target, where it is what ``decompose_target`` would give the sweep: every
+    target stored with exact modes and a sharing test of ``null_draws`` draws at ``test_k``;
+    else None."""
+    if stage is None or sorted(stage[1]) != sorted(keys):
+        return None
+    recs = {t.name: stage[0].get(t.name) for t in targets}
+    ok = all(r is not None and not any(r.attrs.get("sketched", [1])) and (r.attrs.get("sharing") or {}).get("draws") == null_draws
+             and r.attrs["sharing"].get("K") == test_k for r in recs.values())
+    return recs if ok else None
+
+
 def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: list[int], *, k: int,
           seed: int, null_draws: int, test_k: int, fdr: float, margin: float, max_k: int,
-          center: bool = True, device: str = "cpu") -> pd.DataFrame:
+          center: bool = True, device: str = "cpu", stage=None) -> pd.DataFrame:
     """One row per basis size N: held-out projected and mean-only errors at k, the median excess
-    of the sharing statistic over its rotation null, matrices called shared (see the module)."""
+    of the sharing statistic over its rotation null, matrices called shared (see the module).
+    ``stage``: the subspace stage's (subspaces, models), used at N = all (``stage_result``)."""
     basis = {ModelStore(p).key: ModelStore(p) for p in basis_paths}
     held = [ModelStore(p) for p in heldout_paths]
     if not held:
@@ -57,20 +76,28 @@ def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: li
         stores = [basis[key] for key in keys]
         err2 = mean2 = norm2 = cnorm2 = 0.0
         tests = []
+        stored = stage_result(stage, keys, targets, null_draws, test_k)
+        if stored:
+            log.info("basis size %d: the subspace stage's own decomposition and test (the same models)", n)
         for t in targets:
-            sub, _ = decompose_target(stores, t, max_k=max_k, center=center, gaussian_null=False,
-                                      rotation_null=True, seed=seed, device=device, null_draws=null_draws,
-                                      test_k=test_k, exact_max_dim=1 << 30, sketch_when_cheaper=False)
-            kr, kc = min(k, sub.U_row.shape[1]), min(k, sub.U_col.shape[1])
-            Ur, Uc, mu = sub.U_row[:, :kr].cpu(), sub.U_col[:, :kc].cpu(), sub.mean.cpu()
+            if stored:
+                rec = stored[t.name]
+                Ur, Uc, mu = rec.U_row[:, :k].cpu(), rec.U_col[:, :k].cpu(), rec.mean.cpu()
+                tests.append((rec.attrs["sharing"]["statistic"], rec.array("null_rotation_statistic").mean(1)))
+            else:
+                sub, _ = decompose_target(stores, t, max_k=max_k, center=center, gaussian_null=False,
+                                          rotation_null=True, seed=seed, device=device, null_draws=null_draws,
+                                          test_k=test_k, exact_max_dim=1 << 30, sketch_when_cheaper=False)
+                kr, kc = min(k, sub.U_row.shape[1]), min(k, sub.U_col.shape[1])
+                Ur, Uc, mu = sub.U_row[:, :kr].cpu(), sub.U_col[:, :kc].cpu(), sub.mean.cpu()
+                if sub.sharing:
+                    tests.append((sub.sharing["statistic"], sub.nulls["rotation_statistic"].mean(1).numpy()))
             for W in held_mats[t.name]:
                 What = reconstruct(coefficients(W, mu, Ur, Uc), mu, Ur, Uc)
                 err2 += float(((What - W) ** 2).sum())
                 mean2 += float(((mu - W) ** 2).sum())
                 norm2 += float((W ** 2).sum())
                 cnorm2 += float(((W - mu) ** 2).sum())
-            if sub.sharing:
-                tests.append((sub.sharing["statistic"], sub.nulls["rotation_statistic"].mean(1).numpy()))
         _, _, calls = stats.shared_calls([T for T, _ in tests], [d for _, d in tests], margin, fdr)
         rows.append({"n_basis": n, "k": k, "heldout_models": len(held),
                      "heldout_error": (err2 / norm2) ** 0.5, "heldout_error_centered": (err2 / cnorm2) ** 0.5,

@@ -1,5 +1,6 @@
 # sweep: the decomposition and the sharing test redone on nested, seeded draws of N basis
-# models (N up to all of them), with the held-out models fixed: does the answer converge?
+# models (N up to all of them), with the held-out models fixed: does the answer converge? At
+# N = all the subspace stage's own decomposition and test are read, not computed again.
 
 
 rule sweep:
@@ -7,6 +8,7 @@ rule sweep:
         basis=lambda w: stores(w.c, "basis"),
         heldout=lambda w: stores(w.c, "heldout"),
         screen="results/{c}/screen.tsv",
+        subspace=lambda w: subspace_groups(w.c, w.view),  # N = all: the stage's own result
     output:
         table="results/{c}/sweep/{view}/basis_size.csv",
     params:
