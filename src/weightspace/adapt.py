@@ -127,6 +127,7 @@ class TextProblem:
 
     def tasks(self, settings: dict, taken: set[str]) -> list[dict]:
         from .textzoo import NEW_TASKS
+        from .zoo import task_family
 
         if settings.get("data"):
             name = settings["data"].get("name", "user-task")
@@ -135,7 +136,7 @@ class TextProblem:
         unknown = [t for t in names if t not in NEW_TASKS]
         if unknown:
             raise ValueError(f"adapt.text_tasks: unknown {unknown}; available: {list(NEW_TASKS)}")
-        return [{"kind": "text", "family": t, "label": t} for t in names[: settings["n_tasks"]]]
+        return [{"kind": "text", "family": task_family(t), "label": t} for t in names[: settings["n_tasks"]]]
 
     def frames(self, task: dict):
         """(pool, validation, test) tables with text and label."""

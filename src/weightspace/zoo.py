@@ -302,6 +302,19 @@ def make_task(name: str, rng: np.random.Generator) -> dict:
 
 
 TEXT_TASKS = ("rt-sentiment", "debate-party", "debate-moderator")  # see textzoo
+TEXT_FAMILIES = {  # a text task's family: the adapt stage marks a new task outside the collection's
+    "rt-sentiment": "sentiment", "debate-party": "party", "debate-moderator": "speaker role",  # zoo tasks
+    # the adapt stage's new tasks (no zoo adapter trains on them): three of the zoo's families on
+    # other texts, three families the zoo never saw (textzoo.load_task says what each is)
+    "rt-sentiment-other": "sentiment", "convention-party": "party", "debate-ticket": "speaker role",
+    "rt-subjectivity": "subjectivity", "headline-covid": "news period", "hamlet-speaker": "speaker identity",
+}
+
+
+def task_family(name: str) -> str:
+    """The family of a task name: a text task's (``TEXT_FAMILIES``), else the name itself (the
+    zoo's transform families are their own names)."""
+    return TEXT_FAMILIES.get(name, name)
 TRANSFORM_FAMILIES = ("rotate", "shift", "rotate-large", "scale", "blur", "invert", "elastic")
 DEFAULT_TASKS = {"mlp": ["permutation", "partition"], "lora": ["rotate", "shift"],
                  "finetune": ["rotate", "shift"], "text-lora": list(TEXT_TASKS)}
