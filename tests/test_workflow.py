@@ -377,7 +377,8 @@ def test_adapt_setting_change_reruns_adapt_only(finished):
 
 def test_report_opens_in_a_browser_with_the_verdict_on_its_first_page(finished):
     """snakemake --report, opened in headless chromium: no script errors, and the rendered first
-    page (the DOM after the report's scripts ran, not the HTML source) shows the verdict table."""
+    page (the DOM after the report's scripts ran, not the HTML source) shows the verdict table
+    and the transfer pairs' table."""
     import shutil
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -394,6 +395,8 @@ def test_report_opens_in_a_browser_with_the_verdict_on_its_first_page(finished):
     assert 'id="verdict"' in dom and "Verdict per collection and view" in dom
     table = dom.split('id="verdict"')[1].split("</table>")[0]
     assert "tiny-shared" in table and "tiny-lora" in table and "shared" in table
+    transfer = dom.split('id="transfer"')[1].split("</table>")[0]  # a row per transfer pair
+    assert "tiny-shared → tiny-mnist [full]" in transfer and "tiny-mnist → tiny-shared [full]" in transfer
 
 
 def test_logs_carry_no_zarr_timestamp_warning(finished):

@@ -502,6 +502,30 @@ def verdict_html(summary: pd.DataFrame) -> str:
             f"<p style='font:11px sans-serif;max-width:470px'>{note}</p>\n")
 
 
+def transfer_html(summary: pd.DataFrame) -> str:
+    """The transfer verdict per pair (results/transfer/summary.csv rows) as the HTML fragment the
+    report's first page shows under the sharing verdict."""
+    def acc(r, m):
+        v = r.get(f"accuracy_{m}")
+        return "–" if v is None or pd.isna(v) else f"{v:.2f}"
+
+    rows = [{"A's subspace → B's models [view]": f"{r['a']} → {r['b']} [{r['view']}]", "verdict": r["verdict"],
+             "modes transferring": f"{int(r['rows_transfer'])} of {int(r['rows_tested'])}",
+             "above chance (median)": "–" if pd.isna(r["median_above_chance"]) else f"{r['median_above_chance']:.2f}",
+             "B acc. own / A's / random": " / ".join(acc(r, m) for m in ("own", "transfer", "random"))}
+            for _, r in summary.iterrows()]
+    body = pd.DataFrame(rows).to_html(index=False, border=0, classes="verdict", table_id="transfer", escape=True)
+    k = summary["k"].iloc[0] if len(summary) else None
+    note = ("A mode transfers when A's top-k directions capture more of B's centred energy than random "
+            "k-subspaces (beyond the margin, BH across the pair) and at least the stated share of what B's own "
+            "top-k capture; the pair transfers when that share of its modes does. Above chance: (A's − k/d) / "
+            f"(B's own − k/d). Accuracy: B's models projected at k = {k} onto B's own subspace, A's, a random "
+            "one (across architectures only the meeting modes are compared: no accuracy). Details: "
+            "results/transfer/.")
+    return (f"<h3>Transfer: one collection's subspace on another's models</h3>\n{body}\n"
+            f"<p style='font:11px sans-serif;max-width:470px'>{note}</p>\n")
+
+
 def sweep_figure(table: pd.DataFrame, title: str, path: str) -> None:
     """Basis-size sweep: held-out error at k (and the mean-only error) against N; the median
     excess of the sharing statistic against N, each point labelled with matrices shared."""

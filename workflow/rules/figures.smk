@@ -60,6 +60,7 @@ rule overview:
         ],
         listings=lambda w: [f"results/{c}/collection.csv" for c in config["collections"]],
         serving=lambda w: serving_tables(),
+        transfer=lambda w: [f"results/transfer/{a}~{b}/summary.csv" for a, b, _ in transfer_pairs()],
     output:
         overview=report(
             "results/figures/overview_sharing.png",

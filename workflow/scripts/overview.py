@@ -27,7 +27,9 @@ with script(smk) as log:
     verdicts = pd.DataFrame(verdicts)
     write_table(verdicts, out.summary)
     with atomic_path(out.summary_html) as tmp:
-        Path(tmp).write_text(figures.verdict_html(verdicts))
+        transfer = [pd.read_csv(f) for f in inp.transfer]
+        Path(tmp).write_text(figures.verdict_html(verdicts)
+                             + (figures.transfer_html(pd.concat(transfer, ignore_index=True)) if transfer else ""))
     methods = pd.concat(methods, ignore_index=True)
     write_table(methods[["collection", "view"] + [c for c in methods if c not in ("collection", "view")]],
                 out.methods)
