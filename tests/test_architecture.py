@@ -72,14 +72,17 @@ def test_no_module_imports_snakemake():
     assert [m for m in MODULES if "snakemake" in third_party(m)] == []
 
 
-def test_jobs_that_only_read_results_import_no_torch():
+def test_jobs_that_only_read_results_and_the_workflow_parse_import_no_torch():
     """The spectra, figure and overview jobs read stored tables and draw: importing torch would be
-    most of their time (2 s of a 4 s job), so nothing they import may reach it."""
+    most of their time (2 s of a 4 s job), so nothing they import may reach it; nor may what the
+    workflow imports when it is parsed (common.smk), which every Snakemake call and every cluster
+    job pays."""
     import subprocess
     import sys
 
     scripts = ["spectra", "figures", "overview", "sweep_figure", "adapt_figure", "transfer_matrix"]
-    mods = sorted({m for s in scripts for m in codehash.script_modules(SCRIPTS / f"{s}.py", ROOT)})
+    mods = sorted({m for s in scripts for m in codehash.script_modules(SCRIPTS / f"{s}.py", ROOT)}
+                  | {"collection", "sources", "zoospec", "codehash"})
     code = ("import importlib, sys\n"
             f"for m in {mods!r}: importlib.import_module('weightspace.' + m)\n"
             "from weightspace import spectra, figures\n"  # and their lazy imports, when called

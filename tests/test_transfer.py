@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from weightspace import transfer, zoo
+from weightspace import transfer, zoo, zoospec
 from weightspace.core import transfer as tr
 from weightspace.core.sharing import haar_frames
 
@@ -115,11 +115,11 @@ def test_meeting_modes_of_two_architectures():
 def test_collections_of_one_seed_start_from_the_same_weights_whatever_their_data():
     """shared_init with one seed: the first weights of a digits and an MNIST collection are
     equal (one step of training at lr ~0 leaves the init); another seed gives others."""
-    spec = zoo.normalize_spec({"kind": "mlp", "count": 2, "hidden": [16], "shared_init": True, "seed": 0,
+    spec = zoospec.normalize_spec({"kind": "mlp", "count": 2, "hidden": [16], "shared_init": True, "seed": 0,
                                "steps": 1, "lr": 1e-12, "batch_size": 8, "data_fraction": 0.5})
-    digits = zoo.train_mlps(spec, zoo.load_dataset("digits"), zoo.zoo_tasks(spec))
-    mnist = zoo.train_mlps(dict(spec, dataset="mnist"), zoo.load_dataset("mnist"), zoo.zoo_tasks(dict(spec, dataset="mnist")))
-    other = zoo.train_mlps(dict(spec, seed=1), zoo.load_dataset("digits"), zoo.zoo_tasks(dict(spec, seed=1)))
+    digits = zoo.train_mlps(spec, zoo.load_dataset("digits"), zoospec.zoo_tasks(spec))
+    mnist = zoo.train_mlps(dict(spec, dataset="mnist"), zoo.load_dataset("mnist"), zoospec.zoo_tasks(dict(spec, dataset="mnist")))
+    other = zoo.train_mlps(dict(spec, seed=1), zoo.load_dataset("digits"), zoospec.zoo_tasks(dict(spec, seed=1)))
     for name in digits[0]:
         assert torch.allclose(digits[0][name], mnist[0][name], atol=1e-9)
     assert not torch.allclose(digits[0]["fc1.weight"], other[0]["fc1.weight"])
@@ -134,7 +134,7 @@ def test_mnist_and_fashion_are_pooled_like_the_digits():
     assert torch.equal(torch.round(x * 16), x * 16)
     assert set(torch.cat([d.y_train, d.y_test]).tolist()) == set(range(10))
     assert np.allclose(zoo.pool_to_8x8(np.full((1, 784), 255.0)), 1.0)
-    task = zoo.with_dataset({"kind": "digits", "label": "x"}, {"dataset": "mnist"})
+    task = zoospec.with_dataset({"kind": "digits", "label": "x"}, {"dataset": "mnist"})
     assert task["dataset"] == "mnist" and zoo.task_dataset(task) is d
     try:
         f = zoo.load_dataset("fashion")

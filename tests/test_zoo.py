@@ -5,7 +5,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from weightspace import zoo
+from weightspace import zoo, zoospec
 
 SMALL = dict(kind="mlp", count=4, hidden=[16], shared_init=True, tasks=["permutation", "partition"],
              seed=0, steps=150, batch_size=64, lr=0.01, data_fraction=0.8)
@@ -27,7 +27,7 @@ def test_digits_are_scikit_learns():
 
 def test_mlp_zoo_trains_deterministically(tmp_path):
     data = zoo.load_digits(0)
-    tasks = zoo.zoo_tasks(SMALL)
+    tasks = zoospec.zoo_tasks(SMALL)
     a = zoo.train_mlps(SMALL, data, tasks)
     b = zoo.train_mlps(SMALL, data, tasks)
     for sa, sb in zip(a, b):
@@ -39,7 +39,7 @@ def test_mlp_zoo_trains_deterministically(tmp_path):
 
 def test_shared_vs_independent_init():
     data = zoo.load_digits(0)
-    tasks = zoo.zoo_tasks(SMALL)
+    tasks = zoospec.zoo_tasks(SMALL)
     shared = zoo.train_mlps(dict(SMALL, steps=1, lr=1e-9), data, tasks)
     indep = zoo.train_mlps(dict(SMALL, steps=1, lr=1e-9, shared_init=False), data, tasks)
     assert torch.allclose(shared[0]["fc1.weight"], shared[1]["fc1.weight"], atol=1e-6)
@@ -47,7 +47,7 @@ def test_shared_vs_independent_init():
 
 
 def test_lora_zoo_folders_in_peft_layout_and_adapters_needed(tmp_path):
-    spec = zoo.normalize_spec(dict(kind="lora", count=3, hidden=[32], shared_init=False, seed=1,
+    spec = zoospec.normalize_spec(dict(kind="lora", count=3, hidden=[32], shared_init=False, seed=1,
                                    steps=200, base_steps=300, batch_size=64, lr=0.01, data_fraction=0.8,
                                    rank=4, alpha=8, target_modules=["fc1"]))
     out = tmp_path / "zoo"

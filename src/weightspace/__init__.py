@@ -24,6 +24,7 @@ Files, tables and sources
 - ``sources``     zoo, local folder, Hub behind one interface: resolve, fetch inputs, base
 - ``hub``         Hugging Face Hub collections: resolving, fetching, manifests, errors
 - ``zoo``         the built-in offline zoo (digits MLPs, LoRA adapters, fine-tunes)
+- ``zoospec``     what a zoo collection holds: keys, tasks, families (read at parse time: no torch)
 - ``textzoo``     the realism zoo: PEFT LoRAs on the real MiniLM, real text tasks
 
 Stages (one per rule file) and their helpers

@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import zoo
+from . import zoo, zoospec
 from .core.coefficients import add_coefficients, lora_factors
 from .core.search import widened_grid_best as choose_lr
 from .core.stats import ci95
@@ -127,7 +127,7 @@ class TextProblem:
 
     def tasks(self, settings: dict, taken: set[str]) -> list[dict]:
         from .textzoo import NEW_TASKS
-        from .zoo import task_family
+        from .zoospec import task_family
 
         if settings.get("data"):
             name = settings["data"].get("name", "user-task")
@@ -191,7 +191,7 @@ def new_tasks(families: list[str], n: int, seed: int, taken: set[str]) -> list[d
     rng, out = np.random.default_rng(seed), []
     labels = set(taken)
     while len(out) < n:
-        task = zoo.make_task(families[len(out) % len(families)], rng)
+        task = zoospec.make_task(families[len(out) % len(families)], rng)
         if task["label"] not in labels:
             labels.add(task["label"])
             out.append(task)

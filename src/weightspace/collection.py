@@ -76,13 +76,13 @@ def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> pd.DataFrame:
     """Rows of a zoo collection: known from its config alone (training is deterministic)."""
     import pandas as pd
 
-    from . import zoo
+    from . import zoospec
 
     rev = _sha40({k: v for k, v in spec.items()})
-    fmt = "lora" if spec["kind"] in zoo.ADAPTER_KINDS else "full"
+    fmt = "lora" if spec["kind"] in zoospec.ADAPTER_KINDS else "full"
     rows = [{"key": key, "id": f"zoo/{name}/{key}", "source": "zoo", "revision": rev,
              "format": fmt, "task": task["label"], "path": f"{zoo_dir}/{key}", "note": ""}
-            for key, task in zip(zoo.model_keys(spec), zoo.zoo_tasks(spec))]
+            for key, task in zip(zoospec.model_keys(spec), zoospec.zoo_tasks(spec))]
     return pd.DataFrame(rows)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from . import zoo
+from . import zoospec
 from .collection import read_table, resolve_local, resolve_zoo
 
 
@@ -30,7 +30,7 @@ class ZooSource:
     def __init__(self, name: str, spec: dict, lock: str):
         if "zoo" not in spec:
             raise ValueError(f"collection {name}: source 'zoo' needs a 'zoo:' section")
-        self.name, self.spec = name, zoo.normalize_spec(spec["zoo"])
+        self.name, self.spec = name, zoospec.normalize_spec(spec["zoo"])
         self.folder = f"results/{name}/zoo"
 
     def resolve(self):
@@ -47,7 +47,7 @@ class ZooSource:
         return [self.folder]
 
     def base_folder(self, evaluation: dict) -> str | None:
-        if self.spec["kind"] in zoo.BASE_KINDS:
+        if self.spec["kind"] in zoospec.BASE_KINDS:
             return f"{self.folder}/base"
         return evaluation.get("base")
 
@@ -71,7 +71,7 @@ class LocalSource:
     def resolve(self):
         table = resolve_local(self.name, self.spec["path"])
         if self.spec.get("evaluator") == "zoo":
-            others = [r.id for r in table.itertuples() if not zoo.is_zoo_model(r.path)]
+            others = [r.id for r in table.itertuples() if not zoospec.is_zoo_model(r.path)]
             if others:
                 raise ValueError(
                     f"collection {self.name}: the zoo evaluator scores the built-in zoo's MLPs only, and "

@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 
 from .io import atomic_path
-from .zoo import TEXT_TASKS as TASKS
-from .zoo import _write_folder, model_keys, zoo_tasks
+from .zoo import _write_folder
+from .zoospec import TEXT_TASKS as TASKS
+from .zoospec import model_keys, zoo_tasks
 
 POOL = 4  # a task's training pool: POOL × train_examples examples, encoded once
 NEW_TASKS = ("rt-sentiment-other", "convention-party", "debate-ticket",  # the zoo's families, other texts

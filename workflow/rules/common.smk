@@ -216,7 +216,7 @@ def merge_settings(c):
 def collection_families(c):
     """The task families a zoo collection's own models were trained on (adapt marks new tasks
     of other families as outside them); none known for other sources."""
-    from weightspace.zoo import task_family
+    from weightspace.zoospec import task_family
 
     spec = getattr(SOURCES[c], "spec", None)
     return sorted({task_family(t) for t in spec["tasks"]}) if spec else []
