@@ -183,7 +183,8 @@ def test_hub_collection_end_to_end_and_growth(server, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     planned = counts(run(tmp_path, env, "-n"))
     assert planned["fetch"] == 1 and planned["extract"] == 1, planned
-    run(tmp_path, env)
+    group = "results/hubby/subspace/full/group-0.zarr"  # the stages after it were run above: time
+    run(tmp_path, env, group)
     lock2 = pd.read_csv(res / "collection.tsv", sep="\t")
     assert list(lock2["key"])[:8] == list(lock["key"]) and lock2["key"].iloc[-1] == "org--ft-new"
     g = zarr.open_group(str(res / "subspace" / "full" / "group-0.zarr"), mode="r")
@@ -201,7 +202,7 @@ def test_hub_collection_end_to_end_and_growth(server, tmp_path):
     (fresh / "results" / "hubby" / "collection.tsv").write_text((res / "collection.tsv").read_text())
     (fresh / "config.yaml").write_text(yaml.safe_dump(config))
     server.repos["org/ft-1"] = gone  # a fresh machine has no cached copy: it must download
-    run(fresh, {**env, "HF_HOME": str(tmp_path / "hf2")})
+    run(fresh, {**env, "HF_HOME": str(tmp_path / "hf2")}, group)
     g2 = zarr.open_group(str(fresh / "results" / "hubby" / "subspace" / "full" / "group-0.zarr"), mode="r")
     for arr in ("eig_row", "eig_col", "mean", "gram_model"):
         np.testing.assert_allclose(g2["fc1.weight"][arr][...], g["fc1.weight"][arr][...], rtol=1e-10, atol=1e-12)
