@@ -656,7 +656,7 @@ def transfer_figure(energy: pd.DataFrame, proj: pd.DataFrame | None, summary: di
         ax.set_yticks(y, t["label"], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)  # under the bars
     ax.set_xlabel(f"share of B's centred energy captured at k = {k}")
     ax.set_title("per matrix and mode (✓ transfers)")
     fig.suptitle(f"{a} → {b} [{summary['view']}]: A's subspace {summary['verdict']} "
