@@ -361,7 +361,9 @@ def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[st
     rows, sweep = [], []
     k_export = max(settings["ks"])
     modules = [module_name(view, t) for t in sorted(subspaces)]
-    for task in problem.tasks(settings, taken):
+    tasks = problem.tasks(settings, taken)
+    for i, task in enumerate(tasks):
+        log.info("task %d of %d: %s (family %s)", i + 1, len(tasks), task["label"], task["family"])
         pool, val, test = problem.splits(task)
         sizes = sorted({min(s, len(pool.y)) if s else len(pool.y) for s in settings["sizes"]})
         for size in sizes:
@@ -406,6 +408,11 @@ def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[st
                                  "update_rank": update_rank(model, start, modules), "effective": effective})
                     if export_dir and seed == 0 and size == sizes[-1] and k == k_export and method == "coef-base":
                         export_coefficients(Path(export_dir) / task["label"], model, problem, view, base_path, task)
+                done = [r for r in rows if r["task"] == task["label"] and r["n_train"] == size and r["method"] == method
+                        and r["k"] == k]
+                log.info("task %s, %d examples, %s (k=%s): lr %g%s, test accuracy %.3f over %d seeds, %.0f s per run",
+                         task["label"], size, method, k, lr, " (grid edge)" if at_edge else "",
+                         np.mean([r["accuracy"] for r in done]), len(done), np.mean([r["seconds"] for r in done]))
             log.info("task %s, %d examples: done", task["label"], size)
     return pd.DataFrame(rows), pd.DataFrame(sweep)
 
