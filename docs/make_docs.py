@@ -207,6 +207,7 @@ FIGURES = {  # docs/figures/<name>: results/<path>
     "transfer_digits_to_mnist.png": "transfer/digits-mlp-shared~mnist-mlp-shared/transfer.png",
     "transfer_independent_to_shared.png": "transfer/digits-mlp-independent~digits-mlp-shared/transfer.png",
     "transfer_architectures.png": "transfer/digits-mlp~digits-mlp-deep/transfer.png",
+    "transfer_digits_to_fashion.png": "transfer/digits-24~fashion-24/transfer.png",  # three-datasets.yaml
     **{f"minilm_{f}.png": f"minilm-lora/figures/delta/{f}.png" for f in (
         "accuracy_vs_k", "alignment_vs_weights", "alignment_heatmap", "adapt_accuracy_vs_trainable",
         "merge_normalised_accuracy")},
