@@ -103,6 +103,8 @@ def test_bundle_rebuilds_models_and_its_size_is_the_accounted_one(tmp_path):
     assert accounted <= size <= accounted + 8 + 120 * n_tensors  # safetensors header only
     with pytest.raises(KeyError, match="model nope is not in the bundle"):
         export.load_from_bundle(tmp_path / "bundle.safetensors", "nope")
+    export.write_bundle(tmp_path / "again.safetensors", subs, str(tmp_path / "c.zarr"), paths, "full", k=4)
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "bundle.safetensors").read_bytes()
 
 
 def test_load_delta_export_refuses_a_folder_without_safetensors(tmp_path):

@@ -353,3 +353,42 @@ def test_row_blocks_of_stores_in_the_earlier_layout(tmp_path, monkeypatch):
         buf = torch.empty(t[rows].numel())
         assert torch.equal(st.read("w", rows, out=buf), t[rows])
     assert torch.equal(st.read("v", slice(2, 6), out=torch.empty(20)), t[2:6, :5])
+
+
+WRITER = """
+import os, sys, torch
+from weightspace.io import atomic_path, write_safetensors
+os.umask(int(sys.argv[2], 8))
+meta = {"view": "full", "k": "4", "models": '["m0", "m1"]', "shapes": "{}", "é": "ü"}
+with atomic_path(sys.argv[1]) as tmp:
+    write_safetensors({"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4)}, tmp, metadata=meta)
+"""
+
+
+def test_safetensors_outputs_are_byte_reproducible_and_follow_the_umask(tmp_path):
+    """safetensors writes its metadata map in a random order per process and its files 0600:
+    written through io, three processes give identical bytes that safetensors reads back, with
+    the mode the umask gives a new file (0644 under 022, 0600 under 077)."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    files = []
+    for i, mask in enumerate(["022", "022", "077"]):
+        files.append(tmp_path / f"f{i}.safetensors")
+        subprocess.run([sys.executable, "-c", WRITER, str(files[-1]), mask], check=True)
+    assert files[0].read_bytes() == files[1].read_bytes() == files[2].read_bytes()
+    assert [f.stat().st_mode & 0o777 for f in files] == [0o644, 0o644, 0o600]
+    with safe_open(str(files[0]), "pt") as f:
+        assert f.metadata()["models"] == '["m0", "m1"]' and f.metadata()["é"] == "ü"
+        assert torch.equal(f.get_tensor("b"), torch.arange(6.0).reshape(2, 3))
+
+
+def test_a_zero_d_tensor_keeps_its_shape(tmp_path):
+    """BatchNorm's num_batches_tracked is 0-D: stored and read back as 0-D (not shape (1,))."""
+    write_store(tmp_path / "s.zarr", {"n": torch.tensor(7), "h": torch.tensor(1.5, dtype=torch.bfloat16),
+                                      "w": torch.ones(2, 3)}.items(), {"model": "m"})
+    st = ModelStore(tmp_path / "s.zarr")
+    assert st.read("n").shape == () and int(st.read("n")) == 7
+    assert st.read("h").shape == () and st.read("h").dtype == torch.bfloat16 and float(st.read("h")) == 1.5

@@ -426,9 +426,8 @@ def coefficient_modules(model) -> dict:
 def export_coefficients(out_dir: Path, model, problem, view: str, base_path: str, task: dict) -> None:
     """A coefficient model as a PEFT LoRA (``lora/``, written by PEFT) and a coefficients file."""
     import peft
-    from safetensors.torch import save_file
 
-    from .io import atomic_path
+    from .io import atomic_path, write_safetensors
 
     deltas = coefficient_modules(model)
     factors = {name: lora_factors(d.C.detach().double(), d.U_row.double(), d.U_col.double())
@@ -452,7 +451,7 @@ def export_coefficients(out_dir: Path, model, problem, view: str, base_path: str
         peft_model.save_pretrained(str(tmp))
     coeffs = {name: d.C.detach().float().contiguous() for name, d in deltas.items()}
     with atomic_path(out_dir / "coefficients.safetensors") as tmp:
-        save_file(coeffs, str(tmp), metadata={"start": "base", "view": view, "task": task["label"]})
+        write_safetensors(coeffs, tmp, metadata={"start": "base", "view": view, "task": task["label"]})
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:

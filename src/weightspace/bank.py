@@ -47,7 +47,7 @@ from . import layers
 from .assemble import base_name, model_config, module_weight_name
 from .core.bank import bank_linear, gather_core, plan_rows, row_ids
 from .core.hosvd import dense
-from .io import atomic_path, relative_base
+from .io import atomic_path, relative_base, write_safetensors
 
 FORMAT = 1
 BANK_FILE, INDEX_FILE = "bank.safetensors", "index.json"
@@ -229,7 +229,6 @@ class Bank:
     # ------------------------------------------------------------------ files
     def save(self, folder: str | os.PathLike) -> None:
         """``folder/bank.safetensors`` + ``folder/index.json``, written atomically (module docstring)."""
-        from safetensors.torch import save_file
 
         tensors, targets = {}, {}
         for name, m in self.matrices.items():
@@ -243,7 +242,7 @@ class Bank:
                  "base": relative_base(self.base, folder) if self.base else ""}
         with atomic_path(folder) as tmp:
             tmp.mkdir(parents=True)
-            save_file(dict(sorted(tensors.items())), str(tmp / BANK_FILE), metadata={"format": "pt"})
+            write_safetensors(dict(sorted(tensors.items())), tmp / BANK_FILE, metadata={"format": "pt"})
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 

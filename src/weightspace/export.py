@@ -32,12 +32,11 @@ from typing import TYPE_CHECKING
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 if TYPE_CHECKING:  # pandas is imported where a table is built (a light import for most jobs)
     import pandas as pd
 
-from .io import atomic_path, folder_bytes, relative_base
+from .io import atomic_path, folder_bytes, relative_base, write_safetensors
 from .zoo import PEFT_PREFIX
 
 
@@ -104,7 +103,7 @@ def write_peft_adapter(out_dir: str | os.PathLike, modules: dict[str, tuple[torc
                         base_model_name_or_path=relative_base(base_model, out_dir))
     with atomic_path(out_dir) as tmp:
         Path(tmp).mkdir(parents=True)
-        save_file(tensors, str(Path(tmp) / "adapter_model.safetensors"), metadata={"format": "pt"})
+        write_safetensors(tensors, Path(tmp) / "adapter_model.safetensors", metadata={"format": "pt"})
         config.save_pretrained(str(tmp))
     return r
 
@@ -162,7 +161,7 @@ def write_bundle(path: str | os.PathLike, subspaces: dict, coeff_path: str, stor
     meta = {"view": view, "k": str(k), "models": json.dumps(models),
             "shapes": json.dumps({n: list(sub.shape) for n, sub in subspaces.items()})}
     with atomic_path(path) as tmp:
-        save_file({key: t.contiguous() for key, t in tensors.items()}, str(tmp), metadata=meta)
+        write_safetensors({key: t.contiguous() for key, t in tensors.items()}, tmp, metadata=meta)
     return Path(path).stat().st_size
 
 
@@ -263,13 +262,13 @@ def export_models(store_paths: list[str], subspaces: dict, coeff_path: str, view
                         st.shape(src)).to(st.read(src).dtype)
                 folder.mkdir(parents=True)
                 if view == "factors":
-                    save_file({n: t.contiguous() for n, t in tensors.items()},
-                              str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+                    write_safetensors({n: t.contiguous() for n, t in tensors.items()},
+                                      folder / "adapter_model.safetensors", metadata={"format": "pt"})
                     lora_config_from(cfg, Path(out_dir) / "models" / st.key, base).save_pretrained(str(folder))
                     rank = cfg.get("r")
                 else:
-                    save_file({n: t.contiguous() for n, t in tensors.items()},
-                              str(folder / "model.safetensors"), metadata={"format": "pt"})
+                    write_safetensors({n: t.contiguous() for n, t in tensors.items()},
+                                      folder / "model.safetensors", metadata={"format": "pt"})
                     (folder / "config.json").write_text(json.dumps(st.attrs.get("config") or {}, indent=2) + "\n")
                     rank = None
             rows.append({"model": st.key, "k": k, "view": view, "rank": rank,

@@ -1,7 +1,9 @@
 """Atomic outputs: write to a temporary sibling, rename into place on success.
 
 An interrupted job leaves only ``.tmp-*`` siblings, which no rerun trusts and the next
-write of the same target removes.
+write of the same target removes. Every output gets the permissions the user's umask gives a
+new file (safetensors writes its files 0600), and safetensors files are byte-reproducible
+(``write_safetensors``: their metadata in sorted order).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+    follow_umask(tmp)
     if target.exists() and target.is_dir() and not target.is_symlink():
         old = target.parent / f"{TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{target.name}"
         os.replace(target, old)
@@ -53,6 +56,57 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         _remove(old)
     else:
         os.replace(tmp, target)
+
+
+def umask() -> int:
+    """The process's umask (read from /proc where it can be, so no other thread sees it change)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give a written file (or every file and folder under a written folder) the mode a new one
+    gets under the umask, 0o666 (folders 0o777) less the mask: libraries that write 0600 files
+    (safetensors) would otherwise leave outputs other users of a shared results folder cannot read."""
+    path = Path(path)
+    mask = umask()
+    want_file, want_dir = 0o666 & ~mask, 0o777 & ~mask
+    entries = [path] if not path.is_dir() else [path, *path.rglob("*")]
+    for p in entries:
+        if p.is_symlink():
+            continue
+        want = want_dir if p.is_dir() else want_file
+        if p.stat().st_mode & 0o777 != want:
+            os.chmod(p, want)
+
+
+def write_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file``, then its header's metadata put in sorted order: safetensors
+    writes the metadata map in a per-process random order, so two runs would differ byte for
+    byte. The sorted header has the same length (the same keys and values), so it is rewritten
+    in place; tensors must be contiguous."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    if not metadata or len(metadata) < 2:
+        return
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        raw = f.read(n)
+        header = json.loads(raw)
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:
+            raise RuntimeError(f"{path}: the sorted safetensors header is longer than the written one")
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:

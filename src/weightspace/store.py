@@ -337,7 +337,7 @@ def to_torch(data: np.ndarray, dtype: str) -> torch.Tensor:
     """Numpy data read from a store back to a torch tensor of the source dtype."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(data))
+    t = torch.from_numpy(np.ascontiguousarray(data).reshape(np.shape(data)))  # a 0-D tensor stays 0-D
     if dtype == "bfloat16":
         return t.view(torch.bfloat16)
     return t

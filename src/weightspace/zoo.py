@@ -45,9 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
-from .io import atomic_path
+from .io import atomic_path, write_safetensors
 from .zoospec import model_keys, with_dataset, zoo_tasks
 
 PEFT_PREFIX = "base_model.model."
@@ -452,8 +451,7 @@ def adapter_config(spec: dict, task: dict, base_path: str) -> dict:
 
 def _write_folder(folder: Path, tensors: dict, config: dict, weights_name: str, config_name: str):
     folder.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / weights_name),
-              metadata={"format": "pt"})
+    write_safetensors({k: v.contiguous() for k, v in tensors.items()}, folder / weights_name, metadata={"format": "pt"})
     (folder / config_name).write_text(json.dumps(config, indent=2) + "\n")
 
 
