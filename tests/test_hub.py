@@ -211,3 +211,32 @@ def test_hub_collection_end_to_end_and_growth(server, tmp_path):
     for path in list((tmp_path / "results").rglob("*")) + list((tmp_path / "logs").rglob("*")):
         if path.is_file():
             assert b"hf_SECRETtoken123" not in path.read_bytes(), path
+
+
+def test_a_hub_that_cannot_be_reached_fails_the_job_and_rejects_no_model(server, tmp_path, monkeypatch):
+    """With the lock made and the Hub gone (stopped mid-run, or never started), fetching a model
+    not in the cache raises one sentence naming the endpoint and HF_HUB_OFFLINE: never a
+    rejection (rejections are cached, and a 404 is not what happened); resolving a query says
+    the same instead of the HTTP client's traceback. A model already in the cache is still
+    fetched from it offline."""
+    import huggingface_hub.utils._http as http
+
+    monkeypatch.setattr(http.time, "sleep", lambda s: None)  # huggingface_hub's retries, without the waits
+    rows = hub.resolve_query({"author": "org", "filter": TAG}, endpoint=server.endpoint)
+    cached = hub.fetch("org/ft-0", rows.loc[0, "revision"], endpoint=server.endpoint, cache_dir=str(tmp_path))
+    assert cached["status"] == "ok"
+    server.__exit__(None, None, None)  # stopped mid-run
+    from huggingface_hub.utils import close_session
+
+    close_session()  # its kept-alive connections would still reach the stopped server's threads
+    for endpoint in (server.endpoint, "http://127.0.0.1:9"):  # and one that never ran
+        with pytest.raises(hub.HubUnreachable, match=rf"the Hub at {endpoint} could not be reached.*HF_HUB_OFFLINE=1"):
+            hub.fetch("org/ft-1", rows.loc[1, "revision"], endpoint=endpoint, cache_dir=str(tmp_path))
+        with pytest.raises(hub.HubUnreachable, match="could not be reached"):
+            hub.resolve_query({"author": "org"}, endpoint=endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    again = hub.fetch("org/ft-0", rows.loc[0, "revision"], endpoint=server.endpoint, cache_dir=str(tmp_path))
+    assert again["status"] == "ok" and again["files"] == cached["files"]

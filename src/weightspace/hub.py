@@ -12,11 +12,15 @@
 A model that cannot be used (missing repo or revision, gated without access, only pickle
 weights, a corrupt or truncated file) is not an exception here: ``fetch`` returns a manifest
 with ``status: rejected`` and a reason naming the repo, so the run goes on without it (or
-stops, with ``strict: true``).
+stops, with ``strict: true``). A Hub that cannot be reached is not a property of any model:
+it raises ``HubUnreachable`` (one sentence naming the endpoint), the job fails and a rerun
+with the network back (or ``HF_HUB_OFFLINE=1`` and the cache) tries again; it never becomes a
+rejection, which would be cached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -46,6 +50,40 @@ def _format_from_files(files: list[str]) -> str:
 def _row(model_id: str, sha: str, files: list[str], note: str = "") -> dict:
     return {"key": slugify(model_id), "id": model_id, "source": "hub", "revision": sha,
             "format": _format_from_files(files) if files else "", "task": "", "path": "", "note": note}
+
+
+class HubUnreachable(RuntimeError):
+    """The Hub could not be reached (no connection, offline mode without the file cached)."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A connection failure rather than an answer of the Hub: huggingface_hub's
+    LocalEntryNotFoundError (it could not connect and the file is not cached, a subclass of its
+    404 EntryNotFoundError), offline mode, and the HTTP client's transport errors (connect,
+    read, timeout; found by class name, as huggingface_hub's HTTP client has been httpx and a
+    renamed copy of it)."""
+    from huggingface_hub import errors
+
+    if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+        return True
+    return any(c.__name__ in ("TransportError", "TimeoutException", "NetworkError") for c in type(exc).__mro__)
+
+
+@contextlib.contextmanager
+def reaching_the_hub(endpoint: str | None = None):
+    """Turn a connection failure inside the block into ``HubUnreachable`` with one sentence."""
+    try:
+        yield
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
+        from huggingface_hub import constants
+
+        where, why = endpoint or constants.ENDPOINT, (str(exc).splitlines() or [""])[0][:200]
+        raise HubUnreachable(
+            f"the Hub at {where} could not be reached ({type(exc).__name__}: {why}); "
+            "no model was rejected for it: rerun when it can be reached, or set HF_HUB_OFFLINE=1 to use only "
+            "the models already in the Hugging Face cache") from None
 
 
 def describe_error(model_id: str, exc: Exception) -> str:
@@ -91,7 +129,8 @@ def resolve_repos(entries: list, endpoint: str | None = None) -> pd.DataFrame:
     for entry in entries:
         model_id, revision = (entry, None) if isinstance(entry, str) else (entry["id"], entry.get("revision"))
         try:
-            info = api.model_info(model_id, revision=revision)
+            with reaching_the_hub(endpoint):
+                info = api.model_info(model_id, revision=revision)
             rows.append(_row(model_id, info.sha, [s.rfilename for s in (info.siblings or [])]))
         except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.GatedRepoError) as exc:
             log.warning("%s", describe_error(model_id, exc))
@@ -103,7 +142,8 @@ def resolve_query(query: dict, endpoint: str | None = None) -> pd.DataFrame:
     """Rows for a model query (``author``, ``search``, ``filter``, ``sort``, ``limit``)."""
     api = _api(endpoint)
     kwargs = {k: query[k] for k in ("author", "search", "filter", "sort", "limit") if query.get(k) is not None}
-    ids = [m.id for m in api.list_models(**kwargs)]
+    with reaching_the_hub(endpoint):
+        ids = [m.id for m in api.list_models(**kwargs)]
     if not ids:
         raise ValueError(f"the Hub query {kwargs} returned no models")
     return resolve_repos(ids, endpoint)
@@ -114,8 +154,9 @@ def fetch(model_id: str, revision: str, note: str = "", endpoint: str | None = N
     """Download one pinned model (safetensors and JSON only) and describe it.
 
     Returns the manifest of :func:`weightspace.layers.manifest` plus ``id`` and ``revision``,
-    or ``{"status": "rejected", "reason": ...}`` for a model that cannot be used. Transient
-    errors (connection, 5xx) raise, so that the job fails and can be retried.
+    or ``{"status": "rejected", "reason": ...}`` for a model that cannot be used. A Hub that
+    cannot be reached raises ``HubUnreachable`` and other transient errors (5xx) raise, so that
+    the job fails and can be retried; neither is a rejection.
     """
     from huggingface_hub import errors, snapshot_download
 
@@ -123,14 +164,16 @@ def fetch(model_id: str, revision: str, note: str = "", endpoint: str | None = N
     if not revision:
         return {**base, "status": "rejected", "reason": note or f"{model_id}: could not be resolved"}
     try:
-        folder = snapshot_download(model_id, revision=revision, allow_patterns=ALLOW_PATTERNS,
-                                   cache_dir=cache_dir, endpoint=endpoint)
+        with reaching_the_hub(endpoint):  # before the rejections: LocalEntryNotFoundError is a 404's subclass
+            folder = snapshot_download(model_id, revision=revision, allow_patterns=ALLOW_PATTERNS,
+                                       cache_dir=cache_dir, endpoint=endpoint)
     except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.GatedRepoError,
             errors.EntryNotFoundError) as exc:
         return {**base, "status": "rejected", "reason": describe_error(model_id, exc)}
     man = layers.manifest(folder, model_id)
     if man["status"] != "ok" and not any(Path(folder).glob("*.safetensors")):
-        files = _api(endpoint).list_repo_files(model_id, revision=revision)
+        with reaching_the_hub(endpoint):
+            files = _api(endpoint).list_repo_files(model_id, revision=revision)
         pickles = sorted(f for f in files if f.endswith(layers.PICKLE_SUFFIXES))
         if pickles:
             man["reason"] = (f"model {model_id}: only pickle checkpoints {pickles[:3]} on the Hub; "
