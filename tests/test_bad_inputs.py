@@ -15,8 +15,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from weightspace import layers
 from weightspace.collection import resolve_local, screen
+from weightspace.hub import manifest_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {"fc1.weight": (6, 5), "fc2.weight": (3, 6)}
@@ -100,6 +100,27 @@ def bad_models(root: Path) -> dict[str, str]:
     (root / "bad-int8").mkdir()
     save_file(t, str(root / "bad-int8" / "model.safetensors"))
     expect["bad-int8"] = "tensor fc1.weight is I8 where reference"
+    # read when the collection is listed (parse time): none of these may stop the workflow
+    (root / "bad-dangling").mkdir()
+    (root / "bad-dangling" / "model.safetensors").symlink_to(root / "no-such-file.safetensors")
+    expect["bad-dangling"] = "FileNotFoundError"
+    write_good(root / "bad-config-truncated", 95)
+    (root / "bad-config-truncated" / "config.json").write_text('{"model_type": "ml')
+    expect["bad-config-truncated"] = "config.json: cannot be read as JSON (JSONDecodeError"
+    write_good(root / "bad-config-unreadable", 94)
+    (root / "bad-config-unreadable" / "config.json").mkdir()  # unreadable as a file, even for root
+    expect["bad-config-unreadable"] = "config.json: cannot be read as JSON (IsADirectoryError"
+    (root / "___").mkdir()
+    save_file(good_tensors(93), str(root / "___" / "model.safetensors"))
+    expect["___"] = "gives no safe key"
+    (root / "bad-config-only").mkdir()
+    (root / "bad-config-only" / "config.json").write_text('{"model_type": "mlp"}')
+    expect["bad-config-only"] = "no safetensors weights (only ['config.json'])"
+    t = good_tensors(92)
+    t["fc1.weight"] = torch.zeros(0, 5)
+    (root / "bad-empty").mkdir()
+    save_file(t, str(root / "bad-empty" / "model.safetensors"))
+    expect["bad-empty"] = "tensor fc1.weight has no elements (shape [0, 5])"
     return expect
 
 
@@ -109,10 +130,12 @@ def test_every_bad_input_is_rejected_by_name_with_its_problem(tmp_path):
         write_good(tmp_path / "models" / f"good-{i}", i)
     rows = resolve_local("c", str(tmp_path / "models"))
     assert set(expect) | {f"good-{i}" for i in range(4)} == set(rows["id"])  # pickle-only listed too
-    manifests = {r.key: {"key": r.key, "id": r.id, **layers.manifest(r.path, r.id)} for r in rows.itertuples()}
+    manifests = {r.key: manifest_for(r._asdict()) for r in rows.itertuples()}
     result = screen(manifests).set_index("key")
+    keys = dict(zip(rows["id"], rows["key"]))
+    assert keys["___"].startswith("unnamed-")
     for name, part in expect.items():
-        row = result.loc[name]
+        row = result.loc[keys[name]]
         assert row.status == "rejected", (name, row.reason)
         assert name in row.reason and part in row.reason, (name, row.reason)
     assert (result.loc[[f"good-{i}" for i in range(4)], "status"] == "accepted").all()
@@ -145,9 +168,11 @@ def test_bad_models_never_block_the_collection_nor_change_the_others(tmp_path):
         (root / "config.yaml").write_text(yaml.safe_dump(config))
         smk(root)
     rejected = pd.read_csv(tmp_path / "mixed" / "results" / "c" / "rejected.tsv", sep="\t").set_index("key")
-    assert set(rejected.index) == set(expect)
+    lock = pd.read_csv(tmp_path / "mixed" / "results" / "c" / "collection.tsv", sep="\t", dtype=str)
+    keys = dict(zip(lock["id"], lock["key"]))
+    assert set(rejected.index) == {keys[name] for name in expect}
     for name, part in expect.items():
-        assert part in rejected.loc[name, "reason"]
+        assert part in rejected.loc[keys[name], "reason"], (name, rejected.loc[keys[name], "reason"])
     got, want = (pd.read_parquet(tmp_path / n / "results" / "c" / "evaluate" / "full" / "metrics.parquet")
                  .sort_values(["model", "method", "k"]).reset_index(drop=True) for n in ("mixed", "clean"))
     pd.testing.assert_frame_equal(got, want)
@@ -223,3 +248,24 @@ def test_the_lock_is_not_written_while_another_run_holds_the_directory(tmp_path)
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "while another run holds this directory" in proc.stdout + proc.stderr
     assert not (tmp_path / "results" / "c" / "collection.tsv").exists()
+
+
+def test_a_folder_that_could_not_be_read_is_read_again_once_fixed(tmp_path):
+    """A row the listing could not resolve (empty revision, the problem in note) is re-resolved on
+    the next run: fixing the folder brings the model in, while resolved rows keep their pins."""
+    from weightspace.collection import update_lock
+
+    for i in range(3):
+        write_good(tmp_path / "models" / f"good-{i}", i)
+    write_good(tmp_path / "models" / "later-fixed", 9)
+    (tmp_path / "models" / "later-fixed" / "config.json").write_text("{truncated")
+    lock = tmp_path / "collection.tsv"
+    first = update_lock(lock, resolve_local("c", str(tmp_path / "models")), {})
+    row = first.set_index("key").loc["later-fixed"]
+    assert row.revision == "" and "cannot be read as JSON" in row.note
+    (tmp_path / "models" / "later-fixed" / "config.json").write_text('{"model_type": "mlp"}')
+    second = update_lock(lock, resolve_local("c", str(tmp_path / "models")), {}).set_index("key")
+    assert len(second.loc["later-fixed", "revision"]) == 40 and second.loc["later-fixed", "note"] == ""
+    assert (second.loc[[f"good-{i}" for i in range(3)], "revision"] == first.set_index("key").loc[
+        [f"good-{i}" for i in range(3)], "revision"]).all()
+    assert manifest_for({**second.loc["later-fixed"].to_dict(), "key": "later-fixed"})["status"] == "ok"

@@ -91,6 +91,8 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     ("corrupt", "model.safetensors is corrupt"),
     ("truncated", "model.safetensors is truncated"),
     ("badrev", "org/ft-0: revision not found (404)"),
+    ("badconfig", "config.json: cannot be read as JSON (JSONDecodeError"),
+    ("bad__id", "not a valid Hub repo id"),
 ])
 def test_rejections_name_repo_and_problem(server, tmp_path, case, reason):
     good = server.repos["org/ft-0"].files["model.safetensors"]
@@ -104,7 +106,9 @@ def test_rejections_name_repo_and_problem(server, tmp_path, case, reason):
         server.repos["org/corrupt"] = Repo({"model.safetensors": b"\xff" * 64})
     if case == "truncated":
         server.repos["org/truncated"] = Repo({"model.safetensors": good[: len(good) - 100]})
-    model_id = {"badrev": "org/ft-0"}.get(case, f"org/{case}")
+    if case == "badconfig":
+        server.repos["org/badconfig"] = Repo({**mlp_files(0), "config.json": b'{"model_type": "ml'})
+    model_id = {"badrev": "org/ft-0", "bad__id": "org/bad--id"}.get(case, f"org/{case}")  # the last as a query answers it
     rows = hub.resolve_repos([model_id if case != "badrev" else {"id": model_id, "revision": "nope"}],
                              endpoint=server.endpoint)
     row = rows.iloc[0].to_dict()

@@ -86,8 +86,31 @@ def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _local_row(sub: Path) -> dict | None:
+    """The row of one model folder (None: not a model folder: no safetensors, pickle or JSON)."""
+    key = slugify(sub.name)
+    files = sorted(list(sub.glob("*.safetensors")) + list(sub.glob("*.json")))
+    pickles = [p for p in sub.iterdir() if p.suffix in layers.PICKLE_SUFFIXES]
+    if not any(f.suffix == ".safetensors" for f in files):
+        if pickles:
+            files = sorted(pickles)  # listed, so that fetch rejects it by name (never unpickled)
+        elif files:
+            raise layers.ModelFormatError(f"no safetensors weights (only {[f.name for f in files][:3]})")
+        else:
+            return None
+    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    cfg = layers.read_json(sub, "config.json") or layers.read_json(sub, "adapter_config.json") or {}
+    task = (cfg.get("weightspace_task") or {}).get("label", "")
+    return {"key": key, "id": sub.name, "source": "local", "revision": _sha40(stamp),
+            "format": layers.model_format(sub), "task": task, "path": str(sub), "note": ""}
+
+
 def resolve_local(name: str, folder: str) -> pd.DataFrame:
-    """Rows of a local collection: one per model folder (a folder with safetensors)."""
+    """Rows of a local collection: one per model folder (a folder with safetensors; one with only
+    pickle checkpoints or only JSON files is listed too, for fetch to reject by name). Nothing read
+    here can stop the collection: a folder whose files cannot be read (a dangling link, a
+    config.json that is no JSON) or whose name gives no safe key becomes a row with an empty
+    revision and the problem in ``note``, which its fetch turns into a rejection."""
     import pandas as pd
 
     root = Path(folder)
@@ -95,18 +118,18 @@ def resolve_local(name: str, folder: str) -> pd.DataFrame:
         raise ValueError(f"collection {name}: local path {folder} is not a folder")
     rows = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(list(sub.glob("*.safetensors")) + list(sub.glob("*.json")))
-        pickles = [p for p in sub.iterdir() if p.suffix in layers.PICKLE_SUFFIXES]
-        if not any(f.suffix == ".safetensors" for f in files):
-            if not pickles:
-                continue  # not a model folder
-            files = sorted(pickles)  # listed, so that fetch rejects it by name (never unpickled)
-        stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        cfg = layers.read_json(sub, "config.json") or layers.read_json(sub, "adapter_config.json") or {}
-        task = (cfg.get("weightspace_task") or {}).get("label", "")
-        rows.append({"key": slugify(sub.name), "id": sub.name, "source": "local",
-                     "revision": _sha40(stamp), "format": layers.model_format(sub),
-                     "task": task, "path": str(sub), "note": ""})
+        try:
+            row = _local_row(sub)
+        except Exception as exc:  # any failure to read one folder rejects that model only
+            try:
+                key = slugify(sub.name)
+            except ValueError:
+                key = "unnamed-" + hashlib.sha1(sub.name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            why = str(exc) if isinstance(exc, (layers.ModelFormatError, ValueError)) else f"{type(exc).__name__}: {exc}"
+            row = {"key": key, "id": sub.name, "source": "local", "revision": "", "format": "", "task": "",
+                   "path": str(sub), "note": f"model {sub.name}: {why}"}
+        if row is not None:
+            rows.append(row)
     if not rows:
         raise ValueError(f"collection {name}: no model folders (safetensors or pickle checkpoints) in {folder}")
     return pd.DataFrame(rows)
@@ -122,7 +145,8 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
                 busy: bool = False) -> pd.DataFrame:
     """Merge freshly resolved rows into the lock at ``path`` and return the table.
 
-    Existing rows keep their order and pinned revision; rows of new keys are appended; the
+    Existing rows keep their order and pinned revision (a row that could not be resolved, with an
+    empty revision, takes the fresh one: the folder may be fixed); rows of new keys are appended; the
     split column follows the split config. The file is rewritten (atomically) only when its
     content changes, so an unchanged rerun does not touch it; never with ``write`` False (a dry
     run: the table is returned, nothing is written). With ``busy`` (another run holds the working
@@ -138,6 +162,11 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
     path = Path(path)
     if path.exists():
         table = read_table(path)
+        fresh = resolved.set_index("key")
+        unresolved = table["revision"].eq("") & table["key"].isin(fresh.index)  # re-read: it may be fixed now
+        for col in ("id", "revision", "format", "task", "path", "note"):
+            if col in fresh:
+                table.loc[unresolved, col] = fresh.loc[table.loc[unresolved, "key"], col].fillna("").astype(str).to_numpy()
         new = resolved[~resolved["key"].isin(table["key"])]
         table = pd.concat([table, new], ignore_index=True)
     else:

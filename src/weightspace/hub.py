@@ -48,7 +48,13 @@ def _format_from_files(files: list[str]) -> str:
 
 
 def _row(model_id: str, sha: str, files: list[str], note: str = "") -> dict:
-    return {"key": slugify(model_id), "id": model_id, "source": "hub", "revision": sha,
+    try:
+        key = slugify(model_id)
+    except ValueError as exc:  # an id with no safe key: a row all the same, rejected by its fetch
+        import hashlib
+
+        key, sha, note = "unnamed-" + hashlib.sha1(model_id.encode()).hexdigest()[:8], "", note or str(exc)
+    return {"key": key, "id": model_id, "source": "hub", "revision": sha,
             "format": _format_from_files(files) if files else "", "task": "", "path": "", "note": note}
 
 
@@ -102,6 +108,10 @@ def describe_error(model_id: str, exc: Exception) -> str:
         return f"{model_id}: repository not found (404), or private without access"
     if isinstance(exc, errors.EntryNotFoundError):
         return f"{model_id}: a file listed by the Hub was not found (404)"
+    from huggingface_hub.utils import HFValidationError
+
+    if isinstance(exc, HFValidationError):
+        return f"{model_id!r}: not a valid Hub repo id ({exc})"
     return f"{model_id}: {type(exc).__name__}: {exc}"
 
 
@@ -124,6 +134,7 @@ def resolve_repos(entries: list, endpoint: str | None = None) -> pd.DataFrame:
     import pandas as pd
 
     from huggingface_hub import errors
+    from huggingface_hub.utils import HFValidationError
 
     api, rows = _api(endpoint), []
     for entry in entries:
@@ -132,7 +143,8 @@ def resolve_repos(entries: list, endpoint: str | None = None) -> pd.DataFrame:
             with reaching_the_hub(endpoint):
                 info = api.model_info(model_id, revision=revision)
             rows.append(_row(model_id, info.sha, [s.rfilename for s in (info.siblings or [])]))
-        except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.GatedRepoError) as exc:
+        except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.GatedRepoError,
+                HFValidationError) as exc:  # the last: a query's answer huggingface_hub itself refuses
             log.warning("%s", describe_error(model_id, exc))
             rows.append(_row(model_id, "", [], describe_error(model_id, exc)))
     return pd.DataFrame(rows)
@@ -185,5 +197,7 @@ def manifest_for(row: dict, endpoint: str | None = None) -> dict:
     """The fetch step of any source: download a Hub model, or describe a local/zoo folder."""
     if row["source"] == "hub":
         return {"key": row["key"], **fetch(row["id"], row["revision"], row.get("note", ""), endpoint)}
+    if row.get("note") and not row["revision"]:  # the folder could not be read when the collection was listed
+        return {"key": row["key"], "id": row["id"], "revision": "", "status": "rejected", "reason": row["note"]}
     return {"key": row["key"], "id": row["id"], "revision": row["revision"],
             **layers.manifest(row["path"], row["id"])}

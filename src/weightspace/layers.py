@@ -73,8 +73,15 @@ def weight_files(folder: str | os.PathLike, model: str = "?") -> list[Path]:
 
 
 def read_json(folder: str | os.PathLike, name: str) -> dict | None:
+    """A JSON file of a model folder (None when absent); one that cannot be read or parsed
+    raises ModelFormatError naming the file and the problem."""
     path = Path(folder) / name
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: cannot be read as JSON ({type(exc).__name__}: {exc})") from None
 
 
 def model_format(folder: str | os.PathLike) -> str:
@@ -314,9 +321,15 @@ def manifest(folder: str | os.PathLike, model: str = "?") -> dict:
             if bad:
                 raise ModelFormatError(f"model {model}: {path.name}: tensor {bad[0]} holds NaN or Inf values"
                                        + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""))
+            empty = [k for k, v in header.items() if 0 in v[0]]
+            if empty:
+                raise ModelFormatError(f"model {model}: {path.name}: tensor {empty[0]} has no elements "
+                                       f"(shape {list(header[empty[0]][0])}): nothing to analyse")
             tensors.update({k: v[:2] for k, v in header.items()})
+        config, adapter_config = read_json(folder, "config.json"), read_json(folder, "adapter_config.json")
     except ModelFormatError as exc:
-        return {"status": "rejected", "reason": str(exc), "folder": str(folder)}
+        reason = str(exc) if model in str(exc) else f"model {model}: {exc}"
+        return {"status": "rejected", "reason": reason, "folder": str(folder)}
     except Exception as exc:  # any other failure to describe one model rejects that model only
         return {"status": "rejected", "folder": str(folder),
                 "reason": f"model {model}: cannot be described ({type(exc).__name__}: {exc})"}
@@ -328,8 +341,7 @@ def manifest(folder: str | os.PathLike, model: str = "?") -> dict:
                 h.update(block)
         described.append({"name": path.name, "bytes": path.stat().st_size, "sha256": h.hexdigest()})
     return {"status": "ok", "reason": "", "folder": str(folder), "format": fmt, "files": described,
-            "tensors": tensors, "config": read_json(folder, "config.json"),
-            "adapter_config": read_json(folder, "adapter_config.json")}
+            "tensors": tensors, "config": config, "adapter_config": adapter_config}
 
 
 ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
