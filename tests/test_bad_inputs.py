@@ -269,3 +269,32 @@ def test_a_folder_that_could_not_be_read_is_read_again_once_fixed(tmp_path):
     assert (second.loc[[f"good-{i}" for i in range(3)], "revision"] == first.set_index("key").loc[
         [f"good-{i}" for i in range(3)], "revision"]).all()
     assert manifest_for({**second.loc["later-fixed"].to_dict(), "key": "later-fixed"})["status"] == "ok"
+
+
+def test_a_local_models_row_follows_its_folder(tmp_path, caplog):
+    """A local model overwritten in place gets a new revision in the lock (so its fetch and all
+    after it rerun); a model whose folder is gone is dropped with a warning naming it; a moved
+    folder keeps its revision and takes its new path."""
+    import logging
+    import os
+    import shutil
+
+    from weightspace.collection import update_lock
+
+    for i in range(4):
+        write_good(tmp_path / "models" / f"good-{i}", i)
+    lock = tmp_path / "collection.tsv"
+    first = update_lock(lock, resolve_local("c", str(tmp_path / "models")), {}).set_index("key")
+    st = (tmp_path / "models" / "good-1" / "model.safetensors").stat()
+    save_file(good_tensors(42), str(tmp_path / "models" / "good-1" / "model.safetensors"))  # cp other good-1
+    os.utime(tmp_path / "models" / "good-1" / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    shutil.rmtree(tmp_path / "models" / "good-3")
+    with caplog.at_level(logging.WARNING, logger="weightspace"):
+        second = update_lock(lock, resolve_local("c", str(tmp_path / "models")), {}).set_index("key")
+    assert second.loc["good-1", "revision"] != first.loc["good-1", "revision"]
+    assert second.loc["good-0", "revision"] == first.loc["good-0", "revision"]
+    assert "good-3" not in second.index and "model good-3 is no longer in" in caplog.text
+    shutil.move(tmp_path / "models", tmp_path / "moved")
+    third = update_lock(lock, resolve_local("c", str(tmp_path / "moved")), {}).set_index("key")
+    assert (third["revision"] == second["revision"]).all()
+    assert third.loc["good-0", "path"] == str(tmp_path / "moved" / "good-0")

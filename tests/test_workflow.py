@@ -3,6 +3,7 @@
 import base64
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -508,6 +509,17 @@ def test_interrupted_run_resumes_and_a_failed_rerun_is_redone(tmp_path):
     assert sorted(metrics["k"].dropna().unique()) == [1, 3, 4, 16]
     assert (tmp_path / "results" / "summary.csv").read_bytes() != summary
     assert "Nothing to be done" in snakemake(tmp_path, "-n").stdout
+
+    # A local model is its folder's content (issue 26): overwritten in place, its fetch and all
+    # after it are planned; deleted, it leaves the lock (and the basis) with a warning.
+    save_file({"fc1.weight": torch.randn(32, 64, generator=g), "fc2.weight": torch.randn(10, 32, generator=g)},
+              str(tmp_path / "models" / "model-002" / "model.safetensors"))
+    planned = job_counts(snakemake(tmp_path, "-n").stdout)
+    assert planned.get("fetch") == 1 and planned.get("extract") == 1 and "subspace" in planned, planned
+    shutil.rmtree(tmp_path / "models" / "model-004")
+    proc = snakemake(tmp_path, "-n")
+    assert "model model-004 is no longer in" in proc.stderr + proc.stdout
+    assert job_counts(proc.stdout).get("fetch") == 1  # model-002 still; nothing for model-004
 
 
 def kill_job(proc, script: str, timeout: float = 240) -> bool:

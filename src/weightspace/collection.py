@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -29,6 +30,7 @@ from .io import write_table
 
 COLUMNS = ["key", "id", "source", "revision", "format", "task", "split", "path", "note"]
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+log = logging.getLogger("weightspace")
 
 
 def slugify(model_id: str) -> str:
@@ -145,8 +147,11 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
                 busy: bool = False) -> pd.DataFrame:
     """Merge freshly resolved rows into the lock at ``path`` and return the table.
 
-    Existing rows keep their order and pinned revision (a row that could not be resolved, with an
-    empty revision, takes the fresh one: the folder may be fixed); rows of new keys are appended; the
+    Existing rows keep their order and pinned revision (Hub, zoo); a local model's row follows its
+    folder: its revision (a digest of its files' names, sizes and modification times) and path are
+    the fresh ones, so a model overwritten in place is fetched and everything after it recomputed,
+    and a model whose folder is gone is dropped with a warning; a row that could not be resolved
+    (empty revision) takes the fresh one (the folder may be fixed); rows of new keys are appended; the
     split column follows the split config. The file is rewritten (atomically) only when its
     content changes, so an unchanged rerun does not touch it; never with ``write`` False (a dry
     run: the table is returned, nothing is written). With ``busy`` (another run holds the working
@@ -163,10 +168,17 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
     if path.exists():
         table = read_table(path)
         fresh = resolved.set_index("key")
-        unresolved = table["revision"].eq("") & table["key"].isin(fresh.index)  # re-read: it may be fixed now
+        local = table["source"].eq("local")
+        gone = local & ~table["key"].isin(fresh.index)
+        for r in table[gone].itertuples():
+            log.warning("collection %s: model %s is no longer in %s: dropped from the collection (its results "
+                        "leave the tables at this run)", path.parent.name, r.id, Path(r.path).parent)
+        table = table[~gone].reset_index(drop=True)
+        # a local model's row follows its folder (content stamp, place); an unresolved row is re-read
+        follow = (table["source"].eq("local") | table["revision"].eq("")) & table["key"].isin(fresh.index)
         for col in ("id", "revision", "format", "task", "path", "note"):
             if col in fresh:
-                table.loc[unresolved, col] = fresh.loc[table.loc[unresolved, "key"], col].fillna("").astype(str).to_numpy()
+                table.loc[follow, col] = fresh.loc[table.loc[follow, "key"], col].fillna("").astype(str).to_numpy()
         new = resolved[~resolved["key"].isin(table["key"])]
         table = pd.concat([table, new], ignore_index=True)
     else:
