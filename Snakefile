@@ -13,7 +13,12 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-validate(config, "config/schema.yaml")
+from pathlib import Path
+
+from weightspace.configcheck import check_config
+
+check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")  # one line per mistake (Snakemake's would print the schema)
+validate(config, "config/schema.yaml")  # fills in the defaults
 
 
 include: "workflow/rules/common.smk"

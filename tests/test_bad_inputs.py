@@ -298,3 +298,22 @@ def test_a_local_models_row_follows_its_folder(tmp_path, caplog):
     third = update_lock(lock, resolve_local("c", str(tmp_path / "moved")), {}).set_index("key")
     assert (third["revision"] == second["revision"]).all()
     assert third.loc["good-0", "path"] == str(tmp_path / "moved" / "good-0")
+
+
+def test_a_config_mistake_is_one_line_naming_where_it_is():
+    """Each mistake is one line with its place in the config; an unknown key gets the nearest
+    known one; the schema is never printed (Snakemake's validate prints all of it)."""
+    from weightspace.configcheck import config_errors
+
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    good = {"collections": {"z": {"source": "zoo", "zoo": {"kind": "mlp", "count": 5}}}}
+    assert config_errors(good, schema) == []
+    bad = {"collections": {"z": {"source": "zoo", "zoo": {"kind": "mlp", "count": "many"}, "splitt": {}}},
+           "subspace": {"maxk": 16}, "project": {"ks": [1, -2]}, "report": {"kk": 3, "fdr": 0.05}}
+    lines = config_errors(bad, schema)
+    assert "config: subspace: unknown key 'maxk' (did you mean 'max_k'?)" in lines
+    assert "config: collections.z: unknown key 'splitt' (did you mean 'split'?)" in lines
+    assert "config: collections.z.zoo.count: 'many' is not of type 'integer'" in lines
+    assert any(line.startswith("config: project.ks.1: -2 is less than the minimum") for line in lines), lines
+    assert any(line.startswith("config: report: unknown key 'kk'") for line in lines), lines
+    assert len(lines) == 5 and all("\n" not in line and len(line) < 300 for line in lines), lines

@@ -38,6 +38,7 @@ Around them
 - ``api``         the library from Python without the workflow (docs/api.md)
 - ``runtime``     what every workflow script needs: the job (or its stand-in), logs, threads
 - ``codehash``    rule code versions from the modules a script imports
+- ``configcheck`` the config against its schema, one line per mistake
 """
 
 __version__ = "0.1.0"
