@@ -191,9 +191,15 @@ def dry_run_fails(tmp_path, collection: dict, *needles):
 def test_settings_that_cannot_work_are_refused_when_the_config_is_read(tmp_path):
     for i in range(3):
         write_good(tmp_path / "models" / f"good-{i}", i)
-    # the zoo evaluator scores zoo MLPs only
-    dry_run_fails(tmp_path, {"source": "local", "path": str(tmp_path / "models")},
+    # the zoo evaluator scores zoo MLPs only (your own models default to none: a minimal config runs)
+    dry_run_fails(tmp_path, {"source": "local", "path": str(tmp_path / "models"), "evaluator": "zoo"},
                   "the zoo evaluator scores the built-in zoo's MLPs only", "good-0")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"collections": {"c": {"source": "local",
+                                                                                "path": str(tmp_path / "models")}}}))
+    ok = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                         str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
     # a repo id huggingface_hub refuses, before any request
     dry_run_fails(tmp_path, {"source": "hub", "repos": ["org/ok", "org/bad--name"], "evaluator": "none"},
                   "'org/bad--name' is not a valid Hub repo id")

@@ -27,6 +27,9 @@ def script_code(script):
     return script_version(Path(workflow.basedir) / "workflow" / "scripts" / script)
 
 
+for _spec in config["collections"].values():  # the zoo's models have their evaluator; your own: none until set
+    _spec.setdefault("evaluator", "zoo" if _spec["source"] == "zoo" else "none")
+
 SOURCES = {c: source_for(c, spec, f"results/{c}/collection.tsv") for c, spec in config["collections"].items()}
 
 
