@@ -323,3 +323,17 @@ def test_a_config_mistake_is_one_line_naming_where_it_is():
     assert any(line.startswith("config: project.ks.1: -2 is less than the minimum") for line in lines), lines
     assert any(line.startswith("config: report: unknown key 'kk'") for line in lines), lines
     assert len(lines) == 5 and all("\n" not in line and len(line) < 300 for line in lines), lines
+
+
+def test_model_folders_are_found_at_any_depth(tmp_path):
+    """A trainer's layout (run/checkpoint-500/model.safetensors beside run/trainer_state.json) gives
+    a model per checkpoint, named by its path; a hidden folder is not looked into."""
+    write_good(tmp_path / "models" / "good-0", 0)
+    for step in (500, 1000):
+        write_good(tmp_path / "models" / "run-a" / f"checkpoint-{step}", step)
+    (tmp_path / "models" / "run-a" / "trainer_state.json").write_text("{}")
+    write_good(tmp_path / "models" / ".cache" / "stale", 7)
+    rows = resolve_local("c", str(tmp_path / "models")).set_index("id")
+    assert sorted(rows.index) == ["good-0", "run-a/checkpoint-1000", "run-a/checkpoint-500"]
+    assert rows.loc["run-a/checkpoint-500", "key"] == "run-a--checkpoint-500"
+    assert (rows["revision"].str.len() == 40).all()

@@ -88,9 +88,32 @@ def resolve_zoo(name: str, spec: dict, zoo_dir: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _local_row(sub: Path) -> dict | None:
+MAX_DEPTH = 4  # model folders are looked for this deep (a trainer's run/checkpoint-500/)
+
+
+def model_folders(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
+    """The model folders under ``root`` at any depth up to ``depth``: a folder with safetensors or
+    pickle checkpoints is one (not looked into further); a folder with neither is looked into,
+    and is listed itself (JSON only: to be rejected by name) when nothing below it is a model.
+    Hidden folders (.git, .cache) are not looked into; an unreadable folder is listed (rejected)."""
+    found = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            names = [p for p in sub.iterdir()]
+        except OSError:
+            found.append(sub)
+            continue
+        if any(p.suffix == ".safetensors" or p.suffix in layers.PICKLE_SUFFIXES for p in names):
+            found.append(sub)
+            continue
+        deeper = model_folders(sub, depth - 1) if depth > 1 else []
+        found += deeper or ([sub] if any(p.suffix == ".json" for p in names) else [])
+    return found
+
+
+def _local_row(sub: Path, model_id: str) -> dict | None:
     """The row of one model folder (None: not a model folder: no safetensors, pickle or JSON)."""
-    key = slugify(sub.name)
+    key = slugify(model_id)
     files = sorted(list(sub.glob("*.safetensors")) + list(sub.glob("*.json")))
     pickles = [p for p in sub.iterdir() if p.suffix in layers.PICKLE_SUFFIXES]
     if not any(f.suffix == ".safetensors" for f in files):
@@ -103,13 +126,14 @@ def _local_row(sub: Path) -> dict | None:
     stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     cfg = layers.read_json(sub, "config.json") or layers.read_json(sub, "adapter_config.json") or {}
     task = (cfg.get("weightspace_task") or {}).get("label", "")
-    return {"key": key, "id": sub.name, "source": "local", "revision": _sha40(stamp),
+    return {"key": key, "id": model_id, "source": "local", "revision": _sha40(stamp),
             "format": layers.model_format(sub), "task": task, "path": str(sub), "note": ""}
 
 
 def resolve_local(name: str, folder: str) -> pd.DataFrame:
-    """Rows of a local collection: one per model folder (a folder with safetensors; one with only
-    pickle checkpoints or only JSON files is listed too, for fetch to reject by name). Nothing read
+    """Rows of a local collection: one per model folder at any depth (``model_folders``: a folder
+    with safetensors; one with only pickle checkpoints or only JSON files is listed too, for
+    fetch to reject by name; the id of a deeper one is its path, ``run/checkpoint-500``). Nothing read
     here can stop the collection: a folder whose files cannot be read (a dangling link, a
     config.json that is no JSON) or whose name gives no safe key becomes a row with an empty
     revision and the problem in ``note``, which its fetch turns into a rejection."""
@@ -119,17 +143,18 @@ def resolve_local(name: str, folder: str) -> pd.DataFrame:
     if not root.is_dir():
         raise ValueError(f"collection {name}: local path {folder} is not a folder")
     rows = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+    for sub in model_folders(root):
+        model_id = sub.relative_to(root).as_posix()  # a folder's name; run/checkpoint-500 deeper down
         try:
-            row = _local_row(sub)
+            row = _local_row(sub, model_id)
         except Exception as exc:  # any failure to read one folder rejects that model only
             try:
-                key = slugify(sub.name)
+                key = slugify(model_id)
             except ValueError:
-                key = "unnamed-" + hashlib.sha1(sub.name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+                key = "unnamed-" + hashlib.sha1(model_id.encode("utf-8", "surrogateescape")).hexdigest()[:8]
             why = str(exc) if isinstance(exc, (layers.ModelFormatError, ValueError)) else f"{type(exc).__name__}: {exc}"
-            row = {"key": key, "id": sub.name, "source": "local", "revision": "", "format": "", "task": "",
-                   "path": str(sub), "note": f"model {sub.name}: {why}"}
+            row = {"key": key, "id": model_id, "source": "local", "revision": "", "format": "", "task": "",
+                   "path": str(sub), "note": f"model {model_id}: {why}"}
         if row is not None:
             rows.append(row)
     if not rows:
