@@ -16,14 +16,14 @@ rule adapt:
         summary=report(
             "results/{c}/adapt/{view}/summary.csv",
             caption="../report/adapt_summary.rst",
-            category="7. Adaptation",
+            category="8. Adaptation",
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "table": "adapt summary"},
         ),
         paired=report(
             "results/{c}/adapt/{view}/paired.csv",
             caption="../report/adapt_paired.rst",
-            category="7. Adaptation",
+            category="8. Adaptation",
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "table": "paired differences"},
         ),
@@ -55,7 +55,7 @@ rule adapt_figure:
         report(
             "results/{c}/figures/{view}/adapt_accuracy_vs_trainable.png",
             caption="../report/adapt.rst",
-            category="7. Adaptation",
+            category="8. Adaptation",
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "figure": "accuracy vs trainable numbers"},
         ),

@@ -12,7 +12,7 @@ rule collection_listing:
         report(
             "results/{c}/collection.csv",
             caption="../report/collection.rst",
-            category="9. Collections",
+            category="Collections",
             subcategory="{c}",
             labels={"collection": "{c}", "table": "models, revisions, splits"},
         ),

@@ -16,7 +16,7 @@ rule merge:
         summary=report(
             "results/{c}/merge/{view}/summary.csv",
             caption="../report/merge_summary.rst",
-            category="8. Merging",
+            category="9. Merging",
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "table": "merge summary"},
         ),
@@ -47,7 +47,7 @@ rule merge_figure:
         report(
             "results/{c}/figures/{view}/merge_normalised_accuracy.png",
             caption="../report/merge.rst",
-            category="8. Merging",
+            category="9. Merging",
             subcategory="{c} [{view}]",
             labels={"collection": "{c}", "view": "{view}", "figure": "normalised accuracy per method"},
         ),

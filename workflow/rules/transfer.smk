@@ -16,7 +16,7 @@ rule transfer:
         energy=report(
             "results/transfer/{a}~{b}/energy.csv",
             caption="../report/transfer.rst",
-            category="9. Transfer",
+            category="6. Transfer",
             subcategory="{a} → {b}",
             labels={"pair": "{a} → {b}", "table": "captured energy per matrix and mode"},
         ),
@@ -25,7 +25,7 @@ rule transfer:
         figure=report(
             "results/transfer/{a}~{b}/transfer.png",
             caption="../report/transfer.rst",
-            category="9. Transfer",
+            category="6. Transfer",
             subcategory="{a} → {b}",
             labels={"pair": "{a} → {b}", "figure": "B's models on A's subspace"},
         ),
@@ -65,14 +65,14 @@ rule transfer_matrix:
         summary=report(
             "results/transfer/summary.csv",
             caption="../report/transfer_matrix.rst",
-            category="9. Transfer",
+            category="6. Transfer",
             subcategory="all pairs",
             labels={"table": "transfer verdict per pair"},
         ),
         figure=report(
             "results/figures/transfer_matrix.png",
             caption="../report/transfer_matrix.rst",
-            category="9. Transfer",
+            category="6. Transfer",
             subcategory="all pairs",
             labels={"figure": "transfer matrix"},
         ),
