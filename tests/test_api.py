@@ -43,6 +43,9 @@ def test_fit_equals_the_subspace_stage(tmp_path):
     loaded = api.load_run(tmp_path, "c")
     torch.testing.assert_close(loaded["fc.weight"].U_row, sub["fc.weight"].U_row, rtol=0, atol=1e-6)
     assert loaded["conv.weight"].shape == (4, 12)  # a run stores matrices: conv kernels as out × in·kh·kw
+    # the run's spectrum comes along: explained variance as fit computes it
+    assert loaded["fc.weight"].explained_variance(2) == pytest.approx(sub["fc.weight"].explained_variance(2), abs=1e-6)
+    assert "fc.weight" in repr(loaded) and "7×5" in repr(loaded["fc.weight"])
     with pytest.raises(FileNotFoundError, match="no subspace of other"):
         api.load_run(tmp_path, "other")
 
@@ -62,6 +65,25 @@ def test_project_and_reconstruct():
     full = sub.reconstruct(sub.project(ms["m1"], k=8))["fc.weight"]
     torch.testing.assert_close(full, ms["m1"]["fc.weight"].double(), rtol=0, atol=1e-10)
     assert sub["fc.weight"].explained_variance(2) > 0.99  # the planted rank-2 row space
+
+
+
+def test_compress_gives_a_state_dict_a_model_loads():
+    """compress: every tensor of the state dict in its own dtype and shape (biases kept as they
+    are), the matrices replaced by their reconstructions at k; a module loads it as is."""
+    ms = {n: {t: v.to(torch.bfloat16) if t == "fc.weight" else v for t, v in sd.items()} for n, sd in models(N=5).items()}
+    sub = api.fit(ms, max_k=8)
+    out = sub.compress(ms["m2"], k=3)
+    assert list(out) == list(ms["m2"]) and all(out[t].dtype == ms["m2"][t].dtype for t in out)
+    assert torch.equal(out["fc.bias"], ms["m2"]["fc.bias"])
+    back = sub.reconstruct(sub.project(ms["m2"], k=3))
+    torch.testing.assert_close(out["conv.weight"], back["conv.weight"].float())
+    torch.testing.assert_close(out["fc.weight"], back["fc.weight"].to(torch.bfloat16))
+    module = torch.nn.Module()
+    module.fc = torch.nn.Linear(5, 7, dtype=torch.bfloat16)
+    module.conv = torch.nn.Conv2d(3, 4, 2, bias=False)
+    module.fc.bias = torch.nn.Parameter(torch.zeros(7))
+    module.load_state_dict(out)
 
 
 def test_bad_inputs_are_named():

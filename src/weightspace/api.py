@@ -5,7 +5,8 @@ run's subspaces and banks.
 >>> from weightspace.api import fit
 >>> sub = fit({"a": sd_a, "b": sd_b, "c": sd_c}, max_k=8)      # name → state dict
 >>> C = sub.project(sd_new, k=4)                                # k×k coefficients per matrix
->>> sd_hat = sub.reconstruct(C)                                  # state dict of μ + U_r C U_cᵀ
+>>> sd_hat = sub.reconstruct(C)                                  # matrices μ + U_r C U_cᵀ
+>>> model.load_state_dict(sub.compress(sd_new, k=4))             # a whole state dict at k
 >>> served = attach(sub.bank(models, k=4), skeleton)             # every model in one forward
 >>> y = served(x, model_ids=["a", "c", "a"])                      # one model per row
 
@@ -14,8 +15,10 @@ stack, exact eigendecompositions): per weight matrix (every tensor of two or mor
 a conv kernel as out × in·kh·kw) with μ the mean of the models and X_i = W_i − μ, U_row and
 U_col are the leading eigenvectors of Σ X_i X_iᵀ and Σ X_iᵀ X_i, a model's coefficients are
 C = U_row,kᵀ (W − μ) U_col,k and its reconstruction μ + U_row,k C U_col,kᵀ. Tensors of one
-dimension (biases, norms) are not decomposed: ``reconstruct`` leaves them out. Everything is
-held in memory: for hundreds of large models use the workflow, which streams.
+dimension (biases, norms) are not decomposed: ``reconstruct`` leaves them out unless given the
+state dict they come from (``like``), and ``compress`` returns the whole state dict, every
+tensor in its own dtype. Everything is held in memory: for hundreds of large models use the
+workflow, which streams.
 """
 
 from __future__ import annotations
@@ -42,10 +45,18 @@ class Basis:
     U_col: torch.Tensor
     shape: tuple[int, ...]
     eig_row: torch.Tensor | None = None
+    total: float | None = None  # Σ_j λ_j of all eigenvalues (eig_row may hold only the leading ones)
 
     def explained_variance(self, k: int) -> float:
         """Σ_{j≤k} λ_j / Σ_j λ_j of the centred row mode."""
-        return float(stats.explained_variance(self.eig_row)[k - 1])
+        if self.eig_row is None:
+            raise ValueError("this basis holds no spectrum")
+        ev = stats.explained_variance(self.eig_row, self.total)
+        return float(ev[min(k, len(ev)) - 1])
+
+    def __repr__(self) -> str:
+        return (f"Basis({'×'.join(map(str, self.shape))}, {self.U_row.shape[1]} row and "
+                f"{self.U_col.shape[1]} column directions)")
 
 
 class Subspaces(dict):
@@ -88,10 +99,25 @@ class Subspaces(dict):
             kept[t] = torch.stack([models[n][t].detach().to(torch.float64) for n in names])
         return Bank("full", k, names, mats, kept, configs=[{} for _ in names])
 
-    def reconstruct(self, coeffs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """μ + U_row C U_colᵀ for every matrix, in its tensor's shape (float64)."""
-        return {name: reconstruct(C.to(torch.float64), self[name].mean, self[name].U_row,
-                                  self[name].U_col).reshape(self[name].shape) for name, C in coeffs.items()}
+    def reconstruct(self, coeffs: Mapping[str, torch.Tensor],
+                    like: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """μ + U_row C U_colᵀ for every matrix, in its tensor's shape (float64). With ``like``
+        (the state dict the coefficients came from): a whole state dict, every tensor of ``like``
+        in its own shape and dtype, the matrices replaced by their reconstructions."""
+        out = {name: reconstruct(C.to(torch.float64), self[name].mean, self[name].U_row,
+                                 self[name].U_col).reshape(self[name].shape) for name, C in coeffs.items()}
+        if like is None:
+            return out
+        return {name: (out[name].reshape(t.shape).to(t.dtype) if name in out else t.detach().clone())
+                for name, t in like.items()}
+
+    def compress(self, state_dict: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        """The whole state dict at k: ``reconstruct(project(state_dict, k), like=state_dict)``,
+        ready for ``model.load_state_dict``."""
+        return self.reconstruct(self.project(state_dict, k), like=state_dict)
+
+    def __repr__(self) -> str:
+        return f"Subspaces({len(self)} matrices: {', '.join(list(self)[:4])}{', …' if len(self) > 4 else ''})"
 
 
 def _matrix(t: torch.Tensor, name: str, shape) -> torch.Tensor:
@@ -121,18 +147,20 @@ def fit(models: Mapping[str, Mapping[str, torch.Tensor]], max_k: int = 16, cente
             sums.add(W)
         flat = torch.stack([W.reshape(-1) for W in mats])
         sub = hosvd.decompose(sums, flat @ flat.T, max_k, center)
-        out[t] = Basis(sub.mean, sub.U_row, sub.U_col, tuple(W0.shape), sub.eig_row)
+        out[t] = Basis(sub.mean, sub.U_row, sub.U_col, tuple(W0.shape), sub.eig_row, float(sub.total))
     return out
 
 
 def load_run(results: str | os.PathLike, collection: str, view: str = "full") -> Subspaces:
     """The subspaces of a finished run (``results/{collection}/subspace/{view}/group-*.zarr``),
     as :func:`fit` returns them, with matrix shapes (a conv kernel reconstructs as out ×
-    in·kh·kw) and no spectra (those are in the run's spectra.parquet)."""
+    in·kh·kw) and the centred row spectrum (the run's spectra.parquet has every spectrum)."""
     from .subspace import load_subspaces
 
     groups = sorted((Path(results) / collection / "subspace" / view).glob("group-*.zarr"))
     if not groups:
         raise FileNotFoundError(f"no subspace of {collection} ({view}) under {results}")
     records, _ = load_subspaces([str(g) for g in groups])
-    return Subspaces({name: Basis(r.mean, r.U_row, r.U_col, tuple(r.shape)) for name, r in records.items()})
+    return Subspaces({name: Basis(r.mean, r.U_row, r.U_col, tuple(r.shape),
+                                  torch.from_numpy(r.array("eig_row")).to(torch.float64), r.attrs.get("total"))
+                      for name, r in records.items()})
