@@ -200,6 +200,19 @@ def test_settings_that_cannot_work_are_refused_when_the_config_is_read(tmp_path)
                          str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n"],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
+    # a text evaluator without a tokenizer anywhere (it would ask the Hub for "None" in evaluate);
+    # with tokenizer files in the model folders, the first one is used
+    (tmp_path / "texts.csv").write_text("text,label\nhello there,0\n")
+    text = {"source": "local", "path": str(tmp_path / "models"), "evaluator": "text-classification",
+            "evaluation": {"data": str(tmp_path / "texts.csv")}}
+    dry_run_fails(tmp_path, text, "collection c: evaluator text-classification needs a tokenizer")
+    (tmp_path / "models" / "good-1" / "tokenizer_config.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"collections": {"c": text}}))
+    found = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                            str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n"],
+                           capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr[-2000:]
+    (tmp_path / "models" / "good-1" / "tokenizer_config.json").unlink()
     # a repo id huggingface_hub refuses, before any request
     dry_run_fails(tmp_path, {"source": "hub", "repos": ["org/ok", "org/bad--name"], "evaluator": "none"},
                   "'org/bad--name' is not a valid Hub repo id")

@@ -231,6 +231,31 @@ def zoo_dataset(c):
     return [spec.get("dataset", "digits"), spec.get("data_path")]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "spiece.model")
+
+
+def check_tokenizer(c):
+    """A text evaluator needs a tokenizer: evaluation.tokenizer, else the base folder, else (a local
+    collection) the first model folder holding tokenizer files, which is then used; refused when
+    the config is read if there is none (it would fail minutes later in evaluate, asking the Hub
+    for a tokenizer named None)."""
+    spec = config["collections"][c]
+    ev = spec["evaluation"]
+    if spec["evaluator"] not in ("text-classification", "causal-lm") or ev.get("tokenizer") or base_folder(c):
+        return
+    for path in TABLES[c]["path"]:
+        if path and any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
+            ev["tokenizer"] = path
+            return
+    raise ValueError(f"collection {c}: evaluator {spec['evaluator']} needs a tokenizer and none is given: set "
+                     "evaluation.tokenizer (a folder with the tokenizer's files) or evaluation.base, or keep "
+                     f"the tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …) in the model folders")
+
+
+for _c in config["collections"]:  # when the config is read, whatever the targets
+    check_tokenizer(_c)
+
+
 def check_stage_settings(c):
     """Refuse, when the config is read, adapt / merge settings that cannot work."""
     spec = config["collections"][c]
