@@ -80,3 +80,27 @@ def test_screen_rejects_other_architectures_and_strict_names_them():
     collection.enforce_strict(table[table["status"] == "accepted"])  # nothing rejected: no error
     with pytest.raises(ValueError, match="reference model gone was not fetched"):
         collection.screen(mans, reference="gone")
+
+
+def test_a_k_that_compresses_nothing_is_said(tmp_path, caplog):
+    """k at a matrix's dimensions keeps a core as large as the matrix: the project stage says so,
+    naming the matrix and the k."""
+    import logging
+
+    from weightspace.project import project_models
+    from weightspace.store import write_store
+    from weightspace.subspace import load_subspaces, run_group
+
+    g = torch.Generator().manual_seed(0)
+    paths = []
+    for i in range(4):
+        write_store(tmp_path / f"m{i}.zarr", {"a.weight": torch.randn(6, 4, generator=g),
+                                              "b.weight": torch.randn(20, 30, generator=g)}.items(), {"model": f"m{i}"})
+        paths.append(str(tmp_path / f"m{i}.zarr"))
+    run_group(paths, "full", 1, 0, str(tmp_path / "g.zarr"), max_k=8, center=True, gaussian_null=False,
+              rotation_null=False, seed=0, device="cpu")
+    subs, _ = load_subspaces([str(tmp_path / "g.zarr")])
+    with caplog.at_level(logging.WARNING, logger="weightspace"):
+        project_models(paths, subs, "full", str(tmp_path / "c.zarr"), [2, 4, 8], {})
+    assert "a.weight (6×4): at k = [8] the k×k core is as large as the matrix" in caplog.text  # 4×4 < 6×4
+    assert "b.weight" not in caplog.text

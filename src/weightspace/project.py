@@ -22,9 +22,14 @@ Baselines at the same k (every result is reported beside them):
 
 from __future__ import annotations
 
+import logging
+import math
+
 import torch
 
 from .core.hosvd import dense, random_orthonormal
+
+log = logging.getLogger("weightspace")
 
 METHODS = ("projected", "mean", "random", "svd")
 
@@ -114,6 +119,12 @@ def project_models(store_paths: list[str], subspaces: dict, view: str, out_path:
     from .store import ModelStore
 
     names = sorted(subspaces)
+    for name in names:  # a k at a matrix's dimensions keeps a core as large as the matrix itself
+        m, n = subspaces[name].shape[0], math.prod(subspaces[name].shape[1:])
+        full = [k for k in ks if min(k, m) * min(k, n) >= m * n]
+        if full:
+            log.warning("%s (%d×%d): at k = %s the k×k core is as large as the matrix: nothing is compressed "
+                        "there (the compression table and figures show it as it is)", name, m, n, full)
     coeffs = {n: [] for n in names}
     rows, keys = [], []
     for path in tqdm(store_paths, desc="project", mininterval=5):
