@@ -488,13 +488,8 @@ def verdict_html(summary: pd.DataFrame) -> str:
                      "held-out acc. projected / original": acc + (few if acc != "–" else "")})
     body = pd.DataFrame(rows).to_html(index=False, border=0, classes="verdict", table_id="verdict", escape=True)
     fdr, margin, k = (summary[c].iloc[0] if c in summary and len(summary) else None for c in ("fdr", "margin", "k"))
-    note = (f"Matrices called shared: Benjamini–Hochberg at FDR {fdr}, statistic beyond its rotation null by "
-            f"more than {margin}; a view is shared when at least the configured share of its matrices is. "
-            "Flips at margin: the view is called shared up to this margin and not beyond (never: not even "
-            "at 0). n/c: matrices that cannot be called at this number of models (even identical copies "
-            "would not beat the null by the margin), left out. (n=1!): a held-out number from one or two models. "
-            f"Excess: median over matrices; held-out models projected at k = {k}. Details: summary.csv, "
-            "sharing.csv per view.")
+    note = (f"Shared: Benjamini–Hochberg at FDR {fdr}, beyond the rotation null by more than {margin}; held-out "
+            f"models projected at k = {k}. The columns are explained in the caption of 1. Verdict.")
     style = ("<style>table.verdict{border-collapse:collapse;font:11px sans-serif;max-width:470px}"
              "table.verdict th,table.verdict td{padding:2px 4px;border-bottom:1px solid #ddd;text-align:right}"
              "table.verdict td:nth-child(-n+2),table.verdict th:nth-child(-n+2){text-align:left}</style>")
@@ -516,12 +511,8 @@ def transfer_html(summary: pd.DataFrame) -> str:
             for _, r in summary.iterrows()]
     body = pd.DataFrame(rows).to_html(index=False, border=0, classes="verdict", table_id="transfer", escape=True)
     k = summary["k"].iloc[0] if len(summary) else None
-    note = ("A mode transfers when A's top-k directions capture more of B's centred energy than random "
-            "k-subspaces (beyond the margin, BH across the pair) and at least the stated share of what B's own "
-            "top-k capture; the pair transfers when that share of its modes does. Above chance: (A's − k/d) / "
-            f"(B's own − k/d). Accuracy: B's models projected at k = {k} onto B's own subspace, A's, a random "
-            "one (across architectures only the meeting modes are compared: no accuracy). Details: "
-            "results/transfer/.")
+    note = (f"Above chance: (A's − k/d) / (B's own − k/d), median over modes; accuracy: B's held-out models at "
+            f"k = {k}. The caption of 6. Transfer explains the test.")
     return (f"<h3>Transfer: one collection's subspace on another's models</h3>\n{body}\n"
             f"<p style='font:11px sans-serif;max-width:470px'>{note}</p>\n")
 
