@@ -98,6 +98,8 @@ def test_outputs_exist_and_are_sane(finished):
     assert summary.loc[("tiny-shared", "full"), "matrices_shared"] == sharing["shared"].sum() == 2
     methods = pd.read_csv(res / "methods.csv")
     assert {"projected", "mean", "random", "svd", "original"} <= set(methods["method"])
+    html = (res / "methods.html").read_text()  # rendered for the report, a table per collection and view
+    assert "<h4>tiny-shared [full]</h4>" in html and html.count("<table") == len(summary)
     # the basis-size sweep: every size, the last one the whole basis
     sweep = pd.read_csv(res / "tiny-shared" / "sweep" / "full" / "basis_size.csv")
     assert list(sweep["n_basis"]) == [2, 4, 9]

@@ -497,6 +497,21 @@ def verdict_html(summary: pd.DataFrame) -> str:
             f"<p style='font:11px sans-serif;max-width:470px'>{note}</p>\n")
 
 
+def methods_html(methods: pd.DataFrame) -> str:
+    """methods.csv (every method at the report's k) as a standalone HTML page the report shows
+    inline: one table per collection and view, accuracy, centred error and stored bytes."""
+    parts = ["<html><head><meta charset='utf-8'><style>table{border-collapse:collapse;font:12px sans-serif}"
+             "th,td{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}</style></head><body>"]
+    for (c, v), d in methods.groupby(["collection", "view"], sort=False):
+        t = d.drop(columns=["collection", "view"]).rename(columns={
+            "rel_error_centered": "‖Ŵ − W‖/‖W − μ‖", "compression": "bytes / originals"})
+        if "k" in t:
+            t["k"] = ["" if pd.isna(v) else int(v) for v in t["k"]]
+        parts.append(f"<h4>{c} [{v}]</h4>" + t.to_html(index=False, border=0, na_rep="", float_format="{:.3f}".format))
+    return "\n".join(parts) + "</body></html>\n"
+
+
 def transfer_html(summary: pd.DataFrame) -> str:
     """The transfer verdict per pair (results/transfer/summary.csv rows) as the HTML fragment the
     report's first page shows under the sharing verdict."""

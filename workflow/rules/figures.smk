@@ -92,6 +92,12 @@ rule overview:
             category="1. Verdict",
             labels={"table": "every method at the report's k"},
         ),
+        methods_html=report(
+            "results/methods.html",
+            caption="../report/methods.rst",
+            category="1. Verdict",
+            labels={"table": "every method at the report's k (rendered)"},
+        ),
     params:
         labels=lambda w: [(c, v) for c in config["collections"] for v in views(c)],
         serving_labels=lambda w: serving_labels(),

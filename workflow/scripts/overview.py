@@ -31,5 +31,7 @@ with script(smk) as log:
         Path(tmp).write_text(figures.verdict_html(verdicts)
                              + (figures.transfer_html(pd.concat(transfer, ignore_index=True)) if transfer else ""))
     methods = pd.concat(methods, ignore_index=True)
-    write_table(methods[["collection", "view"] + [c for c in methods if c not in ("collection", "view")]],
-                out.methods)
+    methods = methods[["collection", "view"] + [c for c in methods if c not in ("collection", "view")]]
+    write_table(methods, out.methods)
+    with atomic_path(out.methods_html) as tmp:
+        Path(tmp).write_text(figures.methods_html(methods))
