@@ -408,8 +408,7 @@ def run_adapt(problem, subspaces: dict, view: str, settings: dict, taken: set[st
                                  "update_rank": update_rank(model, start, modules), "effective": effective})
                     if export_dir and seed == 0 and size == sizes[-1] and k == k_export and method == "coef-base":
                         export_coefficients(Path(export_dir) / task["label"], model, problem, view, base_path, task)
-                done = [r for r in rows if r["task"] == task["label"] and r["n_train"] == size and r["method"] == method
-                        and r["k"] == k]
+                done = rows[-settings["seeds"]:]  # this method's rows, one per seed
                 log.info("task %s, %d examples, %s (k=%s): lr %g%s, test accuracy %.3f over %d seeds, %.0f s per run",
                          task["label"], size, method, k, lr, " (grid edge)" if at_edge else "",
                          np.mean([r["accuracy"] for r in done]), len(done), np.mean([r["seconds"] for r in done]))

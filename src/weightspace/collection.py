@@ -42,6 +42,12 @@ def slugify(model_id: str) -> str:
     return key
 
 
+def unnamed_key(model_id: str) -> str:
+    """The key of a model whose id gives no safe key (``slugify`` refuses it): ``unnamed-`` and
+    8 hex digits of the id's SHA-1, so that its row, and its rejection, still have a name."""
+    return "unnamed-" + hashlib.sha1(model_id.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
 def _sha40(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
@@ -151,7 +157,7 @@ def resolve_local(name: str, folder: str) -> pd.DataFrame:
             try:
                 key = slugify(model_id)
             except ValueError:
-                key = "unnamed-" + hashlib.sha1(model_id.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+                key = unnamed_key(model_id)
             why = str(exc) if isinstance(exc, (layers.ModelFormatError, ValueError)) else f"{type(exc).__name__}: {exc}"
             row = {"key": key, "id": model_id, "source": "local", "revision": "", "format": "", "task": "",
                    "path": str(sub), "note": f"model {model_id}: {why}"}

