@@ -178,6 +178,56 @@ def test_bad_models_never_block_the_collection_nor_change_the_others(tmp_path):
     pd.testing.assert_frame_equal(got, want)
 
 
+def jobs_run(proc) -> list[str]:
+    """The rules of the jobs a Snakemake invocation ran (from its log on stdout/stderr)."""
+    import re
+
+    return re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, flags=re.M)
+
+
+@pytest.mark.e2e
+def test_a_local_models_identity_is_its_content(tmp_path):
+    """Against a fresh run, bitwise: a collection's folder copied elsewhere (new paths, mtimes and
+    inodes, same bytes) reruns only its listing; then a model overwritten in place and another
+    deleted rerun those two models' fetches and what reads every model, never another model's
+    extract, and give the tables of a fresh run of the folder as it now is; the deleted model is
+    named in rejected.tsv."""
+    import shutil
+
+    def configure(root: Path, models: Path):
+        config = {"collections": {"c": {"source": "local", "path": str(models), "evaluator": "none",
+                                        "split": {"heldout": ["good-5"]}}},
+                  "subspace": {"max_k": 4, "layer_groups": 1, "null_draws": 19}, "project": {"ks": [1, 2]},
+                  "export": {"ks": []}, "align": {"enabled": False}}
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    for i in range(6):
+        write_good(run / "models" / f"good-{i}", i)
+    configure(run, run / "models")
+    smk(run)
+    shutil.copytree(run / "models", run / "moved")
+    shutil.rmtree(run / "models")
+    configure(run, run / "moved")
+    assert set(jobs_run(smk(run))) == {"collection_listing", "overview", "all"}
+    store = run / "results" / "c" / "weights" / "good-0.zarr" / "zarr.json"
+    before = store.stat().st_mtime_ns
+    shutil.copy(run / "moved" / "good-4" / "model.safetensors", run / "moved" / "good-1" / "model.safetensors")
+    shutil.rmtree(run / "moved" / "good-3")
+    ran = jobs_run(smk(run))
+    assert sorted(r for r in ran if r in ("fetch", "extract")) == ["extract", "extract", "fetch", "fetch"], ran
+    assert store.stat().st_mtime_ns == before
+    shutil.copytree(run / "moved", fresh / "models")
+    configure(fresh, fresh / "models")
+    smk(fresh)
+    for table in ("evaluate/full/metrics.parquet", "evaluate/full/compression.csv", "subspace/full/sharing.csv",
+                  "subspace/full/spectra.parquet", "project/full/energy.parquet"):
+        got, want = (root / "results" / "c" / table for root in (run, fresh))
+        assert got.read_bytes() == want.read_bytes(), table
+    rejected = pd.read_csv(run / "results" / "c" / "rejected.tsv", sep="\t").set_index("key")
+    assert list(rejected.index) == ["good-3"] and "is gone" in rejected.loc["good-3", "reason"]
+
+
 def dry_run_fails(tmp_path, collection: dict, *needles):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"collections": {"c": collection}}))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
@@ -291,9 +341,10 @@ def test_a_folder_that_could_not_be_read_is_read_again_once_fixed(tmp_path):
 
 
 def test_a_local_models_row_follows_its_folder(tmp_path, caplog):
-    """A local model overwritten in place gets a new revision in the lock (so its fetch and all
-    after it rerun); a model whose folder is gone is dropped with a warning naming it; a moved
-    folder keeps its revision and takes its new path."""
+    """A local model's revision is its content: overwritten in place it changes (so its fetch and
+    all after it rerun); touched, copied or moved it does not; a model whose folder is gone keeps
+    its row, without revision and with the reason (its fetch rejects it), and comes back when its
+    folder does. Each row's stamp file changes exactly when its revision does."""
     import logging
     import os
     import shutil
@@ -302,21 +353,33 @@ def test_a_local_models_row_follows_its_folder(tmp_path, caplog):
 
     for i in range(4):
         write_good(tmp_path / "models" / f"good-{i}", i)
-    lock = tmp_path / "collection.tsv"
-    first = update_lock(lock, resolve_local("c", str(tmp_path / "models")), {}).set_index("key")
-    st = (tmp_path / "models" / "good-1" / "model.safetensors").stat()
+    lock, digests = tmp_path / "collection.tsv", {}
+    first = update_lock(lock, resolve_local("c", str(tmp_path / "models"), digests), {}).set_index("key")
+    stamps = {k: (tmp_path / "revisions" / k).stat().st_mtime_ns for k in first.index}
+    assert len(digests) == 4  # one file each, hashed once
     save_file(good_tensors(42), str(tmp_path / "models" / "good-1" / "model.safetensors"))  # cp other good-1
-    os.utime(tmp_path / "models" / "good-1" / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    os.utime(tmp_path / "models" / "good-2" / "model.safetensors")  # touched: same bytes
     shutil.rmtree(tmp_path / "models" / "good-3")
     with caplog.at_level(logging.WARNING, logger="weightspace"):
-        second = update_lock(lock, resolve_local("c", str(tmp_path / "models")), {}).set_index("key")
+        second = update_lock(lock, resolve_local("c", str(tmp_path / "models"), digests), {}).set_index("key")
     assert second.loc["good-1", "revision"] != first.loc["good-1", "revision"]
-    assert second.loc["good-0", "revision"] == first.loc["good-0", "revision"]
-    assert "good-3" not in second.index and "model good-3 is no longer in" in caplog.text
-    shutil.move(tmp_path / "models", tmp_path / "moved")
-    third = update_lock(lock, resolve_local("c", str(tmp_path / "moved")), {}).set_index("key")
+    assert (second.loc[["good-0", "good-2"], "revision"] == first.loc[["good-0", "good-2"], "revision"]).all()
+    assert second.loc["good-3", "revision"] == "" and "its folder" in second.loc["good-3", "note"]
+    assert "model good-3: its folder" in caplog.text and "is gone" in caplog.text
+    changed = {k for k in first.index if (tmp_path / "revisions" / k).stat().st_mtime_ns != stamps[k]}
+    assert changed == {"good-1", "good-3"}
+    rejected = manifest_for({**second.loc["good-3"].to_dict(), "key": "good-3"})
+    assert rejected["status"] == "rejected" and "is gone" in rejected["reason"]
+    shutil.copytree(tmp_path / "models", tmp_path / "copied")  # new mtimes and inodes, same bytes
+    shutil.rmtree(tmp_path / "models")
+    stamps = {k: (tmp_path / "revisions" / k).stat().st_mtime_ns for k in first.index}
+    third = update_lock(lock, resolve_local("c", str(tmp_path / "copied"), digests), {}).set_index("key")
     assert (third["revision"] == second["revision"]).all()
-    assert third.loc["good-0", "path"] == str(tmp_path / "moved" / "good-0")
+    assert third.loc["good-0", "path"] == str(tmp_path / "copied" / "good-0")
+    assert all((tmp_path / "revisions" / k).stat().st_mtime_ns == stamps[k] for k in first.index)
+    write_good(tmp_path / "copied" / "good-3", 3)  # back, as it was
+    fourth = update_lock(lock, resolve_local("c", str(tmp_path / "copied"), digests), {}).set_index("key")
+    assert fourth.loc["good-3", "revision"] == first.loc["good-3", "revision"] and fourth.loc["good-3", "note"] == ""
 
 
 def test_a_config_mistake_is_one_line_naming_where_it_is():

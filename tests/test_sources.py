@@ -27,13 +27,18 @@ def test_each_source_answers_the_workflows_questions(tmp_path):
     mlp = source_for("c", configured({"source": "zoo", "zoo": {"kind": "mlp", "count": 3}}), LOCK)
     assert mlp.base_folder({"base": "b"}) == "b" and mlp.spec["hidden"]  # defaults filled in
 
-    local = source_for("c", configured({"source": "local", "path": str(tmp_path), "evaluator": "none"}), LOCK)
+    lock = str(tmp_path / "results" / "c" / "collection.tsv")
+    local = source_for("c", configured({"source": "local", "path": str(tmp_path), "evaluator": "none"}), lock)
     assert isinstance(local, LocalSource)
-    assert local.fetch_inputs("some/model") == ["some/model"] and local.stage_inputs() == []
+    assert local.fetch_inputs("m") == [] and local.stage_inputs() == []  # no stamp yet (a dry run of a new one)
+    (tmp_path / "results" / "c" / "revisions").mkdir(parents=True)
+    (tmp_path / "results" / "c" / "revisions" / "m").write_text("rev\n\n")
+    assert local.fetch_inputs("m") == [str(tmp_path / "results" / "c" / "revisions" / "m")]
     assert local.base_folder({"base": "b"}) == "b" and local.base_folder({}) is None
 
-    hub = source_for("c", configured({"source": "hub", "repos": ["org/a"]}), LOCK)
-    assert isinstance(hub, HubSource) and hub.fetch_inputs("") == [] and hub.stage_inputs() == []
+    hub = source_for("c", configured({"source": "hub", "repos": ["org/a"]}), lock)
+    assert isinstance(hub, HubSource) and hub.fetch_inputs("m") == local.fetch_inputs("m")
+    assert hub.stage_inputs() == []
 
 
 def test_bad_settings_are_named():

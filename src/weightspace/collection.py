@@ -8,7 +8,9 @@ for zoo and local sources) and ``note`` (why a model could not be resolved).
 The table is written atomically, its rows are never reordered and new models are appended,
 so that a rerun sees the same DAG plus the new models. The split of a model is a pure
 function of its key and the split config (a hash threshold or an explicit list), so adding
-models never moves an existing model between basis and held-out.
+models never moves an existing model between basis and held-out. Beside it,
+``revisions/<key>`` holds each local or Hub model's revision (``write_stamps``): the input of
+its fetch job, touched only when the model changes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ if TYPE_CHECKING:  # pandas is imported by the functions that make tables: fetch
     import pandas as pd
 
 from . import layers
-from .io import write_table
+from .io import atomic_path, write_table
 
 COLUMNS = ["key", "id", "source", "revision", "format", "task", "split", "path", "note"]
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -117,32 +119,53 @@ def model_folders(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
     return found
 
 
-def _local_row(sub: Path, model_id: str) -> dict | None:
-    """The row of one model folder (None: not a model folder: no safetensors, pickle or JSON)."""
+def file_digest(path: Path, cache: dict | None = None) -> str:
+    """The sha256 of a file's bytes. ``cache`` maps a file's absolute path to [size, mtime_ns,
+    inode, sha256]: a file whose size, modification time and inode are those recorded is not
+    read again (a file written in place, copied or moved is)."""
+    st = path.stat()
+    key, stamp = str(path.absolute()), [st.st_size, st.st_mtime_ns, st.st_ino]
+    if cache is not None and cache.get(key, [None])[:3] == stamp:
+        return cache[key][3]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    if cache is not None:
+        cache[key] = [*stamp, h.hexdigest()]
+    return h.hexdigest()
+
+
+def _local_row(sub: Path, model_id: str, digests: dict | None = None) -> dict | None:
+    """The row of one model folder (None: not a model folder: no safetensors, pickle or JSON).
+    Its revision is a digest of its files' names, sizes and contents (``file_digest``), so it
+    changes exactly when the model does: not when its folder is moved or copied."""
     key = slugify(model_id)
-    files = sorted(list(sub.glob("*.safetensors")) + list(sub.glob("*.json")))
+    files = sorted(f for f in list(sub.glob("*.safetensors")) + list(sub.glob("*.json")) if not f.is_dir())
     pickles = [p for p in sub.iterdir() if p.suffix in layers.PICKLE_SUFFIXES]
     if not any(f.suffix == ".safetensors" for f in files):
-        if pickles:
-            files = sorted(pickles)  # listed, so that fetch rejects it by name (never unpickled)
-        elif files:
+        if pickles:  # listed, so that fetch rejects it by name (never unpickled, nor read)
+            stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(pickles)]
+            return {"key": key, "id": model_id, "source": "local", "revision": _sha40(stamp),
+                    "format": layers.model_format(sub), "task": "", "path": str(sub), "note": ""}
+        if files:
             raise layers.ModelFormatError(f"no safetensors weights (only {[f.name for f in files][:3]})")
-        else:
-            return None
-    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        return None
+    stamp = [(f.name, f.stat().st_size, file_digest(f, digests)) for f in files]
     cfg = layers.read_json(sub, "config.json") or layers.read_json(sub, "adapter_config.json") or {}
     task = (cfg.get("weightspace_task") or {}).get("label", "")
     return {"key": key, "id": model_id, "source": "local", "revision": _sha40(stamp),
             "format": layers.model_format(sub), "task": task, "path": str(sub), "note": ""}
 
 
-def resolve_local(name: str, folder: str) -> pd.DataFrame:
+def resolve_local(name: str, folder: str, digests: dict | None = None) -> pd.DataFrame:
     """Rows of a local collection: one per model folder at any depth (``model_folders``: a folder
     with safetensors; one with only pickle checkpoints or only JSON files is listed too, for
     fetch to reject by name; the id of a deeper one is its path, ``run/checkpoint-500``). Nothing read
     here can stop the collection: a folder whose files cannot be read (a dangling link, a
     config.json that is no JSON) or whose name gives no safe key becomes a row with an empty
-    revision and the problem in ``note``, which its fetch turns into a rejection."""
+    revision and the problem in ``note``, which its fetch turns into a rejection. ``digests``:
+    the cache of ``file_digest`` (updated in place)."""
     import pandas as pd
 
     root = Path(folder)
@@ -152,7 +175,7 @@ def resolve_local(name: str, folder: str) -> pd.DataFrame:
     for sub in model_folders(root):
         model_id = sub.relative_to(root).as_posix()  # a folder's name; run/checkpoint-500 deeper down
         try:
-            row = _local_row(sub, model_id)
+            row = _local_row(sub, model_id, digests)
         except Exception as exc:  # any failure to read one folder rejects that model only
             try:
                 key = slugify(model_id)
@@ -179,14 +202,17 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
     """Merge freshly resolved rows into the lock at ``path`` and return the table.
 
     Existing rows keep their order and pinned revision (Hub, zoo); a local model's row follows its
-    folder: its revision (a digest of its files' names, sizes and modification times) and path are
-    the fresh ones, so a model overwritten in place is fetched and everything after it recomputed,
-    and a model whose folder is gone is dropped with a warning; a row that could not be resolved
-    (empty revision) takes the fresh one (the folder may be fixed); rows of new keys are appended; the
-    split column follows the split config. The file is rewritten (atomically) only when its
-    content changes, so an unchanged rerun does not touch it; never with ``write`` False (a dry
-    run: the table is returned, nothing is written). With ``busy`` (another run holds the working
-    directory) a table that would change is refused: that run reads it.
+    folder: its revision (a digest of its files' names, sizes and contents) and path are the
+    fresh ones, so a model overwritten in place is fetched and everything after it recomputed,
+    while a folder moved or copied elsewhere keeps its revision; a model whose folder is gone
+    keeps its row with an empty revision and the reason in ``note`` (a warning now, a rejection
+    by its fetch: it leaves the basis and the tables, and rejected.tsv names it); a row that
+    could not be resolved (empty revision) takes the fresh one (the folder may be fixed or back);
+    rows of new keys are appended; the split column follows the split config. The file is
+    rewritten (atomically) only when its content changes, so an unchanged rerun does not touch
+    it; so are the rows' revision stamps (``write_stamps``); neither with ``write`` False (a dry
+    run: the table is returned, nothing is written). With ``busy`` (another run holds the
+    working directory) a table that would change is refused: that run reads it.
     """
     import pandas as pd
 
@@ -200,11 +226,13 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
         table = read_table(path)
         fresh = resolved.set_index("key")
         local = table["source"].eq("local")
-        gone = local & ~table["key"].isin(fresh.index)
-        for r in table[gone].itertuples():
-            log.warning("collection %s: model %s is no longer in %s: dropped from the collection (its results "
-                        "leave the tables at this run)", path.parent.name, r.id, Path(r.path).parent)
-        table = table[~gone].reset_index(drop=True)
+        gone = local & ~table["key"].isin(fresh.index) & table["revision"].ne("")
+        for i in table.index[gone]:
+            r = table.loc[i]
+            note = (f"model {r.id}: its folder {r.path} is gone: left out of the basis and of every table "
+                    "from this run on (put it back to bring it in again)")
+            log.warning("collection %s: %s", path.parent.name, note)
+            table.loc[i, ["revision", "note"]] = ["", note]  # fetch rejects it: rejected.tsv and the report say so
         # a local model's row follows its folder (content stamp, place); an unresolved row is re-read
         follow = (table["source"].eq("local") | table["revision"].eq("")) & table["key"].isin(fresh.index)
         for col in ("id", "revision", "format", "task", "path", "note"):
@@ -227,7 +255,29 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
                                "this directory (.snakemake/locks): wait for it to end, or run "
                                "`snakemake --unlock` if it was killed")
         write_table(table, path)
+    if write:
+        write_stamps(table, path.parent / "revisions")
     return table
+
+
+def write_stamps(table: pd.DataFrame, folder: str | os.PathLike) -> None:
+    """One small file per local or Hub model, ``folder/<key>``, holding its revision and note:
+    the input of its fetch job. It is rewritten only when they change, so its modification time
+    says when the model did (a moved folder changes the lock's path column, not the stamp: the
+    jobs read the path from the lock and rerun only for a new revision)."""
+    folder = Path(folder)
+    for r in table[table["source"] != "zoo"].itertuples():
+        stamp, text = folder / r.key, f"{r.revision}\n{r.note}\n"
+        if not stamp.exists() or stamp.read_text() != text:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(stamp) as tmp:
+                tmp.write_text(text)
+
+
+def placed(row: dict, lock: str | os.PathLike) -> dict:
+    """A job's row (its params leave the folder's place out, so that moving a collection reruns
+    nothing) with the place the lock gives now."""
+    return {**row, "path": read_table(lock).set_index("key").loc[row["key"], "path"]}
 
 
 def signature(manifest: dict) -> dict[str, tuple]:

@@ -22,7 +22,8 @@ def extract_from_manifest(manifest: dict, out_path: str, key: str, row: dict) ->
                                   "reason": manifest.get("reason", "")}, model=key)
         log.warning("model %s rejected: %s", key, manifest.get("reason"))
         return
-    extract_model(manifest["folder"], out_path, key, row, content=content_digest(manifest))
+    folder = row.get("path") or manifest["folder"]  # a local folder where the lock has it now; the Hub's cache
+    extract_model(folder, out_path, key, row, content=content_digest(manifest))
 
 
 def content_digest(manifest: dict) -> str:

@@ -4,10 +4,12 @@ folder of model folders, or the Hugging Face Hub.
 ``source_for(name, spec, lock)`` gives the collection's source (``spec``: its config section,
 ``lock``: the path of its lock table) with
 
-- ``resolve()``: the models as lock rows (key, id, revision, path, task, format), asking only
-  for what the lock does not hold yet (a Hub collection with a lock makes no request);
-- ``fetch_inputs(path)``: what the fetch job of a model reads (the zoo's folder, the local
-  model's folder; nothing for a Hub model, which the job downloads);
+- ``resolve(write)``: the models as lock rows (key, id, revision, path, task, format), asking
+  only for what the lock does not hold yet (a Hub collection with a lock makes no request);
+  ``write`` False (a dry run) writes no cache;
+- ``fetch_inputs(key)``: what the fetch job of a model reads: the zoo's folder (one job trains
+  them all), else the model's revision stamp (``collection.write_stamps``), which changes when
+  the model does;
 - ``stage_inputs()``: what the stages that score models need besides the stores (the zoo's
   folder: its base and data);
 - ``base_folder(evaluation)``: the frozen base of an adapter collection (the zoo's own, else
@@ -18,7 +20,9 @@ The workflow (``workflow/rules/common.smk``) asks these and never branches on th
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from . import zoospec
 from .collection import read_table, resolve_local, resolve_zoo
@@ -33,14 +37,14 @@ class ZooSource:
         self.name, self.spec = name, zoospec.normalize_spec(spec["zoo"])
         self.folder = f"results/{name}/zoo"
 
-    def resolve(self):
+    def resolve(self, write: bool = True):
         return resolve_zoo(self.name, self.spec, self.folder)
 
     # one job trains every model, so one job describes and extracts them all (a job per model
     # would cost more in process start-up than the work: models of a few KB)
     batched = True
 
-    def fetch_inputs(self, path: str) -> list[str]:
+    def fetch_inputs(self, key: str | None) -> list[str]:
         return [self.folder]  # one job trains every model
 
     def stage_inputs(self) -> list[str]:
@@ -66,10 +70,17 @@ class LocalSource:
     def __init__(self, name: str, spec: dict, lock: str):
         if "path" not in spec:
             raise ValueError(f"collection {name}: source 'local' needs 'path:'")
-        self.name, self.spec = name, spec
+        self.name, self.spec, self.lock = name, spec, lock
 
-    def resolve(self):
-        table = resolve_local(self.name, self.spec["path"])
+    def resolve(self, write: bool = True):
+        """The rows of the folder's models; their files' digests are cached beside the lock
+        (``file-digests.json``: a file is read again only when its size, time or inode change)."""
+        from .io import write_json
+
+        cache = Path(self.lock).with_name("file-digests.json")
+        digests = json.loads(cache.read_text()) if cache.exists() else {}
+        before = dict(digests)
+        table = resolve_local(self.name, self.spec["path"], digests)
         if self.spec.get("evaluator") == "zoo":
             others = [r.id for r in table.itertuples() if not zoospec.is_zoo_model(r.path)]
             if others:
@@ -77,10 +88,17 @@ class LocalSource:
                     f"collection {self.name}: the zoo evaluator scores the built-in zoo's MLPs only, and "
                     f"{others[:3]} are not such models: set evaluator (none, text-classification, "
                     "image-classification, causal-lm)")
+        root = str(Path(self.spec["path"]).absolute())
+        digests = {k: v for k, v in digests.items() if k.startswith(root + os.sep)}  # files of this folder only
+        if write and digests != before:
+            write_json(digests, cache)
         return table
 
-    def fetch_inputs(self, path: str) -> list[str]:
-        return [path]
+    def fetch_inputs(self, key: str | None) -> list[str]:
+        """The model's revision stamp (``collection.write_stamps``; absent only in a dry run of
+        a new collection): its fetch reruns when the model changes, not when its folder moves."""
+        stamp = Path(self.lock).parent / "revisions" / str(key)
+        return [str(stamp)] if stamp.exists() else []
 
     def stage_inputs(self) -> list[str]:
         return []
@@ -101,7 +119,7 @@ class HubSource(LocalSource):
             hub.check_repo_id(e if isinstance(e, str) else e["id"], name)
         self.name, self.spec, self.lock = name, spec, lock
 
-    def resolve(self):
+    def resolve(self, write: bool = True):
         """Ask the Hub only for what the lock does not have: new explicit ids, or the query when
         there is no lock yet or ``refresh`` is asked for. A rerun with a lock makes no request."""
         import pandas as pd
@@ -117,9 +135,6 @@ class HubSource(LocalSource):
             found = hub.resolve_query(self.spec["query"])
             frames.append(found[~found["id"].isin(known)])
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["key"])
-
-    def fetch_inputs(self, path: str) -> list[str]:
-        return []  # downloaded by the fetch job
 
 
 SOURCES = {"zoo": ZooSource, "local": LocalSource, "hub": HubSource}

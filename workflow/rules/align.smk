@@ -37,7 +37,6 @@ rule align:
     input:
         features="results/{c}/align/{view}/features.zarr",
         subspace=lambda w: subspace_groups(w.c, w.view),
-        table=lambda w: lock_file(w.c),
     output:
         table="results/{c}/align/{view}/alignment.parquet",
         matrices=directory("results/{c}/align/{view}/matrices"),
@@ -66,6 +65,7 @@ rule align:
         settings=config["align"],
         k=align_k(),
         title=lambda w: f"{w.c} [{w.view}]",
+        tasks=lambda w: task_map(w.c),
         code=script_code("align.py"),
     priority: 20  # long jobs start as soon as they can (the demo's 2 cores stay busy to the end)
     threads: lambda w: job_threads(config["align"]["threads"], w.c)
@@ -82,8 +82,6 @@ rule align_across:
     input:
         a=lambda w: across_features(w.a),
         b=lambda w: across_features(w.b),
-        table_a=lambda w: lock_file(w.a.removesuffix("@base")),
-        table_b=lambda w: lock_file(w.b.removesuffix("@base")),
     output:
         table="results/across/{a}~{b}/alignment.parquet",
         summary=report(
@@ -105,6 +103,7 @@ rule align_across:
         b=r"[A-Za-z0-9][A-Za-z0-9_.\-]*?(@base)?",
     params:
         settings=config["align"],
+        tasks=lambda w: [task_map(w.a.removesuffix("@base")), task_map(w.b.removesuffix("@base"))],
         code=script_code("align_across.py"),
     threads: 1
     resources:

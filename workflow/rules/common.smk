@@ -62,9 +62,10 @@ def lock_file(c):
 
 
 # The lock: results/{c}/collection.tsv (rows appended, never reordered; see collect.smk).
+_WRITE = _may_write_at_parse_time()
 TABLES = {
-    c: update_lock(f"results/{c}/collection.tsv", SOURCES[c].resolve(), config["collections"][c]["split"],
-                   write=_may_write_at_parse_time(), busy=any(Path(".snakemake/locks").glob("*")))
+    c: update_lock(f"results/{c}/collection.tsv", SOURCES[c].resolve(write=_WRITE), config["collections"][c]["split"],
+                   write=_WRITE, busy=any(Path(".snakemake/locks").glob("*")))
     for c in config["collections"]
 }
 
@@ -146,7 +147,7 @@ def job_threads(setting, c, paths=()):
 
 def model_source(wildcards):
     """Fetch's input: what the collection's source says the model's fetch job reads."""
-    return SOURCES[wildcards.c].fetch_inputs(model_path(wildcards.c, wildcards.model))
+    return SOURCES[wildcards.c].fetch_inputs(wildcards.model)
 
 
 def stage_inputs(c):
@@ -158,13 +159,19 @@ def row(c, key):
     return {"key": key, **TABLES[c].set_index("key").loc[key].to_dict()}
 
 
+def job_row(c, key):
+    """A per-model job's params: its row without the folder's place (the job reads that from the
+    lock, ``collection.placed``), so that moving a collection's folder reruns nothing."""
+    return {k: v for k, v in row(c, key).items() if k != "path"}
+
+
+def task_map(c):
+    """{model key: task} (params of the jobs that label models by task: a change reruns them)."""
+    return dict(zip(TABLES[c]["key"], TABLES[c]["task"]))
+
+
 def manifests(c):
     return [f"results/{c}/manifests/{k}.json" for k in keys(c)]
-
-
-def model_path(c, key):
-    row = TABLES[c].set_index("key").loc[key]
-    return row["path"]
 
 
 def base_folder(c):

@@ -15,7 +15,8 @@ rule fetch:
     wildcard_constraints:
         c=one_of(PER_MODEL),
     params:
-        row=lambda w: row(w.c, w.model),
+        row=lambda w: job_row(w.c, w.model),
+        lock=lambda w: f"results/{w.c}/collection.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -54,7 +55,8 @@ rule extract:
     wildcard_constraints:
         c=one_of(PER_MODEL),
     params:
-        row=lambda w: row(w.c, w.model),
+        row=lambda w: job_row(w.c, w.model),
+        lock=lambda w: f"results/{w.c}/collection.tsv",
     threads: 1
     resources:
         mem_mb=1000,

@@ -2,7 +2,6 @@
 from pathlib import Path
 
 from weightspace import figures
-from weightspace.collection import read_table
 from weightspace.io import write_table
 from weightspace.representations import alignment_table, load_features, matrix, weight_similarity
 from weightspace.runtime import job, script
@@ -23,7 +22,7 @@ with script(smk) as log:
             write_table(matrix(table, metric, variant, keys).reset_index(names="model"),
                         f"{out.matrices}/{metric}_{variant}.parquet")
     subspaces, basis = load_subspaces(list(inp.subspace))
-    tasks = read_table(inp.table).set_index("key")["task"].to_dict()
+    tasks = p.tasks
     figures.alignment_heatmap(table, keys, tasks, s["metrics"][0], p.k, p.title, out.heatmap)
     figures.alignment_vs_weights(table, weight_similarity(subspaces, basis), tasks, p.title, out.weights)
     figures.alignment_projection(table, p.k, p.title, out.projection)

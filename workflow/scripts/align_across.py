@@ -1,6 +1,5 @@
 """The models of two collections aligned with each other on the same probe items."""
 from weightspace import figures
-from weightspace.collection import read_table
 from weightspace.io import write_table
 from weightspace.representations import across_summary, across_table, check_same_probe, load_member
 from weightspace.runtime import job, script
@@ -18,6 +17,6 @@ with script(smk) as log:
     summary.insert(0, "b", w.b)
     summary.insert(0, "a", w.a)
     write_table(summary, out.summary)
-    tasks = [{**read_table(t).set_index("key")["task"].to_dict(), "base": "base"} for t in (inp.table_a, inp.table_b)]
+    tasks = [{**t, "base": "base"} for t in smk.params.tasks]
     figures.alignment_across(table, summary, tasks, s["metrics"][0], w.a, w.b, out.heatmap, s["layers"])
     log.info("%s ~ %s: %s", w.a, w.b, summary.to_dict("records"))

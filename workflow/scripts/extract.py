@@ -1,6 +1,7 @@
 """Model folder (from the fetch manifest) -> one Zarr store per model."""
 import json
 
+from weightspace.collection import placed
 from weightspace.extract import extract_from_manifest
 from weightspace.runtime import job, script
 
@@ -9,4 +10,4 @@ smk = job(globals())
 with script(smk) as log:
     manifest = json.loads(open(smk.input[0]).read())
     extract_from_manifest(manifest, smk.output[0], smk.wildcards.model,
-                          smk.params.row)
+                          placed(smk.params.row, smk.params.lock))
