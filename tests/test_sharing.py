@@ -161,3 +161,33 @@ def test_flip_margin_is_where_the_view_verdict_changes():
     assert stats.view_called(T, nulls, m, 0.05, 0.5)
     assert not stats.view_called(T, nulls, m + 2e-4, 0.05, 0.5)
     assert np.isnan(stats.flip_margin(np.array([0.5, 0.49]), nulls[:2], 0.05, 0.5))
+
+
+def sequential_p(Ws, draws, K, seed, stop_after):
+    """p of a stack from ``sharing.sequential_null`` (Besag & Clifford) with its two modes."""
+    s = [sharing.singular_values(W) for W in Ws]
+    modes = [(d, torch.Generator().manual_seed(seed + j)) for j, d in enumerate(Ws.shape[1:])]
+    T = statistic(Ws, K)
+    _, areas = sharing.sequential_null(s, modes, K, float((Ws ** 2).sum()), T, draws, stop_after)
+    return stats.empirical_p(T, areas.mean(1).numpy(), draws), len(areas)
+
+
+def test_the_sequential_null_stops_early_only_where_the_call_cannot_change_and_keeps_alpha():
+    """Stopped once 10 draws reach the statistic: independent stacks stop after a few draws with
+    P(p ≤ 0.05) still ≤ 0.05; shared stacks use all 99 and keep the floor 1/100; every call
+    (p ≤ 0.05) equals the full 99 draws' (whose first draws are the same)."""
+    g = torch.Generator().manual_seed(7)
+    ps, used, same = [], [], 0
+    for i in range(120):
+        Ws = independent_stack(6, 8, 5, g)
+        p, n = sequential_p(Ws, 99, 3, i, 10)
+        ps.append(p)
+        used.append(n)
+        if i < 15:  # against all 99 draws
+            same += (p <= 0.05) == (sequential_p(Ws, 99, 3, i, 0)[0] <= 0.05)
+    assert np.mean(np.array(ps) <= 0.05) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 120)
+    assert np.median(used) <= 25 and same == 15
+    for i in range(3):
+        p, n = sequential_p(shared_stack(6, 8, 5, g), 99, 3, 100 + i, 10)
+        assert (p, n) == (0.01, 99)
+    assert stats.empirical_p(0.5, np.array([0.6] * 10 + [0.1] * 10), max_draws=99) == 0.5  # h / l

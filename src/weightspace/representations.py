@@ -112,17 +112,31 @@ def best_pair(block: torch.Tensor, pairs) -> tuple[float, int, int]:
     return max(((float(block[i, j]), i, j) for i, j in pairs), key=lambda t: t[0])
 
 
+class LazySides:
+    """The sides of a list of features, computed as they are read (``align.pack`` writes each
+    kernel into its matrix as it comes, so the n×n float64 kernels are never all held)."""
+
+    def __init__(self, metric: str, feats: list, topk: int, cca_dim: int):
+        self.metric, self.feats, self.topk, self.cca_dim = metric, feats, topk, cca_dim
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __iter__(self):
+        return (align.sides(self.metric, f, self.topk, self.cca_dim) for f in self.feats)
+
+
 def shared_sides(prepared: dict, topk: int, cca_dim: int):
-    """``sides_of(metric, group)``: every prepared feature's sides for one metric; the
-    neighbour lists, which mutual and cycle k-NN share, are computed once."""
+    """``sides_of(metric, group)``: every prepared feature's sides for one metric (computed as
+    they are packed); the neighbour lists, which mutual and cycle k-NN share, are computed once."""
     knn_lists: dict = {}
 
-    def sides_of(metric: str, group: str) -> list:
+    def sides_of(metric: str, group: str):
         if metric in ("mutual_knn", "cycle_knn"):
             if group not in knn_lists:
                 knn_lists[group] = [align.sides(metric, f, topk, cca_dim) for f in prepared[group]]
             return knn_lists[group]
-        return [align.sides(metric, f, topk, cca_dim) for f in prepared[group]]
+        return LazySides(metric, prepared[group], topk, cca_dim)
     return sides_of
 
 
@@ -148,9 +162,9 @@ def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk
     sides_of = shared_sides(prepared, topk, cca_dim)
     rows = []
     for metric in tqdm(metrics, desc="align", mininterval=5):
-        side = {v: sides_of(metric, v) for v in (*VARIANTS, "null")}
-        within = {v: align.pair_matrix(metric, side[v]) for v in VARIANTS}
-        null = align.pair_matrix(metric, side["original"][: len(null_keys) * L], side["null"])
+        packs = {v: align.pack(metric, sides_of(metric, v)) for v in (*VARIANTS, "null")}
+        within = {v: align.scores(packs[v]) for v in VARIANTS}
+        null = align.scores(align.rows_of(packs["original"], 0, len(null_keys) * L), packs["null"])
 
         def block(M, a, b):
             return M[a * L:(a + 1) * L, b * L:(b + 1) * L]
@@ -162,9 +176,11 @@ def alignment_table(features: dict, keys: list[str], metrics=align.METRICS, topk
         for v in VARIANTS:
             for (a, ka), (b, kb) in itertools.combinations(enumerate(keys), 2):
                 add(v, ka, kb, block(within[v], a, b))
+                if metric not in align.SYMMETRIC:  # cycle k-NN, CKNNA: b → a is its own score
+                    add(v, kb, ka, block(within[v], b, a))
         for a, ka in enumerate(keys):
-            add("original~projected", ka, ka, align.pair_matrix(
-                metric, side["original"][a * L:(a + 1) * L], side["projected"][a * L:(a + 1) * L]))
+            add("original~projected", ka, ka, align.scores(
+                align.rows_of(packs["original"], a * L, (a + 1) * L), align.rows_of(packs["projected"], a * L, (a + 1) * L)))
         for (a, ka), (b, kb) in itertools.combinations(enumerate(null_keys), 2):
             add("null", ka, kb, block(null, a, b))
     return pd.DataFrame(rows)
@@ -225,18 +241,18 @@ def across_table(fa: dict, fb: dict, metrics=align.METRICS, topk: int = 10, cca_
                             topk, cca_dim)
     rows = []
     for metric in tqdm(metrics, desc="align across", mininterval=5):
-        A, B = sides_of(metric, "a"), sides_of(metric, "b")
-        blocks = {"across": (align.pair_matrix(metric, A, B), ka, kb, La, Lb, False),
-                  "within_a": (align.pair_matrix(metric, A), ka, ka, La, La, True),
-                  "within_b": (align.pair_matrix(metric, B), kb, kb, Lb, Lb, True),
-                  "null": (align.pair_matrix(metric, A[: len(na) * La], sides_of(metric, "null")), na, nb, La, Lb,
-                           False)}
+        A, B = align.pack(metric, sides_of(metric, "a")), align.pack(metric, sides_of(metric, "b"))
+        blocks = {"across": (align.scores(A, B), ka, kb, La, Lb, False),
+                  "within_a": (align.scores(A), ka, ka, La, La, True),
+                  "within_b": (align.scores(B), kb, kb, Lb, Lb, True),
+                  "null": (align.scores(align.rows_of(A, 0, len(na) * La), align.pack(metric, sides_of(metric, "null"))),
+                           na, nb, La, Lb, False)}
         for variant, (M, keys_a, keys_b, la, lb, within) in blocks.items():
             pairs = _cross_layer_pairs(la, lb, layers_spec)
             for a, m_a in enumerate(keys_a):
                 for b, m_b in enumerate(keys_b):
-                    if within and b <= a:
-                        continue
+                    if within and (b == a or (b < a and metric in align.SYMMETRIC)):
+                        continue  # an asymmetric metric's within pairs in both directions
                     s, i, j = best_pair(M[a * la:(a + 1) * la, b * lb:(b + 1) * lb], pairs)
                     rows.append({"variant": variant, "model_a": m_a, "model_b": m_b, "metric": metric,
                                  "score": s, "layer_a": i, "layer_b": j})
@@ -256,12 +272,14 @@ def across_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def matrix(table: pd.DataFrame, metric: str, variant: str, keys: list[str]) -> pd.DataFrame:
-    """The symmetric model × model matrix of one metric (1 on the diagonal)."""
+    """The model × model matrix of one metric (1 on the diagonal): row a, column b the score
+    of (a, b); a pair scored in one direction only (a symmetric metric) fills both."""
     d = table[(table.metric == metric) & (table.variant == variant)]
     pos = {k: i for i, k in enumerate(keys)}
     a, b = d.model_a.map(pos).to_numpy(), d.model_b.map(pos).to_numpy()
     M = np.eye(len(keys))
-    M[a, b] = M[b, a] = d.score.to_numpy()
+    M[b, a] = d.score.to_numpy()
+    M[a, b] = d.score.to_numpy()  # where both directions are rows, each keeps its own
     return pd.DataFrame(M, index=keys, columns=keys)
 
 

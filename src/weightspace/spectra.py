@@ -72,7 +72,7 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0, shar
     out of the test and the share. ``view_flip_margin`` (one value for the view): the largest
     margin at which the view would still be called shared with ``share`` (``stats.flip_margin``)."""
     groups, _ = stored_targets(paths)
-    rows, nulls = [], {}
+    rows, nulls, max_draws = [], {}, {}
     for name, g in sorted(groups.items()):
         attrs = dict(g.attrs)
         test = attrs.get("sharing") or {}
@@ -81,9 +81,10 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0, shar
         if test:
             draws = np.asarray(g["null_rotation_statistic"][...])  # R × modes
             t_null = draws.mean(1)
-            nulls[name] = t_null
+            nulls[name], max_draws[name] = t_null, int(test.get("max_draws", len(t_null)))
             row.update(null_mean=float(t_null.mean()), null_sd=float(t_null.std(ddof=1)),
-                       z=stats.z_score(test["statistic"], t_null), draws=len(t_null), K=test["K"],
+                       z=stats.z_score(test["statistic"], t_null), draws=len(t_null), max_draws=max_draws[name],
+                       K=test["K"],
                        ceiling=test.get("ceiling", np.nan))
             for j, mode in enumerate(modes):
                 row[f"excess_{mode}"] = test["mode_statistic"][j] - float(draws[:, j].mean())
@@ -94,23 +95,25 @@ def sharing_table(paths: list[str], fdr: float = 0.05, margin: float = 0.0, shar
             row[f"excess_k{k}"] = float(np.mean(ex)) if ex else None
         rows.append(row)
     table = pd.DataFrame(rows)
-    for col in ("null_mean", "null_sd", "z", "draws", "K", "excess_row", "excess_col", "ceiling"):
+    for col in ("null_mean", "null_sd", "z", "draws", "max_draws", "K", "excess_row", "excess_col", "ceiling"):
         if col not in table:
             table[col] = np.nan
     table["callable"] = ~(table["ceiling"] <= margin)  # unknown (no ceiling stored): callable
     tested = table["target"].isin(list(nulls)) & table["callable"]
-    p, q, calls = stats.shared_calls(table.loc[tested, "statistic"].to_numpy(float),
-                                       [nulls[n] for n in table.loc[tested, "target"]], margin, fdr)
+    names = list(table.loc[tested, "target"])
+    p, q, calls = stats.shared_calls(table.loc[tested, "statistic"].to_numpy(float), [nulls[n] for n in names],
+                                     margin, fdr, [max_draws[n] for n in names])
     table["p"], table["q"] = np.nan, np.nan
     table.loc[tested, "p"], table.loc[tested, "q"] = p, q
     table["shared"] = pd.array([pd.NA] * len(table), dtype="boolean")
     table.loc[tested, "shared"] = calls
     table["view_flip_margin"] = stats.flip_margin(table.loc[tested, "statistic"].to_numpy(float),
-                                                    [nulls[n] for n in table.loc[tested, "target"]], fdr, share)
+                                                    [nulls[n] for n in names], fdr, share,
+                                                    max_draws=[max_draws[n] for n in names])
     table = table.iloc[sorted(range(len(table)), key=lambda i: layers.depth_key(table["target"].iloc[i]))]
     return table[["target", "shape", "statistic", "null_mean", "null_sd", "z", "p", "q", "shared",
                   "excess_row", "excess_col", *[f"excess_k{k}" for k in EXCESS_KS], "ceiling", "callable",
-                  "draws", "K", "view_flip_margin"]].reset_index(drop=True)
+                  "draws", "max_draws", "K", "view_flip_margin"]].reset_index(drop=True)
 
 
 def view_verdict(table: pd.DataFrame, fdr: float, share: float) -> dict:
@@ -120,7 +123,7 @@ def view_verdict(table: pd.DataFrame, fdr: float, share: float) -> dict:
     smallest share BH can call at that floor; median excess at k = 4 and 16."""
     tested = table[table["p"].notna()]
     n, x = len(tested), int(tested["shared"].sum()) if len(tested) else 0
-    draws = int(tested["draws"].max()) if n else 0
+    draws = int(tested["max_draws"].max()) if n else 0  # R: the p floor of a null that used every draw
     uncallable = int((table["callable"] == False).sum()) if "callable" in table else 0  # noqa: E712
     flip = table["view_flip_margin"].iloc[0] if "view_flip_margin" in table and len(table) else np.nan
     return {"verdict": ("no test" if n == 0 else "shared" if x >= share * n else "not shared"),

@@ -92,36 +92,46 @@ class GramSketch:
     seed: int
 
 
+STOP_AFTER = 10  # a matrix's rotation null stops once this many draws reach its statistic (Besag & Clifford)
+
+
 def rotation_test(svals: torch.Tensor, models: list[str], sub: hosvd.Subspace, shape: tuple[int, int],
-                  exact: dict[str, bool], draws: int, K: int, seed: int, name: str) -> dict:
-    """The sharing statistic of one target and its rotation null (``core.sharing``): R draws
-    per exact mode from the models' singular values (taken in the order of their keys, so the
-    draws do not depend on the order in which models were added), the statistic of the data
-    and of every draw per mode, the mean null spectrum per mode, and the power ceiling (the
-    excess N identical copies of a matrix with the models' mean normalised spectrum would show,
-    ``sharing.ceiling_area``). p-values are taken later (``sharing_table``), where the margin
-    and the FDR are set."""
+                  exact: dict[str, bool], draws: int, K: int, seed: int, name: str,
+                  stop_after: int | None = None) -> dict:
+    """The sharing statistic of one target and its rotation null (``core.sharing``): up to R
+    draws per exact mode from the models' singular values (taken in the order of their keys, so
+    the draws do not depend on the order in which models were added), stopped once
+    ``stop_after`` (default ``STOP_AFTER``) draws reach the data's statistic
+    (``sharing.sequential_null``: a valid p-value, h/l; a matrix far above its null uses all R);
+    the statistic of the data and of every draw per mode, the mean null spectrum per mode, the
+    draws used, and the power ceiling (the excess N identical copies of a matrix with the
+    models' mean normalised spectrum would show, ``sharing.ceiling_area``). p-values are taken
+    later (``sharing_table``), where the margin and the FDR are set."""
+    stop_after = STOP_AFTER if stop_after is None else stop_after
     order = sorted(range(len(models)), key=lambda i: models[i])
     s = [svals[i] for i in order]
-    g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
-    g_ceiling = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode()) + 1) % (2**63))
-    nulls, modes, t_data, t_null, ceiling = {}, [], [], [], []
+    base = seed * 1_000_003 + zlib.crc32(name.encode())
+    g_ceiling = torch.Generator().manual_seed((base + 1) % (2**63))
+    nulls, modes, t_data, dims, ceiling = {}, [], [], [], []
     S = sharing.padded(s) ** 2
     typical = (S / S.sum(1, keepdim=True).clamp_min(1e-300)).mean(0)  # the models' mean normalised spectrum
-    for mode, dim, eig in (("row", shape[0], sub.eig_row_uncentered), ("col", shape[1], sub.eig_col_uncentered)):
+    for j, (mode, dim, eig) in enumerate((("row", shape[0], sub.eig_row_uncentered),
+                                          ("col", shape[1], sub.eig_col_uncentered))):
         if not exact[mode]:
             continue
-        lam = sharing.rotation_null_draws(s, dim, draws, g)
-        nulls[f"rotation_{mode}"] = lam.mean(0)  # the expected null spectrum: its EVR is the mean EVR
         modes.append(mode)
+        dims.append((dim, torch.Generator().manual_seed((base + 2 + j) % (2**63))))
         t_data.append(float(sharing.evr_area(eig, K, sub.total_uncentered)))
-        t_null.append(sharing.evr_area(lam, K, sub.total_uncentered))
         ceiling.append(sharing.ceiling_area(typical, len(s), K, dim, CEILING_DRAWS, g_ceiling))
     if not modes:
         return {"nulls": nulls, "test": None}
-    nulls["rotation_statistic"] = torch.stack(t_null, 1)  # R × modes
+    eigs, areas = sharing.sequential_null(s, dims, K, sub.total_uncentered, float(np.mean(t_data)), draws, stop_after)
+    for mode, lam in zip(modes, eigs):
+        nulls[f"rotation_{mode}"] = lam.mean(0)  # the expected null spectrum: its EVR is the mean EVR
+    nulls["rotation_statistic"] = areas  # l × modes, l ≤ R draws
     return {"nulls": nulls, "test": {"statistic": float(np.mean(t_data)), "mode_statistic": t_data,
-                                     "modes": modes, "draws": draws, "K": K,
+                                     "modes": modes, "draws": len(areas), "max_draws": draws,
+                                     "stop_after": stop_after, "K": K,
                                      "ceiling": float(np.mean(ceiling)), "mode_ceiling": ceiling}}
 
 

@@ -53,8 +53,12 @@ def stage_result(stage, keys: list[str], targets: list[layers.Target], null_draw
     if stage is None or sorted(stage[1]) != sorted(keys):
         return None
     recs = {t.name: stage[0].get(t.name) for t in targets}
-    ok = all(r is not None and not any(r.attrs.get("sketched", [1])) and (r.attrs.get("sharing") or {}).get("draws") == null_draws
-             and r.attrs["sharing"].get("K") == test_k for r in recs.values())
+    def test(r):
+        return r.attrs.get("sharing") or {}
+
+    ok = all(r is not None and not any(r.attrs.get("sketched", [1]))
+             and test(r).get("max_draws", test(r).get("draws")) == null_draws and test(r).get("K") == test_k
+             for r in recs.values())
     return recs if ok else None
 
 
@@ -75,7 +79,7 @@ def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: li
     for n, keys in nested_draw(list(basis), sizes, seed).items():
         stores = [basis[key] for key in keys]
         err2 = mean2 = norm2 = cnorm2 = 0.0
-        tests = []
+        tests, max_draws = [], []
         stored = stage_result(stage, keys, targets, null_draws, test_k)
         if stored:
             log.info("basis size %d: the subspace stage's own decomposition and test (the same models)", n)
@@ -83,12 +87,14 @@ def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: li
             if stored:
                 sub = stored[t.name]
                 tests.append((sub.attrs["sharing"]["statistic"], sub.array("null_rotation_statistic").mean(1)))
+                max_draws.append(int(sub.attrs["sharing"].get("max_draws", null_draws)))
             else:
                 sub, _ = decompose_target(stores, t, max_k=max_k, center=center, gaussian_null=False,
                                           rotation_null=True, seed=seed, device=device, null_draws=null_draws,
                                           test_k=test_k, exact_max_dim=1 << 30, sketch_when_cheaper=False)
                 if sub.sharing:
                     tests.append((sub.sharing["statistic"], sub.nulls["rotation_statistic"].mean(1).numpy()))
+                    max_draws.append(int(sub.sharing["max_draws"]))
             kr, kc = core_size(k, sub.U_row, sub.U_col)
             Ur, Uc, mu = sub.U_row[:, :kr].cpu(), sub.U_col[:, :kc].cpu(), sub.mean.cpu()
             for W in held_mats[t.name]:
@@ -97,7 +103,7 @@ def sweep(basis_paths: list[str], heldout_paths: list[str], view: str, sizes: li
                 mean2 += float(((mu - W) ** 2).sum())
                 norm2 += float((W ** 2).sum())
                 cnorm2 += float(((W - mu) ** 2).sum())
-        _, _, calls = stats.shared_calls([T for T, _ in tests], [d for _, d in tests], margin, fdr)
+        _, _, calls = stats.shared_calls([T for T, _ in tests], [d for _, d in tests], margin, fdr, max_draws)
         rows.append({"n_basis": n, "k": k, "heldout_models": len(held),
                      "heldout_error": (err2 / norm2) ** 0.5, "heldout_error_centered": (err2 / cnorm2) ** 0.5,
                      "heldout_mean_only_error": (mean2 / norm2) ** 0.5,

@@ -22,7 +22,7 @@ Deliberate deviations from Huh et al.'s code (each small, each tested or measure
 CKNNA's denominator adds 1e-12, not their 1e-6, which is not negligible where the HSICs are
 small: it moves unbiased CKA and CKNNA by up to 6.4e-4, and by 1.7e-2 on random-initialised
 MiniLM layers (measured in the review of issue 27); SVCCA is exact CCA of the principal
-subspaces (orthonormal bases' singular values), without their per-column rescaling; the RBF
+subspaces (orthonormal bases' singular values; the bases from the smaller Gram), without their per-column rescaling; the RBF
 bandwidth is set per side from that side's median distance. The 0.95 clamp quantile is one
 threshold over a model's whole layer tensor, as in their code (an earlier version of ours took
 it from the first 2^24 values only). Brute-force references (sets and loops) for mutual and cycle k-NN and CKNNA are in
@@ -132,9 +132,16 @@ def masked_alignment(K: torch.Tensor, Mk: torch.Tensor, L: torch.Tensor, Ml: tor
 
 
 def principal_basis(X: torch.Tensor, dim: int) -> torch.Tensor:
-    """An orthonormal basis (n×d) of the top ``dim`` principal components' scores of X."""
-    U, s, _ = torch.linalg.svd(X - X.mean(0), full_matrices=False)
-    return U[:, :min(dim, int((s > s[0] * 1e-10).sum()))]
+    """An orthonormal basis (n×r, r ≤ ``dim``) of the top principal components' scores of X:
+    the leading left singular vectors of the centred X, from the eigendecomposition of its
+    smaller Gram (Xcᵀ Xc when d < n: U = Xc V Λ^(−1/2); else Xc Xcᵀ), 2-3× faster than the SVD
+    at n = 1000, d = 768. Directions with σ ≤ 1e-7 σ₁ (the Gram's rounding floor) are dropped."""
+    Xc = X - X.mean(0)
+    n, d = Xc.shape
+    w, V = torch.linalg.eigh(Xc.T @ Xc if d < n else Xc @ Xc.T)
+    w, V = w.flip(0), V.flip(1)
+    r = min(dim, int((w > w[0] * 1e-14).sum()))
+    return Xc @ V[:, :r] / w[:r].sqrt() if d < n else V[:, :r]
 
 
 def mean_canonical_correlation(Qa: torch.Tensor, Qb: torch.Tensor) -> float:
@@ -152,10 +159,11 @@ def sides(metric: str, X: torch.Tensor, topk: int = 10, cca_dim: int = 10):
         return unit_kernel(X @ X.T, hsic_unbiased)
     if metric == "cka_rbf":
         return unit_kernel(rbf_kernel(X))
-    if metric == "cknna":
+    if metric == "cknna":  # n·k numbers: sorted neighbours, K at them, whether i is a neighbour of j too
         K = X @ X.T
         M = knn_mask(K, topk)
-        return K, M, masked_hsic(K, M, K, M).sqrt() + 1e-12
+        idx = M.nonzero()[:, 1].view(len(K), -1)  # each row's k neighbours, in increasing order
+        return idx, K.gather(1, idx), M.T.gather(1, idx).bool(), masked_hsic(K, M, K, M).sqrt() + 1e-12
     if metric == "svcca":
         return principal_basis(X, cca_dim)
     raise ValueError(f"unknown alignment metric {metric!r}; available: {list(METRICS)}")
@@ -164,8 +172,16 @@ def sides(metric: str, X: torch.Tensor, topk: int = 10, cca_dim: int = 10):
 PAIR = {"mutual_knn": knn_overlap, "cycle_knn": knn_cycle,
         "cka": lambda A, B: float((A * B).sum()), "cka_rbf": lambda A, B: float((A * B).sum()),
         "unbiased_cka": lambda A, B: float(hsic_unbiased(A, B)),
-        "cknna": lambda a, b: float(masked_hsic(a[0], a[1], b[0], b[1]) / (a[2] * b[2])),
+        "cknna": lambda a, b: float(masked_hsic(*_dense(a), *_dense(b)) / (a[3] * b[3])),
         "svcca": mean_canonical_correlation}
+
+
+def _dense(side: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CKNNA side's masked kernel M ⊙ K and mask M as n×n matrices (the pairwise reference)."""
+    idx, vals = side[0], side[1]
+    n = len(idx)
+    return (torch.zeros(n, n, dtype=vals.dtype).scatter_(1, idx, vals),
+            torch.zeros(n, n, dtype=vals.dtype).scatter_(1, idx, 1.0))
 
 
 def score(metric: str, X: torch.Tensor, Y: torch.Tensor, topk: int = 10, cca_dim: int = 10) -> float:
@@ -210,10 +226,12 @@ def svcca(X: torch.Tensor, Y: torch.Tensor, cca_dim: int = 10) -> float:
 
 
 # ----------------------------------------------------------------------------- all pairs at once
-# Most metrics are inner products of one vector per side, so the scores of every pair of two
-# lists of sides are one Gram matrix, computed in blocks of ``block`` sides per operand (memory
-# a few block·n² numbers whatever the number of models; CKNNA also block²·n). The pairwise ``PAIR`` functions are the
-# reference the tests compare against (equal to 1e-10).
+# The scores of every pair of two lists of sides, at the arithmetic floor of each metric. A list
+# is packed once (``pack``): its sides written into one preallocated array (the kernels as rows
+# of an M × n² float32 matrix; neighbour lists as flat keys or sorted rows), so all pairs of the
+# Gram metrics are one matrix product, and the k-NN metrics cost O(n·k) per pair. The pairwise
+# ``PAIR`` functions are the reference the tests compare against (float64 packs to 1e-10, the
+# float32 kernels to 1e-5).
 def u_center(K: torch.Tensor) -> torch.Tensor:
     """The U-centred kernel of Székely & Rizzo (2014): with K̃ = K with zero diagonal, s its row
     sums and S = Σ s, Ũ_ij = K̃_ij − (s_i + s_j)/(n−2) + S/((n−1)(n−2)) off the diagonal, 0 on it;
@@ -225,96 +243,174 @@ def u_center(K: torch.Tensor) -> torch.Tensor:
     return U.fill_diagonal_(0)
 
 
-def _block(metric: str, sides: list) -> tuple:
-    """What ``_scores`` needs of a block of sides, stacked: one row per side for the Gram
-    metrics (mutual_knn: sparse neighbour indicators and n·k; cka, cka_rbf: unit centred kernels;
-    unbiased_cka: U-centred unit kernels), the masked kernels for CKNNA, neighbour indicators
-    for cycle_knn, principal bases for SVCCA."""
-    n = sides[0].shape[0] if torch.is_tensor(sides[0]) else sides[0][0].shape[0]
-    if metric == "mutual_knn":  # sparse: n·k ones per side, at i·n + j for j among i's neighbours
-        from scipy.sparse import csr_matrix
+GRAM = ("cka", "cka_rbf", "unbiased_cka")  # scores are inner products of one n² row per side
+CHUNK = 1 << 26  # elements of the largest temporary of a gather or product (512 MB of float64)
 
-        k = sides[0].shape[1]
-        cols = torch.stack([(torch.arange(n)[:, None] * n + idx).flatten() for idx in sides]).numpy()
-        rows = torch.arange(len(sides)).repeat_interleave(n * k).numpy()
-        return csr_matrix((torch.ones(rows.size, dtype=torch.float64).numpy(), (rows, cols.ravel())),
-                          shape=(len(sides), n * n)), n * k
+
+def pack(metric: str, sides, dtype: torch.dtype = torch.float32) -> dict:
+    """A list, lazy sequence or iterator of one metric's sides, packed for ``scores``:
+
+    - cka, cka_rbf: each unit centred kernel as one row of a preallocated M × n² matrix of
+      ``dtype``; unbiased_cka: the U-centred unit kernel / √(n(n−3)), likewise;
+    - mutual_knn: the flat keys i·n + j of each model's n·k neighbour pairs (M × n·k);
+    - cycle_knn: the neighbour lists and each model's neighbour indicator (M × n² booleans);
+    - cknna: each row's neighbours sorted, the kernel at them, whether i is a neighbour of its
+      neighbour j too, and the side's own norm (n·k numbers per model: ``sides``);
+    - svcca: the principal bases.
+    """
+    every = sides if hasattr(sides, "__len__") else list(sides)  # a lazy sequence is read once, in order
+    if not len(every):
+        return {"metric": metric, "count": 0}
+    if metric in GRAM:
+        G = None
+        for i, A in enumerate(every):  # each kernel written once into the preallocated matrix
+            n = A.shape[0]
+            if G is None:
+                G = torch.empty(len(every), n * n, dtype=dtype)
+            G[i] = u_center(A).flatten() / (n * (n - 3)) ** 0.5 if metric == "unbiased_cka" else A.flatten()
+        return {"metric": metric, "count": len(G), "G": G}
+    every = list(every)
+    first = every[0]
+    if metric == "mutual_knn":
+        n, k = first.shape
+        keys = torch.stack([(torch.arange(n)[:, None] * n + idx).flatten() for idx in every])
+        return {"metric": metric, "count": len(every), "keys": keys, "nk": n * k}
     if metric == "cycle_knn":
-        idx = torch.stack(list(sides))  # s × n × k
-        ind = torch.zeros(len(sides), n, n, dtype=torch.bool).scatter_(2, idx, True)
-        return ind, idx
-    if metric == "unbiased_cka":
-        return (torch.stack([u_center(A).flatten() for A in sides]) / (n * (n - 3)) ** 0.5,)
-    if metric in ("cka", "cka_rbf"):
-        return (torch.stack([A.flatten() for A in sides]),)
+        idx = torch.stack(list(every))  # M × n × k
+        n = idx.shape[1]
+        ind = torch.zeros(len(every), n, n, dtype=torch.bool).scatter_(2, idx, True).view(len(every), n * n)
+        return {"metric": metric, "count": len(every), "idx": idx, "ind": ind}
     if metric == "cknna":
-        KM = torch.stack([K * M for K, M, _ in sides])
-        M = torch.stack([M for _, M, _ in sides])
-        S = (KM * M.transpose(1, 2)).flatten(1)
-        norms = torch.tensor([float(x[2]) for x in sides], dtype=torch.float64)
-        return KM, M, S, norms
+        return {"metric": metric, "count": len(every), "idx": torch.stack([s[0] for s in every]),
+                "vals": torch.stack([s[1] for s in every]), "sym": torch.stack([s[2] for s in every]),
+                "norm": torch.tensor([float(s[3]) for s in every], dtype=torch.float64)}
     if metric == "svcca":
-        return (sides,)
+        return {"metric": metric, "count": len(every), "Q": every}
     raise ValueError(f"unknown alignment metric {metric!r}; available: {list(METRICS)}")
 
 
-def _scores(metric: str, a: tuple, b: tuple) -> torch.Tensor:
-    """Scores of every pair of two stacked blocks (``_block``).
-
-    cycle_knn: i is reached back when I_a[j, i] for one of i's neighbours j in b (I: neighbour
-    indicators): a gather of n·k entries per pair, not a product of n×n indicators.
-    CKNNA: with M = M_a ⊙ M_b (self excluded, so zero diagonals) and symmetric kernels, the
-    unbiased HSIC of M⊙K_a and M⊙K_b splits into pair-separable sums: tr = ⟨S_a, S_b⟩ with
-    S = K ⊙ M ⊙ Mᵀ; 1ᵀ(M⊙K_a)1 = ⟨M_a⊙K_a, M_b⟩; and 1ᵀ(M⊙K_a)(M⊙K_b)1 = Σ_j c_j r_j with
-    c_j = Σ_i (M_a⊙K_a)_ij (M_b)_ij, r_j = Σ_l (M_a)_jl (M_b⊙K_b)_jl (batched products per j;
-    gathers at the n·k positions of the masks instead measured 1.7× slower on a CPU).
-    SVCCA: batched singular values of Q_aᵀ Q_b."""
-    if metric == "mutual_knn":  # Σ_i |N_a(i) ∩ N_b(i)| / (n k): a sparse product of 0/1 rows
-        return torch.from_numpy((a[0] @ b[0].T).toarray()) / a[1]
-    if metric in ("cka", "cka_rbf", "unbiased_cka"):
-        return a[0] @ b[0].T
-    if metric == "cycle_knn":
-        (Ia, _), (_, idx_b) = a, b
-        n = Ia.shape[1]
-        back = Ia[:, idx_b, torch.arange(n)[None, :, None]]  # [a, b, i, t]: i ∈ N_a(N_b(i)_t)
-        return back.any(-1).double().mean(-1)
-    if metric == "cknna":
-        (Ka, Ma, Sa, na), (Kb, Mb, Sb, nb) = a, b
-        n = Ka.shape[1]
-        tr = Sa @ Sb.T
-        sum_a = Ka.flatten(1) @ Mb.flatten(1).T
-        sum_b = Ma.flatten(1) @ Kb.flatten(1).T
-        c = torch.bmm(Ka.permute(2, 0, 1), Mb.permute(2, 1, 0))   # j × a × b: Σ_i
-        r = torch.bmm(Ma.permute(1, 0, 2), Kb.permute(1, 2, 0))   # j × a × b: Σ_l
-        h = (tr + sum_a * sum_b / ((n - 1) * (n - 2)) - 2 * (c * r).sum(0) / (n - 2)) / (n * (n - 3))
-        return h / (na[:, None] * nb[None, :])
-    if metric == "svcca":
-        A, B = a[0], b[0]
-        if len({Q.shape[1] for Q in A} | {Q.shape[1] for Q in B}) > 1:  # rank-deficient: bases differ
-            return torch.tensor([[mean_canonical_correlation(x, y) for y in B] for x in A], dtype=torch.float64)
-        M = torch.einsum("anc,bnd->abcd", torch.stack(A), torch.stack(B))
-        return torch.linalg.svdvals(M).clamp(max=1).mean(-1)
-    raise ValueError(f"unknown alignment metric {metric!r}; available: {list(METRICS)}")
+def rows_of(p: dict, i0: int, i1: int) -> dict:
+    """The sub-pack of sides i0..i1 (views, no copy)."""
+    return {k: (v[i0:i1] if torch.is_tensor(v) or isinstance(v, list) else v) for k, v in p.items()} | {
+        "count": max(0, min(i1, p["count"]) - i0)}
 
 
-def pair_matrix(metric: str, A: list, B: list | None = None, block: int = 32) -> torch.Tensor:
-    """len(A) × len(B) scores of ``metric`` for every pair of sides (``sides``), equal to
-    ``PAIR[metric]`` on each pair: products of stacked blocks of ``block`` sides (each block
-    stacked once; with ``B`` None, A against itself, computing one triangle of blocks)."""
-    sym = B is None
-    B = A if sym else B
-    blocks_a = [(i, _block(metric, A[i:i + block])) for i in range(0, len(A), block)]
-    blocks_b = blocks_a if sym else [(j, _block(metric, B[j:j + block])) for j in range(0, len(B), block)]
-    out = torch.empty(len(A), len(B), dtype=torch.float64)
-    for i0, a in blocks_a:
-        for j0, b in blocks_b:
-            if sym and j0 < i0:
-                continue
-            S = _scores(metric, a, b)
-            out[i0:i0 + S.shape[0], j0:j0 + S.shape[1]] = S
-            if sym and j0 > i0:
-                out[j0:j0 + S.shape[1], i0:i0 + S.shape[0]] = S.T if metric in SYMMETRIC else _scores(metric, b, a)
+def _gram(A: torch.Tensor, B: torch.Tensor | None) -> torch.Tensor:
+    """A Bᵀ (A Aᵀ with B None: one BLAS syrk, half the products), in float64."""
+    if B is None:
+        import numpy as np
+        from scipy.linalg import blas
+
+        a = np.asfortranarray(A.numpy().T)  # n² × M, column-major: syrk(trans=1) gives aᵀa = A Aᵀ
+        syrk = blas.ssyrk if A.dtype == torch.float32 else blas.dsyrk
+        S = torch.from_numpy(np.ascontiguousarray(syrk(1.0, a, trans=1, lower=0))).to(torch.float64)
+        return S.triu() + S.triu(1).T
+    return (A @ B.T).to(torch.float64)
+
+
+def _mutual(a: dict, b: dict | None) -> torch.Tensor:
+    """Σ_i |N_a(i) ∩ N_b(i)| / (n k) for every pair: ⟨I_a, I_b⟩ of 0/1 neighbour indicators, over
+    only the columns (i, j) some side uses (the union of their keys: a few n·k where
+    neighbourhoods agree, at most n²), as float32 products of column chunks."""
+    keys = a["keys"] if b is None else torch.cat([a["keys"], b["keys"]])
+    uniq, inv = torch.unique(keys, return_inverse=True)
+    M, U = len(keys), len(uniq)
+    step = max(1, CHUNK // (2 * M))
+    S = torch.zeros(M if b is None else a["count"], M if b is None else b["count"], dtype=torch.float64)
+    rows = torch.arange(M)[:, None].expand_as(inv)
+    for u0 in range(0, U, step):
+        sel = (inv >= u0) & (inv < u0 + step)
+        D = torch.zeros(M, min(step, U - u0), dtype=torch.float32)
+        D[rows[sel], inv[sel] - u0] = 1.0
+        S += _gram(D, None) if b is None else (D[: a["count"]] @ D[a["count"]:].T).to(torch.float64)
+    return S / a["nk"]
+
+
+def _cycle(a: dict, b: dict) -> torch.Tensor:
+    """mean_i [i ∈ N_a(j) for some j ∈ N_b(i)]: for each b, a's indicators gathered at the n·k
+    flat positions j·n + i (one index_select per chunk of b's)."""
+    Na, (Nb, n, k) = a["count"], b["idx"].shape
+    pos = b["idx"] * n + torch.arange(n)[None, :, None]  # Nb × n × k
+    out = torch.empty(Na, Nb, dtype=torch.float64)
+    step = max(1, CHUNK // max(1, Na * n * k))
+    for j0 in range(0, Nb, step):
+        got = a["ind"].index_select(1, pos[j0:j0 + step].flatten()).view(Na, -1, n, k)
+        out[:, j0:j0 + step] = got.any(-1).double().mean(-1)
     return out
+
+
+def _cknna(a: dict, b: dict | None) -> torch.Tensor:
+    """CKNNA from n·k numbers per side. For a pair, M = M_a ⊙ M_b; at a's neighbour (i, j) its b
+    counterpart is found in b's sorted row i (searchsorted): m (mutual), K_b,ij, and whether
+    (j, i) is mutual too (both sides' own flags). With the unbiased HSIC's three parts:
+    tr = Σ m·sym·K_a K_b, 1ᵀ(M⊙K)1 = Σ m K, 1ᵀ(M⊙K_a)(M⊙K_b)1 = Σ_j c_j r_j with c the column
+    sums of M⊙K_a and r the row sums of M⊙K_b; both directions (a, b) and (b, a) from one pass
+    (the columns of one side meet the rows of the other)."""
+    sym = b is None
+    b = a if sym else b
+    Na, (Nb, n, k) = a["count"], b["idx"].shape
+    out = torch.empty(Na, Nb, dtype=torch.float64)
+    step = max(1, CHUNK // (16 * n * k))
+    for i in range(Na):
+        ia, Ka, sa = a["idx"][i], a["vals"][i], a["sym"][i]
+        j_start = i if sym else 0
+        for j0 in range(j_start, Nb, step):
+            ib, Kb, sb = b["idx"][j0:j0 + step], b["vals"][j0:j0 + step], b["sym"][j0:j0 + step]
+            B = len(ib)
+            pos = torch.searchsorted(ib, ia.expand(B, n, k)).clamp_(max=k - 1)
+            m = ib.gather(2, pos) == ia
+            Kab, Kbb = torch.where(m, Ka, 0.0), torch.where(m, Kb.gather(2, pos), 0.0)
+            both = m & sa & sb.gather(2, pos)
+            tr = (torch.where(both, Ka * Kbb, 0.0)).flatten(1).sum(1)
+            s_a, s_b = Kab.flatten(1).sum(1), Kbb.flatten(1).sum(1)
+            c_a = torch.zeros(B, n, dtype=torch.float64).scatter_add_(1, ia.expand(B, n, k).reshape(B, -1), Kab.reshape(B, -1))
+            c_b = torch.zeros(B, n, dtype=torch.float64).scatter_add_(1, ia.expand(B, n, k).reshape(B, -1), Kbb.reshape(B, -1))
+            r_a, r_b = Kab.sum(2), Kbb.sum(2)
+            base = tr + s_a * s_b / ((n - 1) * (n - 2))
+            h_ab = (base - 2 * (c_a * r_b).sum(1) / (n - 2)) / (n * (n - 3))
+            h_ba = (base - 2 * (c_b * r_a).sum(1) / (n - 2)) / (n * (n - 3))
+            out[i, j0:j0 + B] = h_ab / (a["norm"][i] * b["norm"][j0:j0 + B])
+            if sym:
+                out[j0:j0 + B, i] = h_ba / (a["norm"][i] * b["norm"][j0:j0 + B])
+    return out
+
+
+def _svcca(a: dict, b: dict | None) -> torch.Tensor:
+    A, B = a["Q"], (a if b is None else b)["Q"]
+    if len({Q.shape[1] for Q in A} | {Q.shape[1] for Q in B}) > 1:  # rank-deficient: bases differ
+        return torch.tensor([[mean_canonical_correlation(x, y) for y in B] for x in A], dtype=torch.float64)
+    QA, QB = torch.stack(A), torch.stack(B)
+    out = torch.empty(len(A), len(B), dtype=torch.float64)
+    step = max(1, CHUNK // max(1, len(B) * QA.shape[2] ** 2))
+    for i0 in range(0, len(A), step):
+        M = torch.einsum("anc,bnd->abcd", QA[i0:i0 + step], QB)
+        out[i0:i0 + step] = torch.linalg.svdvals(M).clamp(max=1).mean(-1)
+    return out
+
+
+def scores(a: dict, b: dict | None = None) -> torch.Tensor:
+    """len(a) × len(b) scores of every pair of two packs (``pack``; with ``b`` None, a against
+    itself: one triangle of products where the metric is symmetric)."""
+    metric = a["metric"]
+    if a["count"] == 0 or (b is not None and b["count"] == 0):
+        return torch.empty(a["count"], a["count"] if b is None else b["count"], dtype=torch.float64)
+    if metric in GRAM:
+        return _gram(a["G"], None if b is None else b["G"])
+    if metric == "mutual_knn":
+        return _mutual(a, b)
+    if metric == "cycle_knn":
+        return _cycle(a, a if b is None else b)
+    if metric == "cknna":
+        return _cknna(a, b)
+    if metric == "svcca":
+        return _svcca(a, b)
+    raise ValueError(f"unknown alignment metric {metric!r}; available: {list(METRICS)}")
+
+
+def pair_matrix(metric: str, A: list, B: list | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """len(A) × len(B) scores of ``metric`` for every pair of sides (``sides``), equal to
+    ``PAIR[metric]`` on each pair (the kernels' products in ``dtype``): ``scores`` of packs."""
+    return scores(pack(metric, A, dtype), None if B is None else pack(metric, B, dtype))
 
 
 SYMMETRIC = ("mutual_knn", "cka", "cka_rbf", "unbiased_cka", "svcca")  # score(a, b) = score(b, a)

@@ -28,9 +28,14 @@ def explained_variance(eigs, total: float | None = None):
     return eigs.cumsum(0) / total
 
 
-def empirical_p(t: float, null: np.ndarray) -> float:
-    """(1 + #{null ≥ t}) / (1 + R): exact under exchangeability, at least 1/(1 + R)."""
+def empirical_p(t: float, null: np.ndarray, max_draws: int | None = None) -> float:
+    """(1 + #{null ≥ t}) / (1 + R): exact under exchangeability, at least 1/(1 + R). A null
+    stopped early (fewer than ``max_draws`` draws: Besag & Clifford's sequential test, which
+    stops once h draws reach the statistic) gives #{null ≥ t} / l for its l draws: still a valid
+    p-value, and at least h/l ≥ h/R."""
     null = np.asarray(null, dtype=float)
+    if max_draws is not None and len(null) < max_draws:
+        return float(max(1, np.sum(null >= t)) / len(null))
     return float((1 + np.sum(null >= t)) / (1 + len(null)))
 
 
@@ -50,10 +55,13 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     return false_discovery_control(p, method="bh") if len(p) else p
 
 
-def shared_calls(statistics, null_draws, margin: float, fdr: float):
-    """The test of a view's matrices j: p_j = empirical_p(T_j, null_j + margin),
-    q = benjamini_hochberg(p), and matrix j called shared where q_j ≤ fdr. Returns (p, q, calls)."""
-    p = np.array([empirical_p(T, np.asarray(d, dtype=float) + margin) for T, d in zip(statistics, null_draws)])
+def shared_calls(statistics, null_draws, margin: float, fdr: float, max_draws=None):
+    """The test of a view's matrices j: p_j = empirical_p(T_j, null_j + margin, R_j),
+    q = benjamini_hochberg(p), and matrix j called shared where q_j ≤ fdr. ``max_draws``: R per
+    matrix (a list) or for all (None: every null complete). Returns (p, q, calls)."""
+    R = max_draws if isinstance(max_draws, (list, tuple, np.ndarray)) else [max_draws] * len(statistics)
+    p = np.array([empirical_p(T, np.asarray(d, dtype=float) + margin, r)
+                  for T, d, r in zip(statistics, null_draws, R)])
     q = benjamini_hochberg(p)
     return p, q, q <= fdr
 
@@ -64,26 +72,30 @@ def min_detectable_share(draws: int, q: float) -> float:
     return min(1.0, 1.0 / ((1 + draws) * q))
 
 
-def view_called(statistics, null_draws, margin: float, fdr: float, share: float) -> bool:
+def view_called(statistics, null_draws, margin: float, fdr: float, share: float, max_draws=None) -> bool:
     """A view's verdict at ``margin``: at least ``share`` of its matrices called shared."""
     if not len(statistics):
         return False
-    calls = shared_calls(statistics, null_draws, margin, fdr)[2]
+    calls = shared_calls(statistics, null_draws, margin, fdr, max_draws)[2]
     return bool(calls.sum() >= share * len(calls))
 
 
-def flip_margin(statistics, null_draws, fdr: float, share: float, hi: float = 1.0, tol: float = 1e-4) -> float:
+def flip_margin(statistics, null_draws, fdr: float, share: float, hi: float = 1.0, tol: float = 1e-4,
+                max_draws=None) -> float:
     """The largest margin at which the view is still called shared (NaN: not shared even at
     margin 0). Each p grows with the margin and BH's rejections shrink as the p-values grow, so
     the verdict is shared up to this margin and not shared beyond it: a view called shared flips
     just above it, a view called not shared would be called shared at any margin up to it.
     Bisection on [0, hi] to ``tol``."""
-    if not view_called(statistics, null_draws, 0.0, fdr, share):
+    def called(margin):
+        return view_called(statistics, null_draws, margin, fdr, share, max_draws)
+
+    if not called(0.0):
         return float("nan")
     lo = 0.0
-    if view_called(statistics, null_draws, hi, fdr, share):
+    if called(hi):
         return hi
     while hi - lo > tol:
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if view_called(statistics, null_draws, mid, fdr, share) else (lo, mid)
+        lo, hi = (mid, hi) if called(mid) else (lo, mid)
     return lo
