@@ -23,14 +23,22 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
-# CONFIG=my.yaml runs another config (any of config/collections/, or your own); the report is
-# that config's. make run writes only results/ and logs/: the tree stays as it was.
+# CONFIG=my.yaml runs another config (any of config/collections/, or your own) in its own folder,
+# runs/<its name>/ (results/, logs/, the report: runs/my/results/report.html), so that it never
+# overwrites the demo's results/ nor another config's; the config's relative paths are read from
+# here (WEIGHTSPACE_ORIGIN). The demo (config/config.yaml) runs here, into results/. make run
+# writes only results/, logs/ and runs/: the tree stays as it was.
 CONFIG ?= config/config.yaml
-SMKCONF := --workflow-profile profiles/default --configfile $(CONFIG)
+RUN ?= $(if $(filter config/config.yaml,$(CONFIG)),.,runs/$(basename $(notdir $(CONFIG))))
+export WEIGHTSPACE_ORIGIN := $(CURDIR)
+SMKCONF := --snakefile $(CURDIR)/Snakefile --directory $(RUN) --workflow-profile $(CURDIR)/profiles/default \
+	--configfile $(abspath $(CONFIG))
 
 run: setup
+	mkdir -p $(RUN)
 	$(SMK) $(SMKCONF) --cores $(CORES)
 	$(SMK) $(SMKCONF) --report results/report.html
+	@echo "report: $(RUN)/results/report.html"
 
 # The realism collection (real PEFT LoRAs on the real MiniLM, real text, with adapt and merge).
 realism:
@@ -47,6 +55,7 @@ docs: setup
 
 report: setup
 	$(SMK) $(SMKCONF) --report results/report.html
+	@echo "report: $(RUN)/results/report.html"
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -57,4 +66,4 @@ lint: setup
 	$(SMK) --lint
 
 clean:
-	rm -rf results logs .snakemake
+	rm -rf results logs .snakemake runs

@@ -13,12 +13,15 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+import os
 from pathlib import Path
 
-from weightspace.configcheck import check_config
+from weightspace.configcheck import absolutize, check_config
 
 check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")  # one line per mistake (Snakemake's would print the schema)
 validate(config, "config/schema.yaml")  # fills in the defaults
+if os.environ.get("WEIGHTSPACE_ORIGIN"):  # run from another working directory (make run: runs/<config>/)
+    absolutize(config, os.environ["WEIGHTSPACE_ORIGIN"])
 
 
 include: "workflow/rules/common.smk"

@@ -8,7 +8,8 @@ Tables between markers, in README.md, docs/results.md and docs/guide.md:
 ``<!-- exports:start -->`` … from the delta exports' k{k}-sizes.csv;
 ``<!-- adapt:{c}:start -->`` and ``<!-- merge:{c}:start -->`` … from results/{c}/adapt|merge/{view}/
 where they exist (a table whose collection did not run is left as it is). Figures: FIGURES,
-each copied when the run made it.
+each copied when the run made it. "results/" is the demo's results/ or another config's
+runs/<name>/results/ (``make run CONFIG=…``), the latest run's copy of a file (``found``).
 """
 
 import json
@@ -97,14 +98,38 @@ def transfer_table(t: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def roots() -> list[Path]:
+    """Where runs wrote results: the demo's results/, and each other config's runs/<name>/results/
+    (``make run CONFIG=…``)."""
+    return [ROOT / "results", *sorted((ROOT / "runs").glob("*/results"))]
+
+
+def found(pattern: str) -> list[Path]:
+    """Every file matching ``pattern`` under any root, the latest run's where one path is in
+    several (by modification time), sorted by that path."""
+    best: dict[str, Path] = {}
+    for root in roots():
+        for f in root.glob(pattern):
+            rel = str(f.relative_to(root))
+            if rel not in best or f.stat().st_mtime > best[rel].stat().st_mtime:
+                best[rel] = f
+    return [best[k] for k in sorted(best)]
+
+
+def latest(rel: str) -> Path | None:
+    """The latest run's copy of ``rel`` (a path under results/), or None."""
+    got = found(rel)
+    return got[0] if got else None
+
+
 def export_table() -> str | None:
     """Bytes of the delta view's PEFT exports against the adapters they stand for."""
-    found = sorted((ROOT / "results").glob("*/export/delta/k*-sizes.csv"))
-    if not found:
+    sizes = found("*/export/delta/k*-sizes.csv")
+    if not sizes:
         return None
     lines = ["| collection | k | own adapter rank | own adapter / original | with its share of shared/ |",
              "|:--|--:|--:|--:|--:|"]
-    for f in found:
+    for f in sizes:
         t = pd.read_csv(f)
         lines.append(f"| {f.parts[-4]} | {int(t['k'].iloc[0])} | {int(t['rank'].max())} "
                      f"| {(t['export_bytes'] / t['original_bytes']).mean():.2f} | {t['ratio_to_original'].mean():.2f} |")
@@ -193,7 +218,7 @@ def replace(text: str, name: str, new: str) -> str:
 
 
 DOCS = ("README.md", "docs/results.md", "docs/guide.md")
-FIGURES = {  # docs/figures/<name>: results/<path>
+FIGURES = {  # docs/figures/<name>: <path> under results/ (the latest run's: ``latest``)
     "overview_sharing.png": "figures/overview_sharing.png",
     "serving.png": "figures/serving.png",
     "accuracy_vs_k_mlp_shared.png": "digits-mlp-shared/figures/full/accuracy_vs_k.png",
@@ -223,22 +248,22 @@ def update_tables(text: str, summary: Path, methods: Path) -> str:
     exports = export_table() if "<!-- exports:start -->" in text else None
     if exports:
         text = replace(text, "exports", exports)
-    transfers = sorted((ROOT / "results" / "transfer").glob("*~*/summary.csv"))  # every pair of every run
+    transfers = found("transfer/*~*/summary.csv")  # every pair of every run
     if "<!-- transfer:start -->" in text and transfers:
         text = replace(text, "transfer", transfer_table(pd.concat([pd.read_csv(p) for p in transfers], ignore_index=True)))
-    across = sorted((ROOT / "results" / "across").glob("*/summary.csv"))
+    across = found("across/*/summary.csv")
     if "<!-- across:start -->" in text and across:
         text = replace(text, "across", across_table([pd.read_csv(p) for p in across]))
     for stage, c in re.findall(r"<!-- (adapt|merge):([A-Za-z0-9_.-]+):start -->", text):
-        found = sorted((ROOT / "results" / c / stage).glob("*/summary.csv"))
-        if not found:
+        tables = found(f"{c}/{stage}/*/summary.csv")
+        if not tables:
             continue
-        s = pd.read_csv(found[0])
+        s = pd.read_csv(tables[0])
         if stage == "adapt":
-            paired = found[0].parent / "paired.csv"
+            paired = tables[0].parent / "paired.csv"
             new = adapt_table(s) + ("\n\n" + paired_table(pd.read_csv(paired)) if paired.exists() else "")
         else:
-            new = merge_table(s, pd.read_csv(found[0].parent / "diagnostics.csv"))
+            new = merge_table(s, pd.read_csv(tables[0].parent / "diagnostics.csv"))
         text = replace(text, f"{stage}:{c}", new)
     return text
 
@@ -284,7 +309,8 @@ def config_reference(schema: dict) -> str:
              "is validated against that schema when the workflow starts; defaults are filled in, and a wrong "
              "key or value stops the run naming it. `config/config.yaml` is the default (the offline zoo); "
              "`config/collections/*.yaml` are ready configs for real collections; `.test/config/config.yaml` "
-             "is the small config CI runs. Run any of them with `make run CONFIG=<file>`.", ""]
+             "is the small config CI runs. Run any of them with `make run CONFIG=<file>` (in its own folder, "
+             "runs/<file name>/; the demo in results/).", ""]
     top = {k: v for k, v in schema["properties"].items() if k != "collections"}
     coll = schema["properties"]["collections"]
     parts += ["## Top level", ""] + head + rows(top) + [""]
@@ -307,8 +333,8 @@ def main(summary="results/summary.csv", methods="results/methods.csv", tables_on
         return
     (ROOT / "docs" / "figures").mkdir(exist_ok=True)
     for name, source in FIGURES.items():
-        if (ROOT / "results" / source).exists():
-            shutil.copyfile(ROOT / "results" / source, ROOT / "docs" / "figures" / name)
+        if latest(source) is not None:
+            shutil.copyfile(latest(source), ROOT / "docs" / "figures" / name)
     schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
     (ROOT / "config" / "README.md").write_text(config_reference(schema))
 

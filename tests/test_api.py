@@ -4,6 +4,8 @@ docs/api.md run as written."""
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -116,6 +118,9 @@ def test_docs_api_runs_as_written(tmp_path, monkeypatch):
               gaussian_null=False, rotation_null=False, seed=0, device="cpu")
     subs, _ = load_subspaces([str(run / "subspace" / "full" / "group-0.zarr")])
     project_models(paths, subs, "full", str(run / "project" / "coefficients.zarr"), [4], {})
+    from weightspace.spectra import spectra_table
+
+    spectra_table([str(run / "subspace" / "full" / "group-0.zarr")]).to_parquet(run / "subspace" / "full" / "spectra.parquet")
     write_bank(paths, subs, str(run / "project" / "coefficients.zarr"), "full", 4, run / "bank" / "full" / "k4")
     monkeypatch.chdir(tmp_path)
     blocks = code_blocks((ROOT / "docs" / "api.md").read_text())
@@ -126,6 +131,9 @@ def test_docs_api_runs_as_written(tmp_path, monkeypatch):
     assert "coeffs" in namespace and "hat" in namespace
     assert float((namespace["y"][1] - namespace["own"]).abs().max()) < 1e-10  # the bank serves model-5 on row 1
     assert namespace["saved"].models == list(ms) and namespace["saved"].k == 4
+    assert namespace["table"].set_index("target").loc["fc.weight", "shared"]  # the planted shared row space
+    assert (tmp_path / "spectra.png").stat().st_size > 10_000 and (tmp_path / "my-subspace" / "subspaces.json").exists()
+    assert namespace["run"].tables["spectra"].equals(pd.read_parquet(run / "subspace" / "full" / "spectra.parquet"))
 
 
 def test_a_bank_of_fitted_models_serves_each_like_its_reconstruction():
@@ -154,3 +162,67 @@ def test_a_bank_of_fitted_models_serves_each_like_its_reconstruction():
                                                                     bank.kept["conv.bias"][i] if "conv.bias" in bank.kept
                                                                     else served.model.conv.bias)[0],
                                    rtol=0, atol=1e-10)
+
+
+def test_sharing_test_equals_the_stage_and_models_load_from_folders(tmp_path):
+    """api.sharing_test gives the stage's numbers (run_group + sharing_table: statistic, draws,
+    p, q, call) on the same models; fit and sharing_test take model folders as well as state
+    dicts (safetensors read by load_models), with equal results."""
+    from safetensors.torch import save_file
+
+    from weightspace.spectra import sharing_table
+
+    ms = models(N=6)
+    paths = []
+    for name, sd in ms.items():
+        write_store(tmp_path / f"{name}.zarr", sd.items(), {"model": name})
+        paths.append(str(tmp_path / f"{name}.zarr"))
+        (tmp_path / "folders" / name).mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "folders" / name / "model.safetensors"))
+    run_group(paths, "full", 1, 0, str(tmp_path / "g.zarr"), max_k=4, center=True, gaussian_null=False,
+              rotation_null=True, seed=0, device="cpu", null_draws=99, test_k=16)
+    stage = sharing_table([str(tmp_path / "g.zarr")], 0.05, margin=0.05).set_index("target")
+    table = api.sharing_test(ms, draws=99, K=16, margin=0.05).set_index("target")
+    assert sorted(table.index) == sorted(stage.index) == ["conv.weight", "fc.weight"]
+    for col in ("statistic", "null_mean", "p", "q"):
+        np.testing.assert_allclose(table[col], stage.loc[table.index, col], rtol=1e-6)
+    assert (table["draws"] == stage.loc[table.index, "draws"]).all()
+    assert list(table["shared"]) == list(stage.loc[table.index, "shared"].astype(bool))
+    assert table.attrs["verdict"] in ("shared", "not shared")
+    loaded = api.load_models(sorted((tmp_path / "folders").iterdir()))
+    assert sorted(loaded) == sorted(ms)
+    a, b = api.fit(ms, max_k=4), api.fit([str(p) for p in sorted((tmp_path / "folders").iterdir())], max_k=4)
+    torch.testing.assert_close(a["fc.weight"].U_row, b["fc.weight"].U_row, rtol=0, atol=0)
+
+
+def test_a_subspace_saves_and_loads_without_pickle(tmp_path):
+    sub = api.fit(models(N=4), max_k=3)
+    sub.save(tmp_path / "s")
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["subspaces.json", "subspaces.safetensors"]
+    back = api.load(tmp_path / "s")
+    assert sorted(back) == sorted(sub) and back["conv.weight"].shape == (4, 3, 2, 2)
+    for name in sub:
+        for key in ("mean", "U_row", "U_col", "eig_row"):
+            assert torch.equal(getattr(back[name], key), getattr(sub[name], key))
+    assert back["fc.weight"].explained_variance(2) == sub["fc.weight"].explained_variance(2)
+
+
+def test_lora_delta_is_pefts_delta_weight(tmp_path):
+    """A real PEFT LoRA (rsLoRA too) saved by save_pretrained: lora_delta's ΔW per module equals
+    PEFT's own get_delta_weight."""
+    peft = pytest.importorskip("peft")
+
+    for rslora in (False, True):
+        torch.manual_seed(0)
+        base = torch.nn.Sequential()
+        base.add_module("fc1", torch.nn.Linear(6, 8))
+        base.add_module("fc2", torch.nn.Linear(8, 3))
+        cfg = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["fc1", "fc2"], use_rslora=rslora, init_lora_weights=False)
+        model = peft.get_peft_model(base, cfg)
+        folder = tmp_path / f"adapter-{rslora}"
+        model.save_pretrained(folder)
+        delta = api.lora_delta(folder)
+        assert sorted(delta) == ["base_model.model.fc1", "base_model.model.fc2"]
+        for name in ("fc1", "fc2"):
+            want = getattr(model.base_model.model, name).get_delta_weight("default").double()
+            torch.testing.assert_close(delta[f"base_model.model.{name}"], want, rtol=1e-6, atol=1e-7)

@@ -189,13 +189,13 @@ def jobs_run(proc) -> list[str]:
 def test_a_local_models_identity_is_its_content(tmp_path):
     """Against a fresh run, bitwise: a collection's folder copied elsewhere (new paths, mtimes and
     inodes, same bytes) reruns only its listing; then a model overwritten in place and another
-    deleted rerun those two models' fetches and what reads every model, never another model's
-    extract, and give the tables of a fresh run of the folder as it now is; the deleted model is
-    named in rejected.tsv."""
+    deleted rerun their own batches' fetch+extract (batches of two) and what reads every model,
+    never another batch, and give the tables of a fresh run of the folder as it now is; the
+    deleted model is named in rejected.tsv."""
     import shutil
 
     def configure(root: Path, models: Path):
-        config = {"collections": {"c": {"source": "local", "path": str(models), "evaluator": "none",
+        config = {"collections": {"c": {"source": "local", "path": str(models), "evaluator": "none", "batch": 2,
                                         "split": {"heldout": ["good-5"]}}},
                   "subspace": {"max_k": 4, "layer_groups": 1, "null_draws": 19}, "project": {"ks": [1, 2]},
                   "export": {"ks": []}, "align": {"enabled": False}}
@@ -210,12 +210,12 @@ def test_a_local_models_identity_is_its_content(tmp_path):
     shutil.rmtree(run / "models")
     configure(run, run / "moved")
     assert set(jobs_run(smk(run))) == {"collection_listing", "overview", "all"}
-    store = run / "results" / "c" / "weights" / "good-0.zarr" / "zarr.json"
+    store = run / "results" / "c" / "weights" / "good-4.zarr" / "zarr.json"  # batch 2: good-4, good-5
     before = store.stat().st_mtime_ns
     shutil.copy(run / "moved" / "good-4" / "model.safetensors", run / "moved" / "good-1" / "model.safetensors")
     shutil.rmtree(run / "moved" / "good-3")
     ran = jobs_run(smk(run))
-    assert sorted(r for r in ran if r in ("fetch", "extract")) == ["extract", "extract", "fetch", "fetch"], ran
+    assert sorted(r for r in ran if r.startswith("fetch")) == ["fetch_extract_c_0", "fetch_extract_c_1"], ran
     assert store.stat().st_mtime_ns == before
     shutil.copytree(run / "moved", fresh / "models")
     configure(fresh, fresh / "models")
@@ -413,3 +413,61 @@ def test_model_folders_are_found_at_any_depth(tmp_path):
     assert sorted(rows.index) == ["good-0", "run-a/checkpoint-1000", "run-a/checkpoint-500"]
     assert rows.loc["run-a/checkpoint-500", "key"] == "run-a--checkpoint-500"
     assert (rows["revision"].str.len() == 40).all()
+
+
+def test_a_models_sheet_sets_tasks_and_splits_and_each_mistake_is_one_line(tmp_path):
+    """models.tsv (config/models.schema.yaml): its task and split reach the lock; an unknown column
+    (with the nearest known one), a split that is neither basis nor heldout, a model listed twice
+    and a model the collection does not have are refused, each in one line naming it."""
+    from weightspace.collection import read_sheet, update_lock
+
+    for i in range(4):
+        write_good(tmp_path / "models" / f"good-{i}", i)
+    sheet = tmp_path / "models" / "models.tsv"
+    sheet.write_text("model\ttask\tsplit\ngood-0\tmovies\t\ngood-3\tpolitics\theldout\n")
+    table = update_lock(tmp_path / "lock.tsv", resolve_local("c", str(tmp_path / "models")), {},
+                        sheet=read_sheet(sheet, "c")).set_index("key")
+    assert list(table["task"]) == ["movies", "", "", "politics"] and list(table["split"]) == ["basis"] * 3 + ["heldout"]
+    sheet.write_text("model\ttsk\nx\ty\n")
+    with pytest.raises(ValueError, match=r"unknown column 'tsk' \(did you mean 'task'\?\)"):
+        read_sheet(sheet, "c")
+    sheet.write_text("model\tsplit\ngood-0\ttest\ngood-0\tbasis\n")
+    with pytest.raises(ValueError) as err:
+        read_sheet(sheet, "c")
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2 and "line 2 (model 'good-0'): split: 'test' is not one of" in lines[0]
+    assert "models listed twice: ['good-0']" in lines[1]
+    sheet.write_text("model\ttask\ngood-9\tmovies\n")
+    with pytest.raises(ValueError, match=r"the models sheet lists \['good-9'\], which the collection does not have"):
+        update_lock(tmp_path / "lock.tsv", resolve_local("c", str(tmp_path / "models")), {},
+                    sheet=read_sheet(sheet, "c"))
+
+
+def test_a_config_run_in_its_own_folder_reads_its_relative_paths_from_where_it_was_started(tmp_path):
+    """make run CONFIG=my.yaml runs in runs/my/ (Snakemake's --directory) with WEIGHTSPACE_ORIGIN
+    the checkout: a relative ``path:`` is read from there (the plan lists the models, the lock
+    holds their absolute folders), an existing relative file too, and a Hub-style id is kept."""
+    import os
+
+    from weightspace.configcheck import absolutize
+
+    for i in range(3):
+        write_good(tmp_path / "models" / f"good-{i}", i)
+    (tmp_path / "tok").mkdir()
+    config = {"collections": {"c": {"source": "local", "path": "models", "evaluator": "none",
+                                    "evaluation": {"tokenizer": "tok", "processor": "google/vit-base-patch16-224"}}}}
+    got = absolutize(yaml.safe_load(yaml.safe_dump(config)), tmp_path)["collections"]["c"]
+    assert got["path"] == str(tmp_path / "models") and got["evaluation"]["tokenizer"] == str(tmp_path / "tok")
+    assert got["evaluation"]["processor"] == "google/vit-base-patch16-224"
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump({"collections": {"c": config["collections"]["c"] | {
+        "evaluation": {}}}}))
+    run = tmp_path / "runs" / "my"
+    run.mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(run), "--configfile", str(tmp_path / "my.yaml"), "--cores", "1",
+                           "results/c/collection.csv"], capture_output=True, text=True,
+                          env={**os.environ, "WEIGHTSPACE_ORIGIN": str(tmp_path)}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lock = pd.read_csv(run / "results" / "c" / "collection.tsv", sep="\t")
+    assert list(lock["path"]) == [str(tmp_path / "models" / f"good-{i}") for i in range(3)]
+    assert not (tmp_path / "results").exists()

@@ -568,3 +568,64 @@ def test_bank_serves_the_minilm_adapters_like_each_model(minilm_run):
     with torch.no_grad():
         out = served(**dict(enc), model_ids=stores[1].key).logits
     torch.testing.assert_close(out, ev.bank_logits(bank)[1], rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- your own models
+def _bert_folder(root: Path, n: int = 8):
+    """n tiny BERT classifiers built from transformers' own config class, saved as a user's
+    folder would hold them (weights, config.json, tokenizer files), two tasks of real sentences
+    in one evaluation file with a task column, and a models sheet naming each model's task."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    words = ["the", "film", "was", "good", "bad", "great", "awful", "vote", "tax", "law", "war", "peace",
+             "a", "plot", "actor", "senate", "bill", "fine", "poor", "strong"]
+    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    cfg = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=32, num_labels=2)
+    torch.manual_seed(0)
+    init = BertForSequenceClassification(cfg).state_dict()
+    g = torch.Generator().manual_seed(1)
+    for i in range(n):
+        model = BertForSequenceClassification(cfg)
+        model.load_state_dict({k: v + 0.05 * torch.randn(v.shape, generator=g) if v.dtype.is_floating_point else v
+                               for k, v in init.items()})
+        model.save_pretrained(root / "models" / f"bert-{i}")
+        tok.save_pretrained(root / "models" / f"bert-{i}")
+    rng = np.random.default_rng(0)
+    rows = [{"text": " ".join(rng.choice(words[:12] if task == "movies" else words[6:], 6)), "label": int(rng.integers(2)),
+             "task": task} for task, count in (("movies", 14), ("politics", 10)) for _ in range(count)]
+    pd.DataFrame(rows).to_csv(root / "eval.csv", index=False)
+    pd.DataFrame({"model": [f"bert-{i}" for i in range(n)], "task": ["movies", "politics"] * (n // 2),
+                  "split": [""] * (n - 1) + ["heldout"]}).to_csv(root / "models" / "models.tsv", sep="\t", index=False)
+
+
+def test_a_folder_of_your_own_berts_runs_from_three_lines_and_a_models_sheet(tmp_path):
+    """Tiny BERTs in a folder (config.json, tokenizer files, model.safetensors each) and a
+    models.tsv: the collection's config is three lines (the tokenizer found in the model folders);
+    the sheet's tasks and held-out model reach the lock, and every model's original accuracy is
+    from_pretrained's on the rows of its own task alone."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    _bert_folder(tmp_path)
+    (tmp_path / "config.yaml").write_text(
+        "collections:\n  mine:\n"
+        f"    {{source: local, path: {tmp_path / 'models'}, evaluator: text-classification, "
+        f"evaluation: {{data: {tmp_path / 'eval.csv'}}}}}\n"
+        "subspace: {max_k: 4, rotation_null: false}\nproject: {ks: [2]}\nexport: {ks: []}\nreport: {k: 2}\n"
+        "align: {enabled: false}\n")
+    snakemake(tmp_path, "results/mine/evaluate/full/metrics.parquet")
+    lock = pd.read_csv(tmp_path / "results/mine/collection.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert list(lock["task"]) == ["movies", "politics"] * 4 and list(lock["split"]) == ["basis"] * 7 + ["heldout"]
+    m = pd.read_parquet(tmp_path / "results/mine/evaluate/full/metrics.parquet")
+    data = pd.read_csv(tmp_path / "eval.csv")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "models" / "bert-0")
+    for i in (0, 1, 7):
+        task = "movies" if i % 2 == 0 else "politics"
+        rows = data[data.task == task]
+        model = BertForSequenceClassification.from_pretrained(tmp_path / "models" / f"bert-{i}").eval()
+        with torch.no_grad():
+            pred = model(**tok(list(rows.text), return_tensors="pt", padding=True)).logits.argmax(-1)
+        got = m[(m.model == f"bert-{i}") & (m.method == "original")]
+        assert got.n_examples.item() == len(rows)
+        assert got.accuracy.item() == pytest.approx(float((pred.numpy() == rows.label.to_numpy()).mean()))

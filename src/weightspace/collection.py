@@ -191,6 +191,53 @@ def resolve_local(name: str, folder: str, digests: dict | None = None) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+SHEET = "models.tsv"  # a local collection's models sheet, in its folder (config/models.schema.yaml)
+
+
+def read_sheet(path: str | os.PathLike, collection: str = "?") -> pd.DataFrame:
+    """A collection's models sheet (model, task, split; config/models.schema.yaml), each row
+    checked against its schema; every mistake is one line naming the row and the model, with the
+    nearest known column for an unknown one. Empty cells are empty strings."""
+    import difflib
+
+    import jsonschema
+    import yaml
+
+    found = Path(__file__).resolve().parents[2] / "config" / "models.schema.yaml"
+    schema = yaml.safe_load(found.read_text()) if found.exists() else SHEET_SCHEMA
+    try:
+        sheet = read_table(path)
+    except Exception as exc:
+        raise ValueError(f"collection {collection}: {path}: cannot be read as a tab-separated sheet ({exc})") from None
+    known = list(schema["properties"])
+    lines = [f"collection {collection}: {path}: unknown column {c!r}"
+             + (f" (did you mean {near[0]!r}?)" if (near := difflib.get_close_matches(c, known, n=1)) else
+                f" (known: {', '.join(known)})") for c in sheet.columns if c not in known]
+    if "model" not in sheet.columns:
+        lines.append(f"collection {collection}: {path}: no 'model' column (the models' ids)")
+    if not lines:
+        validator = jsonschema.Draft202012Validator(schema)
+        for i, row in enumerate(sheet.to_dict("records"), start=2):  # line 1 is the header
+            for err in validator.iter_errors(row):
+                where = ".".join(map(str, err.absolute_path)) or "row"
+                lines.append(f"collection {collection}: {path}: line {i} (model {row.get('model')!r}): {where}: "
+                             f"{err.message}")
+        dup = sorted(set(sheet["model"][sheet["model"].duplicated()]))
+        if dup:
+            lines.append(f"collection {collection}: {path}: models listed twice: {dup[:5]}")
+    if lines:
+        raise ValueError("\n".join(lines))
+    for col in ("task", "split"):
+        if col not in sheet:
+            sheet[col] = ""
+    return sheet
+
+
+SHEET_SCHEMA = {"type": "object", "required": ["model"], "additionalProperties": False,  # for a package install
+                "properties": {"model": {"type": "string", "minLength": 1}, "task": {"type": "string"},
+                               "split": {"enum": ["basis", "heldout", ""]}}}
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     import pandas as pd
 
@@ -198,7 +245,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, write: bool = True,
-                busy: bool = False) -> pd.DataFrame:
+                busy: bool = False, sheet: pd.DataFrame | None = None) -> pd.DataFrame:
     """Merge freshly resolved rows into the lock at ``path`` and return the table.
 
     Existing rows keep their order and pinned revision (Hub, zoo); a local model's row follows its
@@ -212,7 +259,9 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
     rewritten (atomically) only when its content changes, so an unchanged rerun does not touch
     it; so are the rows' revision stamps (``write_stamps``); neither with ``write`` False (a dry
     run: the table is returned, nothing is written). With ``busy`` (another run holds the
-    working directory) a table that would change is refused: that run reads it.
+    working directory) a table that would change is refused: that run reads it. A models
+    ``sheet`` (``read_sheet``) sets the task and split of the models it lists (a model it names
+    that the collection does not have is refused, named).
     """
     import pandas as pd
 
@@ -243,6 +292,15 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
     else:
         table = resolved.copy()
     table["split"] = splits(list(table["key"]), split)
+    if sheet is not None and len(sheet):
+        unknown = sorted(set(sheet["model"]) - set(table["id"]))
+        if unknown:
+            raise ValueError(f"{path.parent.name}: the models sheet lists {unknown[:5]}, which the collection does "
+                             f"not have (ids are {list(table['id'][:3])}, …)")
+        by_id = sheet.set_index("model")
+        for col in ("task", "split"):
+            given = table["id"].map(by_id[col]).fillna("")
+            table.loc[given != "", col] = given[given != ""]
     for col in COLUMNS:
         if col not in table:
             table[col] = ""
@@ -261,23 +319,45 @@ def update_lock(path: str | os.PathLike, resolved: pd.DataFrame, split: dict, wr
 
 
 def write_stamps(table: pd.DataFrame, folder: str | os.PathLike) -> None:
-    """One small file per local or Hub model, ``folder/<key>``, holding its revision and note:
+    """One small file per local or Hub model, ``folder/<key>``, holding its revision, task and note:
     the input of its fetch job. It is rewritten only when they change, so its modification time
     says when the model did (a moved folder changes the lock's path column, not the stamp: the
     jobs read the path from the lock and rerun only for a new revision)."""
     folder = Path(folder)
     for r in table[table["source"] != "zoo"].itertuples():
-        stamp, text = folder / r.key, f"{r.revision}\n{r.note}\n"
+        stamp, text = folder / r.key, f"{r.revision}\n{r.task}\n{r.note}\n"
         if not stamp.exists() or stamp.read_text() != text:
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(stamp) as tmp:
                 tmp.write_text(text)
 
 
-def placed(row: dict, lock: str | os.PathLike) -> dict:
+def placed(row: dict, lock: str | os.PathLike | pd.DataFrame) -> dict:
     """A job's row (its params leave the folder's place out, so that moving a collection reruns
     nothing) with the place the lock gives now."""
-    return {**row, "path": read_table(lock).set_index("key").loc[row["key"], "path"]}
+    table = lock if hasattr(lock, "set_index") else read_table(lock)
+    return {**row, "path": table.set_index("key").loc[row["key"], "path"]}
+
+
+def batches(table: pd.DataFrame, max_models: int, max_bytes: int = 1 << 30) -> list[list[str]]:
+    """The keys of a local collection's models in lock order, cut into consecutive batches of at
+    most ``max_models`` models and ``max_bytes`` of files (a larger model is a batch alone): one
+    fetch+extract job per batch, so hundreds of small models cost a few job start-ups, not
+    hundreds. Rows are only ever appended, so new models fill the last batch or start new ones and
+    a finished batch keeps its models (a changed model reruns its own batch)."""
+    out, size = [], 0
+    for key, path in zip(table["key"], table["path"]):
+        folder = Path(path)
+        try:
+            n = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
+        except OSError:
+            n = 0
+        if not out or len(out[-1]) >= max_models or size + n > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(key)
+        size += n
+    return out
 
 
 def signature(manifest: dict) -> dict[str, tuple]:

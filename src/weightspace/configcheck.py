@@ -58,3 +58,35 @@ def check_config(config: dict, schema_path: str | Path) -> None:
     if lines:
         raise ValueError("the config does not match config/schema.yaml (config/README.md lists every key):\n  "
                          + "\n  ".join(lines))
+
+
+# The config's keys that name files or folders (a collection's own, then the top level's).
+PATH_KEYS = (("path",), ("models",), ("zoo", "data_path"), ("evaluation", "base"), ("evaluation", "data"),
+             ("evaluation", "validation"), ("evaluation", "tokenizer"), ("evaluation", "processor"),
+             ("adapt", "data", "train"), ("adapt", "data", "validation"), ("adapt", "data", "test"))
+TOP_PATH_KEYS = (("align", "probe"),)
+
+
+def absolutize(config: dict, origin: str | Path) -> dict:
+    """The config with its relative file and folder paths read from ``origin`` (the folder the
+    user ran from, when the run's working directory is another: ``make run`` gives each config
+    its own). A relative path becomes ``origin/path`` where that exists; otherwise it is left as
+    it is (a Hub id such as ``google/vit-base-patch16-224`` for a tokenizer or processor).
+    Changes ``config`` in place and returns it."""
+    origin = Path(origin)
+
+    def fix(section: dict, keys: tuple) -> None:
+        *parents, last = keys
+        for p in parents:
+            section = section.get(p) if isinstance(section, dict) else None
+        if isinstance(section, dict) and isinstance(section.get(last), str) and not Path(section[last]).is_absolute():
+            there = origin / section[last]
+            if there.exists():
+                section[last] = str(there)
+
+    for spec in (config.get("collections") or {}).values():
+        for keys in PATH_KEYS:
+            fix(spec, keys)
+    for keys in TOP_PATH_KEYS:
+        fix(config, keys)
+    return config

@@ -43,6 +43,10 @@ def extract_model(folder: str, out_path: str, key: str, row: dict,
     attrs = {"model": key, "id": row.get("id"), "revision": row.get("revision"), "content": content, "format": fmt,
              "config": layers.read_json(folder, "config.json"),
              "adapter_config": layers.read_json(folder, "adapter_config.json")}
+    own = "adapter_config" if attrs["adapter_config"] else "config"  # the one evaluators read (assemble.model_config)
+    task = (attrs[own] or {}).get("weightspace_task") or {}
+    if row.get("task") and task.get("label") != row["task"]:  # a models sheet's task (the lock's) is the model's
+        attrs[own] = {**(attrs[own] or {}), "weightspace_task": {**task, "label": row["task"]}}
     count = 0
 
     def tensors():

@@ -50,6 +50,11 @@ class ZooSource:
     def stage_inputs(self) -> list[str]:
         return [self.folder]
 
+    batch = 0  # one job trains, describes and extracts every model
+
+    def sheet(self):
+        return None  # the zoo knows its models' tasks and splits
+
     def base_folder(self, evaluation: dict) -> str | None:
         if self.spec["kind"] in zoospec.BASE_KINDS:
             return f"{self.folder}/base"
@@ -65,7 +70,13 @@ class LocalSource:
     """A folder of Hugging Face-style model folders (``path``)."""
 
     trains_text = False
-    batched = False  # a job per model: adding a model extracts only that model
+    batched = False  # not one job for the whole collection (the zoo's)
+    BATCH = 32  # default models per fetch+extract job (``batch`` in the collection's config)
+
+    @property
+    def batch(self) -> int:
+        """Models per fetch+extract job (1: a job per model)."""
+        return int(self.spec.get("batch", self.BATCH))
 
     def __init__(self, name: str, spec: dict, lock: str):
         if "path" not in spec:
@@ -94,6 +105,18 @@ class LocalSource:
             write_json(digests, cache)
         return table
 
+    def sheet(self):
+        """The collection's models sheet (``collection.read_sheet``): its ``models:`` path, else
+        ``models.tsv`` in the folder; None without one."""
+        from .collection import SHEET, read_sheet
+
+        path = self.spec.get("models") or (Path(self.spec["path"]) / SHEET if self.spec.get("path") else None)
+        if path is None or (not self.spec.get("models") and not Path(path).exists()):
+            return None
+        if not Path(path).exists():
+            raise ValueError(f"collection {self.name}: models sheet {path} does not exist")
+        return read_sheet(path, self.name)
+
     def fetch_inputs(self, key: str | None) -> list[str]:
         """The model's revision stamp (``collection.write_stamps``; absent only in a dry run of
         a new collection): its fetch reruns when the model changes, not when its folder moves."""
@@ -108,7 +131,10 @@ class LocalSource:
 
 
 class HubSource(LocalSource):
-    """Hugging Face Hub repos (``repos``) or a query (``query``), pinned in the lock."""
+    """Hugging Face Hub repos (``repos``) or a query (``query``), pinned in the lock. A job per
+    model: a download's time (and its retries, and a cluster job's runtime) is the model's own."""
+
+    BATCH = 1
 
     def __init__(self, name: str, spec: dict, lock: str):
         from . import hub

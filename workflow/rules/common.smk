@@ -4,7 +4,7 @@ import re
 import sys
 from pathlib import Path
 
-from weightspace.collection import read_table, update_lock
+from weightspace.collection import batches, read_table, update_lock
 from weightspace.sources import source_for
 
 
@@ -65,7 +65,7 @@ def lock_file(c):
 _WRITE = _may_write_at_parse_time()
 TABLES = {
     c: update_lock(f"results/{c}/collection.tsv", SOURCES[c].resolve(write=_WRITE), config["collections"][c]["split"],
-                   write=_WRITE, busy=any(Path(".snakemake/locks").glob("*")))
+                   write=_WRITE, busy=any(Path(".snakemake/locks").glob("*")), sheet=SOURCES[c].sheet())
     for c in config["collections"]
 }
 
@@ -120,7 +120,11 @@ def subspace_mem_mb(wildcards, input, attempt):
         gram_sketch_width=s["gram_sketch_width"] if s["model_gram"] == "sketch" else 0)
 
 
-PER_MODEL = [c for c in config["collections"] if not SOURCES[c].batched]  # a fetch and extract job per model
+# fetch and extract: a job per model (Hub, or batch 1), a job per batch of a local collection's
+# models (collection.batches), or one job for a whole zoo collection
+PER_MODEL = [c for c in config["collections"] if not SOURCES[c].batched and SOURCES[c].batch == 1]
+BATCHES = {c: batches(TABLES[c], SOURCES[c].batch) for c in config["collections"]
+           if not SOURCES[c].batched and SOURCES[c].batch > 1}
 
 
 def one_of(names):
@@ -259,8 +263,29 @@ def check_tokenizer(c):
                      f"the tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …) in the model folders")
 
 
+def check_tasks(c):
+    """A text or causal-lm evaluator whose data has a task column, in a collection where no model
+    has a task (no models sheet, no weightspace_task): every model is scored on every row. Said
+    once, when the config is read."""
+    import pandas as pd
+
+    spec = config["collections"][c]
+    data = evaluation(c).get("data")
+    if (spec["evaluator"] not in ("text-classification", "causal-lm") or not isinstance(data, str)
+            or not os.path.exists(data) or TABLES[c]["task"].ne("").any()):
+        return
+    suffix = Path(data).suffix
+    columns = (pd.read_parquet(data).columns if suffix == ".parquet" else pd.read_csv(data, nrows=0).columns
+               if suffix == ".csv" else pd.read_json(data, lines=suffix == ".jsonl").columns)
+    if "task" in columns:
+        print(f"weightspace: collection {c}: the evaluation data {data} has a task column but no model has a task "
+              "(a models sheet's task column, or weightspace_task in config.json): every model is scored on every "
+              "row", file=sys.stderr)
+
+
 for _c in config["collections"]:  # when the config is read, whatever the targets
     check_tokenizer(_c)
+    check_tasks(_c)
 
 
 def check_stage_settings(c):

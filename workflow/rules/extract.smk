@@ -4,6 +4,9 @@
 # store; source dtype kept, bf16 as uint16 bits; one tensor in memory at a time).
 # fetch_extract_<c>: the same two steps for every model of a zoo collection in one job (one job
 # trains them all; a job per model of a few KB would cost more in start-up than the work).
+# fetch_extract_<c>_<i>: the same for batch i of a local collection's models (collection.batches:
+# consecutive rows of the lock, so new models make new batches; each model's revision stamp is an
+# input, so a changed model reruns its batch only).
 # screen: every manifest against the reference architecture -> screen.tsv and rejected.tsv.
 
 
@@ -87,3 +90,27 @@ for _c in [c for c in config["collections"] if SOURCES[c].batched]:
             f"logs/{_c}/fetch_extract.log",
         script:
             "../scripts/fetch_extract.py"
+
+
+for _c, _batches in BATCHES.items():
+    for _i, _keys in enumerate(_batches):
+
+        rule:
+            name:
+                f"fetch_extract_{_c}_{_i}"
+            input:
+                [s for k in _keys for s in SOURCES[_c].fetch_inputs(k)],
+            output:
+                manifests=[f"results/{_c}/manifests/{k}.json" for k in _keys],
+                stores=[directory(f"results/{_c}/weights/{k}.zarr") for k in _keys],
+            params:
+                rows=[job_row(_c, k) for k in _keys],
+                lock=f"results/{_c}/collection.tsv",
+            threads: 1
+            resources:
+                mem_mb=1000,
+                runtime=120,
+            log:
+                f"logs/{_c}/fetch_extract/{_i}.log",
+            script:
+                "../scripts/fetch_extract.py"
