@@ -26,13 +26,12 @@ setup: $(VENV)/.installed
 # CONFIG=my.yaml runs another config (any of config/collections/, or your own) in its own folder,
 # runs/<its name>/ (results/, logs/, the report: runs/my/results/report.html), so that it never
 # overwrites the demo's results/ nor another config's; the config's relative paths are read from
-# here (WEIGHTSPACE_ORIGIN). The demo (config/config.yaml) runs here, into results/. make run
+# here (config key origin). The demo (config/config.yaml) runs here, into results/. make run
 # writes only results/, logs/ and runs/: the tree stays as it was.
 CONFIG ?= config/config.yaml
 RUN ?= $(if $(filter config/config.yaml,$(CONFIG)),.,runs/$(basename $(notdir $(CONFIG))))
-export WEIGHTSPACE_ORIGIN := $(CURDIR)
 SMKCONF := --snakefile $(CURDIR)/Snakefile --directory $(RUN) --workflow-profile $(CURDIR)/profiles/default \
-	--configfile $(abspath $(CONFIG))
+	--configfile $(abspath $(CONFIG)) $(if $(filter .,$(RUN)),,--config origin=$(CURDIR))
 
 run: setup
 	mkdir -p $(RUN)

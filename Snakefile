@@ -13,15 +13,14 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-import os
 from pathlib import Path
 
 from weightspace.configcheck import absolutize, check_config
 
 check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")  # one line per mistake (Snakemake's would print the schema)
 validate(config, "config/schema.yaml")  # fills in the defaults
-if os.environ.get("WEIGHTSPACE_ORIGIN"):  # run from another working directory (make run: runs/<config>/)
-    absolutize(config, os.environ["WEIGHTSPACE_ORIGIN"])
+if config.get("origin"):  # run in another working directory (make run CONFIG=…: runs/<config>/)
+    absolutize(config, config["origin"])
 
 
 include: "workflow/rules/common.smk"

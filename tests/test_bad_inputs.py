@@ -444,11 +444,9 @@ def test_a_models_sheet_sets_tasks_and_splits_and_each_mistake_is_one_line(tmp_p
 
 
 def test_a_config_run_in_its_own_folder_reads_its_relative_paths_from_where_it_was_started(tmp_path):
-    """make run CONFIG=my.yaml runs in runs/my/ (Snakemake's --directory) with WEIGHTSPACE_ORIGIN
-    the checkout: a relative ``path:`` is read from there (the plan lists the models, the lock
-    holds their absolute folders), an existing relative file too, and a Hub-style id is kept."""
-    import os
-
+    """make run CONFIG=my.yaml runs in runs/my/ (Snakemake's --directory) with the config's origin
+    the checkout: a relative ``path:`` is read from there (the lock holds the models' absolute
+    folders), an existing relative file too, and a Hub-style id is kept."""
     from weightspace.configcheck import absolutize
 
     for i in range(3):
@@ -464,9 +462,8 @@ def test_a_config_run_in_its_own_folder_reads_its_relative_paths_from_where_it_w
     run = tmp_path / "runs" / "my"
     run.mkdir(parents=True)
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-                           str(run), "--configfile", str(tmp_path / "my.yaml"), "--cores", "1",
-                           "results/c/collection.csv"], capture_output=True, text=True,
-                          env={**os.environ, "WEIGHTSPACE_ORIGIN": str(tmp_path)}, cwd=tmp_path)
+                           str(run), "--configfile", str(tmp_path / "my.yaml"), "--config", f"origin={tmp_path}",
+                           "--cores", "1", "results/c/collection.csv"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lock = pd.read_csv(run / "results" / "c" / "collection.tsv", sep="\t")
     assert list(lock["path"]) == [str(tmp_path / "models" / f"good-{i}") for i in range(3)]

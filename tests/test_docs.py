@@ -62,3 +62,27 @@ def test_relative_links_resolve():
             if not re.match(r"[a-z]+://", target) and not (doc.parent / target).exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
     assert broken == []
+
+
+NUMBER_WORDS = {w: i for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                                             "nine", "ten", "eleven", "twelve"])}
+
+
+def test_numbers_the_docs_repeat_agree_with_each_other_and_with_what_they_count():
+    """A number stated in two places is the same in both, and a count is the count: the demo's
+    time (README and results.md), the default config's header (its number of collections), the
+    bad inputs (README, the guide's total, the sum of its parts, the rows of its table)."""
+    readme, results, guide = ((ROOT / p).read_text() for p in ("README.md", "docs/results.md", "docs/guide.md"))
+    demo = re.search(r"`make run` from scratch[^*]*\*\*(\d+ min \d+ s)\*\*", readme)
+    assert demo and demo[1] in results.split("\n\n")[1] + results, "README and results.md give other demo times"
+    config = (ROOT / "config" / "config.yaml").read_text()
+    said = re.search(r"^# (\w+) collections", config, re.M)
+    assert said and NUMBER_WORDS[said[1].lower()] == len(yaml.safe_load(config)["collections"])
+    total = re.search(r"(\d+) bad inputs tried here\s+\((\d+) local folders in the battery; (\d+) Hub cases[^;]*; (\d+) "
+                      r"changes", guide)
+    assert total, "the guide's count of bad inputs is not where this test reads it"
+    n, local, hub, changes = map(int, total.groups())
+    assert n == local + hub + changes
+    table = guide.split("| bad input | reason in rejected.tsv (excerpt) |")[1].split("\n\n")[0]
+    assert len([line for line in table.splitlines() if line.startswith("| ") and not line.startswith("|:")]) == local
+    assert f"{n} bad inputs (guide)" in readme

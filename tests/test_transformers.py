@@ -597,7 +597,7 @@ def _bert_folder(root: Path, n: int = 8):
              "task": task} for task, count in (("movies", 14), ("politics", 10)) for _ in range(count)]
     pd.DataFrame(rows).to_csv(root / "eval.csv", index=False)
     pd.DataFrame({"model": [f"bert-{i}" for i in range(n)], "task": ["movies", "politics"] * (n // 2),
-                  "split": [""] * (n - 1) + ["heldout"]}).to_csv(root / "models" / "models.tsv", sep="\t", index=False)
+                  "split": ["basis"] * (n - 1) + ["heldout"]}).to_csv(root / "models" / "models.tsv", sep="\t", index=False)
 
 
 def test_a_folder_of_your_own_berts_runs_from_three_lines_and_a_models_sheet(tmp_path):

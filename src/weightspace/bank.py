@@ -595,6 +595,11 @@ class BankEmbedding(_BankModule):
         self._basis(target, R)
 
     def forward(self, tokens):
+        current = self.selection.stack[-1] if self.selection.stack else None
+        if tokens.shape[0] == 1 and current is not None and not isinstance(current, int):
+            # one row of indices for the whole batch (BERT's position_ids and token_type_ids
+            # buffers): each row looks them up in its own model's table
+            tokens = tokens.expand(len(row_ids(current)), *tokens.shape[1:])
         rows = self.selection.rows(tokens.shape[0], self.name)
         C = self.bank.matrices[self.target].coef.transpose(1, 2)   # C_iᵀ: k_c × k_r, so z C_iᵀᵀ = z C_i
         z = gather_core(F.embedding(tokens, self.U_row), C, rows)

@@ -45,30 +45,49 @@ def _save(fig, path):
     plt.close(fig)
 
 
+NAMED_MATRICES = 12  # up to this many matrices each gets its name in a legend; beyond, its kind does
+
+
+def matrix_kind(target: str) -> str:
+    """A matrix's kind: its name with the layer numbers taken out (``encoder.layer.3.attention.
+    self.query.weight`` → ``encoder.layer.#.attention.self.query.weight``), what matrices of one
+    role in every block share."""
+    import re
+
+    return re.sub(r"(?<=[._])\d+(?=[._]|$)", "#", target)
+
+
 def matrix_colors(targets: list[str]) -> dict[str, tuple]:
-    """One colour per matrix, by depth (its order in the view): a sequential palette, so that
-    neighbouring layers look alike and first and last are told apart."""
-    cmap = matplotlib.colormaps["viridis"]
-    n = len(targets)
-    return {t: cmap(0.9 * i / max(1, n - 1)) for i, t in enumerate(targets)}
+    """One colour per matrix: by depth (a sequential palette, neighbouring layers alike, first
+    and last told apart) for up to NAMED_MATRICES; beyond, one categorical colour per kind
+    (``matrix_kind``: query, key, value, MLP, … of every block together)."""
+    if len(targets) <= NAMED_MATRICES:
+        cmap = matplotlib.colormaps["viridis"]
+        n = len(targets)
+        return {t: cmap(0.9 * i / max(1, n - 1)) for i, t in enumerate(targets)}
+    kinds = list(dict.fromkeys(matrix_kind(t) for t in targets))
+    palette = sns.color_palette("tab10" if len(kinds) <= 10 else "tab20" if len(kinds) <= 20 else "husl", len(kinds))
+    return {t: palette[kinds.index(matrix_kind(t))] for t in targets}
+
+
+def matrix_handles(colors: dict, shapes: dict | None = None) -> list:
+    """Legend entries for ``matrix_colors``: each matrix by name (and shape) when few, else each
+    kind with its number of matrices."""
+    if len(colors) <= NAMED_MATRICES:
+        return [matplotlib.lines.Line2D([], [], color=c, lw=2, label=f"{t} ({shapes[t]})" if shapes else t)
+                for t, c in colors.items()]
+    kinds: dict[str, list] = {}
+    for t, c in colors.items():
+        kinds.setdefault(matrix_kind(t), [c, 0])[1] += 1
+    return [matplotlib.lines.Line2D([], [], color=c, lw=2, label=f"{k} (×{n})") for k, (c, n) in kinds.items()]
 
 
 def _matrix_legend(fig, colors: dict, shapes: dict, ncol_max: int = 4) -> None:
-    """Matrices under the panels, off the data: a legend of names when there are few, else a
-    depth colour bar from the first to the last."""
-    if len(colors) <= 12:
-        handles = [matplotlib.lines.Line2D([], [], color=c, lw=2, label=f"{t} ({shapes[t]})")
-                   for t, c in colors.items()]
-        fig.legend(handles=handles, loc="lower center", ncol=min(ncol_max, len(handles)), fontsize=7,
-                   frameon=False, bbox_to_anchor=(0.5, -0.01))
-    else:
-        names = list(colors)
-        sm = matplotlib.cm.ScalarMappable(cmap=matplotlib.colormaps["viridis"],
-                                          norm=matplotlib.colors.Normalize(0, len(names) / 0.9))
-        bar = fig.colorbar(sm, ax=fig.axes, orientation="horizontal", fraction=0.04, pad=0.12)
-        bar.set_ticks([0, len(names) - 1])
-        bar.set_ticklabels([names[0], names[-1]], fontsize=7)
-        bar.set_label(f"matrix depth ({len(names)} matrices)")
+    """Matrices under the panels, off the data: their names when few, else their kinds."""
+    handles = matrix_handles(colors, shapes)
+    fig.legend(handles=handles, loc="upper center", ncol=min(ncol_max if len(colors) <= NAMED_MATRICES else 2,
+                                                             len(handles)),
+               fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.065))
 
 
 def spectra_figure(spectra: pd.DataFrame, title: str, path: str, max_k: int = 64) -> None:
@@ -78,8 +97,11 @@ def spectra_figure(spectra: pd.DataFrame, title: str, path: str, max_k: int = 64
     sns.set_theme(style="whitegrid", context="paper")
     targets = sorted(spectra["target"].unique(), key=depth_key)
     colors = matrix_colors(targets)
+    many = len(targets) > NAMED_MATRICES
+    width, alpha = (0.6, 0.5) if many else (1.0, 1.0)  # hundreds of curves: bands per kind
     shapes = spectra.drop_duplicates("target").set_index("target")["shape"].to_dict()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.8), sharey=True)
+    legend_rows = -(-len(matrix_handles(colors, shapes)) // (2 if many else 4))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.8 + 0.18 * legend_rows), sharey=True)
     panels = [(True, "Gaussian null"), (False, "rotation null")]
     for r, (centered, null) in enumerate(panels):
         for c, mode in enumerate(["row", "col"]):
@@ -89,13 +111,15 @@ def spectra_figure(spectra: pd.DataFrame, title: str, path: str, max_k: int = 64
                 for source, ls in (("data", "-"), (null, "--")):
                     dt = d[(d["target"] == t) & (d["source"] == source)]
                     if len(dt):
-                        ax.plot(dt["k"], dt["explained"], color=colors[t], ls=ls, lw=1.4 if ls == "-" else 1.0)
+                        ax.plot(dt["k"], dt["explained"], color=colors[t], ls=ls, lw=(1.4 if ls == "-" else 1.0) * width,
+                                alpha=alpha)
             ax.set_xscale("log", base=2)
             ax.set_ylim(0, 1.02)
             ax.set_xlabel("k (leading directions of the mode)")
             ax.set_ylabel(("centred" if centered else "uncentred") + " cumulative explained variance")
             ax.set_title(f"{mode} mode: data (solid) vs {null} (dashed)", fontsize=9)
-    fig.suptitle(f"{title}: spectra per matrix, each against its own null", y=1.0)
+    fig.suptitle(f"{title}: spectra per matrix, each against its own null"
+                 + (f" ({len(targets)} matrices, coloured by kind)" if many else ""), y=1.0)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     _matrix_legend(fig, colors, shapes)
     _save(fig, path)
@@ -114,16 +138,17 @@ def overview_figure(spectra: pd.DataFrame, sharing: pd.DataFrame, path: str, max
         wide["rotation null"] = np.nan
     wide["excess"] = wide["data"] - wide["rotation null"]
     panels = list(dict.fromkeys(zip(spectra["collection"], spectra["view"])))
+    colors = matrix_colors(sorted(wide["target"].unique(), key=depth_key))  # one style per matrix name, all panels
+    many = len(colors) > NAMED_MATRICES
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.9), sharey=True, squeeze=False)
     for ax, (c, v) in zip(axes[0], panels):
         dv = wide[(wide["collection"] == c) & (wide["view"] == v)]
-        targets = sorted(dv["target"].unique(), key=depth_key)
-        colors = matrix_colors(targets)
-        for t in targets:
+        for t in sorted(dv["target"].unique(), key=depth_key):
             for mode, ls in (("row", "-"), ("col", "--")):
                 dt = dv[(dv["target"] == t) & (dv["mode"] == mode)].dropna(subset=["excess"])
                 if len(dt):
-                    ax.plot(dt["k"], dt["excess"], color=colors[t], ls=ls, lw=1.3)
+                    ax.plot(dt["k"], dt["excess"], color=colors[t], ls=ls, lw=0.8 if many else 1.3,
+                            alpha=0.6 if many else 1.0)
         ax.axhline(0, color="black", lw=0.8)
         sh = sharing[(sharing["collection"] == c) & (sharing["view"] == v) & sharing["p"].notna()]
         ax.set_title(f"{c} [{v}]\nshared: {int(sh['shared'].astype(bool).sum())} of {len(sh)} matrices",
@@ -132,13 +157,12 @@ def overview_figure(spectra: pd.DataFrame, sharing: pd.DataFrame, path: str, max
         ax.set_xlabel("k (leading directions)")
         ax.set_ylabel("explained variance above rotation null" if ax is axes[0, 0] else "")
     handles = [matplotlib.lines.Line2D([], [], color="0.3", ls="-", label="row mode"),
-               matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="column mode"),
-               matplotlib.lines.Line2D([], [], color=matplotlib.colormaps["viridis"](0.0), label="first matrix"),
-               matplotlib.lines.Line2D([], [], color=matplotlib.colormaps["viridis"](0.9), label="last matrix")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+               matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="column mode"), *matrix_handles(colors)]
     fig.suptitle("Sharing: uncentred explained variance of the stack minus the mean of its rotation null, "
                  "per matrix (0 = nothing shared)", y=1.0)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout()
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 if len(handles) <= 16 else 2,
+               fontsize=7, frameon=False)  # beside the panels, whatever their number
     _save(fig, path)
 
 
@@ -197,22 +221,31 @@ def compression_figure(metrics: pd.DataFrame, compression: pd.DataFrame, title: 
     acc = (metrics[metrics["method"].isin(METHOD_ORDER)]
            .groupby(["method", "k", "split"], as_index=False)[y].mean())
     d = acc.merge(compression[["method", "k", "compression"]], on=["method", "k"])
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    sns.lineplot(data=d, x="compression", y=y, hue="method", hue_order=METHOD_ORDER,
-                 palette=PALETTE, style="split", markers=True, sort=True, ax=ax)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    splits = [sp for sp in ("basis", "heldout") if sp in set(d["split"])]
+    dashes = {"basis": "", "heldout": (4, 2)}
+    sns.lineplot(data=d, x="compression", y=y, hue="method", hue_order=METHOD_ORDER, palette=PALETTE,
+                 style="split", style_order=splits, dashes=dashes, markers=True, sort=True, ax=ax)
     if y == "accuracy":
-        orig = metrics[metrics["method"] == "original"]["accuracy"].mean()
-        ax.axhline(orig, color="black", ls="--", label=f"original (bytes 1.0, {orig:.3f})")
+        orig = metrics[metrics["method"] == "original"].groupby("split")["accuracy"].mean()
+        for sp in splits:  # each split's originals: what its compressed models are read against
+            if sp in orig:
+                ax.plot(1.0, orig[sp], marker="*", ms=11, color="black", ls="none",
+                        label=f"original, {sp} ({orig[sp]:.3f})", alpha=1 if sp == "basis" else 0.55)
+                ax.axhline(orig[sp], color="black", lw=0.8, ls="-" if sp == "basis" else "--",
+                           alpha=0.6 if sp == "basis" else 0.35)
         ax.set_ylim(0, 1.02)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
-    ax.tick_params(axis="x", which="minor", labelsize=6)
+    lo, hi = float(d["compression"].min()), max(1.0, float(d["compression"].max()))
+    ax.set_xlim(lo / 1.3, hi * 1.3)  # bytes 1.0 (the originals) always in view
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.ticklabel_format(axis="y", useOffset=False)
-    ax.set_xlabel("stored bytes / bytes of the original models")
+    ax.set_xlabel("stored bytes / bytes of the original models (log scale; 1 = the originals)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     _save(fig, path)
 
@@ -230,6 +263,25 @@ def summary_table(metrics: pd.DataFrame, compression: pd.DataFrame, k: int) -> p
 
 
 # ----------------------------------------------------------------------------- alignment
+MAX_TICKS = 24  # model labels per heatmap axis (beyond, every n-th)
+
+
+def tick_labels(order: list[str], tasks: dict) -> list[str]:
+    """A heatmap axis's labels, "model (task)": every model's up to MAX_TICKS, else every n-th
+    (the others blank), so that labels stay legible from 10 to 500 models."""
+    step = max(1, -(-len(order) // MAX_TICKS))
+    return [(f"{m} ({tasks[m]})" if tasks.get(m) else m) if i % step == 0 else "" for i, m in enumerate(order)]
+
+
+def task_blocks(ax, order: list[str], tasks: dict, cols: list[str] | None = None, col_tasks: dict | None = None) -> None:
+    """White lines between the task groups of a heatmap whose models are ordered by task."""
+    for names, tk, line in ((order, tasks, ax.axhline), (cols or order, col_tasks or tasks, ax.axvline)):
+        groups = [str(tk.get(m, "")) for m in names]
+        for i in range(1, len(groups)):
+            if groups[i] != groups[i - 1]:
+                line(i, color="white", lw=1.2)
+
+
 def alignment_heatmap(table: pd.DataFrame, keys: list[str], tasks: dict, metric: str, k: int,
                       title: str, path: str) -> None:
     """Model × model alignment (one metric), originals beside their projections at k, models
@@ -242,14 +294,14 @@ def alignment_heatmap(table: pd.DataFrame, keys: list[str], tasks: dict, metric:
     for ax, variant in zip(axes, ["original", "projected"]):
         M = matrix(table, metric, variant, keys).loc[order, order]
         off = M.values[~np.eye(len(order), dtype=bool)]
+        labels = tick_labels(order, tasks)
         sns.heatmap(M, ax=ax, cmap="viridis", vmin=0, vmax=1, square=True,
-                    cbar_kws={"label": metric.replace("_", " ")},
-                    xticklabels=[f"{m} ({tasks.get(m, '')})" for m in order],
-                    yticklabels=[f"{m} ({tasks.get(m, '')})" for m in order])
-        ax.tick_params(labelsize=5)
+                    cbar_kws={"label": metric.replace("_", " ")}, xticklabels=labels, yticklabels=labels)
+        ax.tick_params(labelsize=7 if len(order) <= MAX_TICKS else 6, length=0)
+        task_blocks(ax, order, tasks)
         name = "original models" if variant == "original" else f"projected at k={k}"
         null = table[(table.variant == "null") & (table.metric == metric)].score.mean()
-        ax.set_title(f"{name}: mean off-diagonal {off.mean():.3f} (shuffled-probe null {null:.3f})")
+        ax.set_title(f"{name}: mean off-diagonal {off.mean():.3f} (shuffled-probe null {null:.3f})", fontsize=9)
     fig.suptitle(f"{title}: representation alignment ({metric.replace('_', ' ')})")
     fig.tight_layout()
     _save(fig, path)
@@ -267,9 +319,9 @@ def alignment_across(table: pd.DataFrame, summary: pd.DataFrame, tasks: list[dic
     sns.set_theme(style="white", context="paper")
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.4), gridspec_kw={"width_ratios": [1.15, 1]})
     sns.heatmap(M, ax=ax, cmap="viridis", vmin=0, vmax=1, cbar_kws={"label": metric.replace("_", " ")},
-                xticklabels=[f"{m} ({tasks[1].get(m, '')})" for m in cols],
-                yticklabels=[f"{m} ({tasks[0].get(m, '')})" for m in rows])
-    ax.tick_params(labelsize=5)
+                xticklabels=tick_labels(cols, tasks[1]), yticklabels=tick_labels(rows, tasks[0]))
+    ax.tick_params(labelsize=7 if max(len(rows), len(cols)) <= MAX_TICKS else 6, length=0)
+    task_blocks(ax, rows, tasks[0], cols, tasks[1])
     ax.set_xlabel(f"{b} models")
     ax.set_ylabel(f"{a} models")
     ax.set_title(f"{metric.replace('_', ' ')} across: mean {M.values.mean():.3f}")
@@ -283,12 +335,11 @@ def alignment_across(table: pd.DataFrame, summary: pd.DataFrame, tasks: list[dic
                 hue_order=[names[v] for v in ("within_a", "across", "within_b", "null") if names[v] in set(long.pairs)],
                 palette={names["within_a"]: "#4c72b0", names["across"]: "#dd8452", names["within_b"]: "#55a868",
                          names["null"]: "#8c8c8c"})
-    bx.set_ylim(0, 1.3)  # the legend sits above the bars
-    bx.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    bx.set_ylim(0, 1.02)
     bx.set_xlabel("metric")
     bx.set_ylabel("mean alignment (" + ("best layer pair" if layers == "best" else f"layers: {layers}") + ")")
     bx.tick_params(axis="x", labelsize=7, rotation=30)
-    bx.legend(fontsize=7, loc="upper left", ncol=2, frameon=False)
+    bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)  # below the axes
     bx.set_title("mean alignment per metric")
     fig.suptitle(f"Representation alignment across collections: {a} ~ {b} (same probe items)")
     fig.tight_layout()
