@@ -58,6 +58,11 @@ def test_baselines_match_definitions():
     # Eckart–Young: the error is the tail of the singular values
     assert float(torch.linalg.norm(W - mu - approx)) == pytest.approx(float(s[r:].norm()), rel=1e-10)
     assert torch.linalg.matrix_rank(approx) == r
+    for X in (W - mu, (W - mu).T):  # from the smaller Gram (tall and wide) as from the SVD, every r
+        svd = torch.linalg.svd(X, full_matrices=False)
+        for rr in range(0, 10):
+            torch.testing.assert_close(project.truncated_svd(X, rr, project.gram_factors(X)),
+                                       project.truncated_svd(X, rr, svd), rtol=0, atol=1e-10)
     rnd = project.baseline("random", W, mu, 4, seed=1)
     assert torch.linalg.matrix_rank(rnd - mu) == 4
     torch.testing.assert_close(rnd, project.baseline("random", W, mu, 4, seed=1))

@@ -38,7 +38,7 @@ from . import layers
 from .assemble import effective_weights, model_config, original_bytes
 from .bank import build_bank, read_coefficients
 from .core.hosvd import dense
-from .project import (METHODS, baseline, per_model_numbers, projection, shared_numbers, svd_rank,
+from .project import (METHODS, baseline, gram_factors, per_model_numbers, projection, shared_numbers, svd_rank,
                       truncated_svd)
 from .store import ModelStore
 
@@ -83,7 +83,7 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
         norm2 = sum(float((w ** 2).sum()) for w in W.values())
         cnorm2 = sum(float(((W[n] - subspaces[n].mean) ** 2).sum()) for n in names)
         C = {n: torch.from_numpy(np.asarray(coeffs[n][index[st.key]])).to(torch.float64) for n in names}
-        svds = {n: torch.linalg.svd(W[n] - subspaces[n].mean, full_matrices=False) for n in names}
+        svds = {n: gram_factors(W[n] - subspaces[n].mean) for n in names}
 
         def record(method, k, mats):
             err2 = sum(float(((mats[n] - W[n]) ** 2).sum()) for n in names)

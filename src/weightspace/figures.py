@@ -274,9 +274,12 @@ def tick_labels(order: list[str], tasks: dict) -> list[str]:
 
 
 def task_blocks(ax, order: list[str], tasks: dict, cols: list[str] | None = None, col_tasks: dict | None = None) -> None:
-    """White lines between the task groups of a heatmap whose models are ordered by task."""
+    """White lines between the task groups of a heatmap whose models are ordered by task (only
+    where tasks are shared: with a task per model, lines between every cell would hide the data)."""
     for names, tk, line in ((order, tasks, ax.axhline), (cols or order, col_tasks or tasks, ax.axvline)):
         groups = [str(tk.get(m, "")) for m in names]
+        if len(set(groups)) > len(groups) / 2:
+            continue
         for i in range(1, len(groups)):
             if groups[i] != groups[i - 1]:
                 line(i, color="white", lw=1.2)

@@ -1,0 +1,92 @@
+"""Benchmark: the rotation null's share of the subspace stage, sequential (the default) and full.
+
+For each collection of a finished run (its basis stores), the subspace stage (``run_group``,
+the run's own settings: one group, max_k and draws from the config defaults) three ways: the
+rotation null stopped sequentially (``subspace.STOP_AFTER`` reaching draws, the default), with
+all R draws (``STOP_AFTER = 0``), and without the null; prints the draws the matrices used and
+the null's share of the stage's time, and checks that the calls (p ≤ 0.05 at margin 0.05, BH)
+are the same both ways.
+
+    .venv/bin/python bench/null_share.py [--results results] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from weightspace import subspace
+from weightspace.collection import accepted_stores
+from weightspace.spectra import sharing_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage(paths: list[str], view: str, out: Path, null: bool) -> float:
+    t0 = time.perf_counter()
+    subspace.run_group(paths, view, 1, 0, str(out), max_k=64,
+                       center=True, gaussian_null=False, rotation_null=null, seed=0, device="cpu", null_draws=99,
+                       test_k=16)
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default=str(ROOT / "results"))
+    ap.add_argument("--write", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    lines = ["| collection | matrices | draws used (sequential): median, min–max | stage s: sequential / all 99 / no null "
+             "| null's share of the stage: sequential / all 99 | same calls |", "|:--|--:|--:|--:|--:|:--|"]
+    import pandas as pd
+
+    for lock in sorted(Path(a.results).glob("*/collection.tsv")):
+        c = lock.parent
+        table = pd.read_csv(lock, sep="\t", dtype=str, keep_default_na=False)
+        basis = [str(c / "weights" / f"{k}.zarr") for k in table.loc[table["split"] == "basis", "key"]]
+        paths = accepted_stores(basis, str(c / "screen.tsv"))
+        view = "delta" if (table["format"] == "lora").any() else "full"
+        work = Path(tempfile.mkdtemp(prefix="ws-null-")) / c.name
+        work.mkdir()
+        seq = stage(paths, view, work / "seq.zarr", True)
+        stop, subspace.STOP_AFTER = subspace.STOP_AFTER, 0
+        full = stage(paths, view, work / "full.zarr", True)
+        subspace.STOP_AFTER = stop
+        none = stage(paths, view, work / "none.zarr", False)
+        s_seq = sharing_table([str(work / "seq.zarr")], 0.05, margin=0.05)
+        s_full = sharing_table([str(work / "full.zarr")], 0.05, margin=0.05)
+        draws = s_seq["draws"].dropna()
+        same = list(s_seq["shared"].fillna(False)) == list(s_full["shared"].fillna(False))
+        lines.append(f"| {c.name} | {len(s_seq)} | {draws.median():.0f}, {draws.min():.0f}–{draws.max():.0f} | "
+                     f"{seq:.1f} / {full:.1f} / {none:.1f} | {100 * max(0, seq - none) / seq:.0f}% / "
+                     f"{100 * max(0, full - none) / full:.0f}% | {'yes' if same else 'NO'} |")
+        print(lines[-1], flush=True)
+    body = "\n".join(lines) + (
+        "\n\nThe subspace stage on each collection's basis models (one group, 1 thread, max_k 64, R = 99, K = 16), "
+        "the stores of a fresh `make run`. Sequential: a matrix's null stops once 10 draws reach its "
+        "statistic (Besag & Clifford: p = 10/l, valid; a matrix far above its null uses all 99 draws, so "
+        "shared collections save nothing and null-like ones most). Same calls: every matrix's call at "
+        "FDR 0.05, margin 0.05 equal with the sequential and the full null."
+        " Read: every matrix of the demo used all 99 draws. At margin 0 every matrix is above its null, the "
+        "independent MLPs' too (their view is called not shared by the margin, 0.05, not by p), so no null "
+        "reaches 10 draws above its statistic; the sequential stop saves draws only where a matrix is like "
+        "its null (p large), as in the synthetic independent stacks of tests/test_sharing.py (median ≤ 25 "
+        "draws). The null stays 56–96% of the stage here: the rest of the stage on 32 models of 128×64 takes "
+        "0.3 s, while each draw needs N Haar frames (CholeskyQR2, N·dim·r² multiply-adds: 4 ms of a draw's 6 "
+        "ms at N = 32, dim 128, r = 64). The goal (the null ≤ 20% of the stage) is not met; stopping at the "
+        "report's margin, or drawing fewer frames, are the ways left.")
+    print(body)
+    if a.write:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from report import write_section
+
+        write_section("The rotation null's share of the subspace stage", "python bench/null_share.py --write", body)
+
+
+if __name__ == "__main__":
+    main()
