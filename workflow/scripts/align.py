@@ -4,12 +4,13 @@ from pathlib import Path
 from weightspace import figures
 from weightspace.io import write_table
 from weightspace.representations import alignment_table, load_features, matrix, weight_similarity
-from weightspace.runtime import job, script
+from weightspace.runtime import job, return_large_frees, script
 from weightspace.subspace import load_subspaces
 
 smk = job(globals())
 
 with script(smk) as log:
+    return_large_frees()  # n×n temporaries per model, n·k numbers kept: memory flat in the models
     inp, out, p = smk.input, smk.output, smk.params
     s = p.settings
     features, keys = load_features(inp.features)

@@ -2,11 +2,12 @@
 from weightspace import figures
 from weightspace.io import write_table
 from weightspace.representations import across_summary, across_table, check_same_probe, load_member
-from weightspace.runtime import job, script
+from weightspace.runtime import job, return_large_frees, script
 
 smk = job(globals())
 
 with script(smk) as log:
+    return_large_frees()  # n×n temporaries per model, n·k numbers kept: memory flat in the models
     inp, out, s, w = smk.input, smk.output, smk.params.settings, smk.wildcards
     fa, attrs_a = load_member(inp.a, w.a.endswith("@base"), s["across_models"])
     fb, attrs_b = load_member(inp.b, w.b.endswith("@base"), s["across_models"])
