@@ -1,6 +1,8 @@
 """Figures that stay readable from 3 to 300 matrices and from 10 to 500 models: the styles and
 labels they are drawn with (the figures themselves are looked at; see the closing notes)."""
 
+import numpy as np
+
 from weightspace import figures
 
 
@@ -25,3 +27,39 @@ def test_heatmap_labels_are_thinned_to_a_readable_number():
     assert labels[0] == "m0 (t0)"
     ten = figures.tick_labels([f"m{i}" for i in range(10)], {})
     assert ten == [f"m{i}" for i in range(10)]
+
+
+
+def test_k_that_compresses_nothing_is_named_and_left_out_of_the_bytes_figure(tmp_path, monkeypatch):
+    """At k ≥ both dimensions a matrix's k×k core is the whole matrix: the evaluate log names
+    those matrices, and a k at which every matrix is whole gets no point in *_vs_bytes."""
+    import types
+
+    import pandas as pd
+
+    from weightspace import evaluate
+
+    subs = {"a": types.SimpleNamespace(shape=(32, 32)), "b": types.SimpleNamespace(shape=(10, 12))}
+    monkeypatch.setattr(evaluate.layers, "targets", lambda st, view: [types.SimpleNamespace(name=n, sources=[n])
+                                                                      for n in subs])
+    monkeypatch.setattr(evaluate.layers, "kept_tensors", lambda st, view: [])
+    monkeypatch.setattr(evaluate, "original_bytes", lambda st, view: (32 * 32 + 10 * 12) * 4)
+    store = types.SimpleNamespace(nbytes=lambda n: 0, dtype=lambda n: "float32")
+    comp = evaluate.compression_table(store, subs, "full", [4, 16, 32], n_models=50)
+    proj = comp[comp["method"] == "projected"].set_index("k")
+    assert proj["saturated"].to_dict() == {4: 0, 16: 1, 32: 2}  # b (10×12) is whole at 16, a at 32
+    assert proj.loc[32, "compression"] > 1 > proj.loc[16, "compression"]
+    assert evaluate.saturated_ks(comp) == [32]
+    lines = evaluate.saturation_warnings(comp, subs)
+    assert len(lines) == 2 and lines[0].startswith("k=16 is at or above both dimensions of 1 of 2 matrices (b (10, 12))")
+    assert "every matrix" in lines[1] and "a (32, 32), b (10, 12)" in lines[1]
+    rng = np.random.default_rng(0)
+    metrics = pd.DataFrame([{"model": f"m{i}", "split": "basis", "method": m, "k": k, "accuracy": float("nan"),
+                             "rel_error_centered": rng.random()}
+                            for i in range(3) for m in figures.METHOD_ORDER for k in (4, 16, 32)])
+    drawn = {}
+    lineplot = figures.sns.lineplot
+    monkeypatch.setattr(figures.sns, "lineplot", lambda data=None, **kw: drawn.update(k=set(data["k"])) or
+                        lineplot(data=data, **kw))
+    figures.compression_figure(metrics, comp, "t", str(tmp_path / "c.png"))
+    assert drawn["k"] == {4, 16} and (tmp_path / "c.png").stat().st_size > 0

@@ -83,7 +83,10 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
         norm2 = sum(float((w ** 2).sum()) for w in W.values())
         cnorm2 = sum(float(((W[n] - subspaces[n].mean) ** 2).sum()) for n in names)
         C = {n: torch.from_numpy(np.asarray(coeffs[n][index[st.key]])).to(torch.float64) for n in names}
-        svds = {n: gram_factors(W[n] - subspaces[n].mean) for n in names}
+        # the per-model SVD baseline's factors, only where some k stores at least one rank (at
+        # svd_rank 0 the baseline is the mean: 64% of this stage's time went to unused eighs)
+        svds = {n: gram_factors(W[n] - subspaces[n].mean) for n in names
+                if max(svd_rank(k, *subspaces[n].shape) for k in ks) > 0}
 
         def record(method, k, mats):
             err2 = sum(float(((mats[n] - W[n]) ** 2).sum()) for n in names)
@@ -112,7 +115,7 @@ def evaluate_models(store_paths: list[str], subspaces: dict, coeff_path: str, vi
                         mats[n] = projection(C[n], sub, k)
                     elif method == "svd":
                         r = svd_rank(k, *sub.shape)
-                        mats[n] = sub.mean + truncated_svd(W[n] - sub.mean, r, svds[n])
+                        mats[n] = sub.mean + truncated_svd(W[n] - sub.mean, r, svds.get(n))
                     else:
                         mats[n] = baseline(method, W[n], sub.mean, k,
                                            seed=seed + zlib.crc32(n.encode()) + 1000 * k)
@@ -125,6 +128,8 @@ def compression_table(store: ModelStore, subspaces: dict, view: str, ks: list[in
 
     shared = Σ_targets shared numbers · itemsize; per model = Σ_targets per-model numbers ·
     itemsize + kept tensors; ratio = (shared + N · per model) / (N · original per model).
+    ``saturated``: the targets whose k×k core holds the whole m×n matrix (k ≥ m and k ≥ n), which
+    compress nothing at that k (``saturated_ks``; the figures leave such k out).
     """
     tmap = {t.name: t for t in layers.targets(store, view)}
     kept = sum(store.nbytes(n) for n in layers.kept_tensors(store, view))
@@ -132,16 +137,41 @@ def compression_table(store: ModelStore, subspaces: dict, view: str, ks: list[in
     rows = []
     for k in ks:
         for method in METHODS:
-            shared = per_model = 0
+            shared = per_model = saturated = 0
             for name, sub in subspaces.items():
                 m, n = sub.shape
+                saturated += min(k, m) * min(k, n) >= m * n
                 size = ITEMSIZE.get(store.dtype(tmap[name].sources[0]), 4)
                 shared += shared_numbers(method, k, m, n) * size
                 per_model += per_model_numbers(method, k, m, n) * size
             per_model += kept
             rows.append({"method": method, "k": k, "shared_bytes": shared, "per_model_bytes": per_model,
                          "original_bytes_per_model": original, "n_models": n_models,
-                         "compression": (shared + n_models * per_model) / (n_models * original)})
+                         "compression": (shared + n_models * per_model) / (n_models * original),
+                         "saturated": saturated, "targets": len(subspaces)})
     rows.append({"method": "original", "k": np.nan, "shared_bytes": 0, "per_model_bytes": original,
-                 "original_bytes_per_model": original, "n_models": n_models, "compression": 1.0})
+                 "original_bytes_per_model": original, "n_models": n_models, "compression": 1.0,
+                 "saturated": 0, "targets": len(subspaces)})
     return pd.DataFrame(rows)
+
+
+def saturated_ks(compression: pd.DataFrame) -> list[int]:
+    """The k at which every target's k×k core holds its whole matrix: nothing is compressed, so
+    a point there claims nothing (tables written before this column: none)."""
+    if "saturated" not in compression:
+        return []
+    c = compression[compression["method"] == "projected"]
+    return sorted(int(k) for k in c.loc[c["saturated"] >= c["targets"], "k"])
+
+
+def saturation_warnings(compression: pd.DataFrame, subspaces: dict) -> list[str]:
+    """One line per k at which some matrices' k×k cores hold the whole matrix."""
+    out = []
+    c = compression[(compression["method"] == "projected") & (compression["saturated"] > 0)]
+    for k, count in zip(c["k"].astype(int), c["saturated"]):
+        names = [n for n, s in subspaces.items() if min(k, s.shape[0]) * min(k, s.shape[1]) >= s.shape[0] * s.shape[1]]
+        shown = ", ".join(f"{n} {tuple(subspaces[n].shape)}" for n in names[:3]) + (" …" if len(names) > 3 else "")
+        whole = " (every matrix: this k is left out of the compression figure)" if count == len(subspaces) else ""
+        out.append(f"k={k} is at or above both dimensions of {count} of {len(subspaces)} matrices ({shown}): "
+                   f"their k×k cores hold the whole matrix and compress nothing{whole}")
+    return out

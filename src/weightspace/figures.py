@@ -214,8 +214,13 @@ def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
 
 def compression_figure(metrics: pd.DataFrame, compression: pd.DataFrame, title: str, path: str) -> None:
     """Mean task accuracy (or, without a task evaluator, mean centred relative error) against
-    stored bytes relative to the originals, per method and split."""
+    stored bytes relative to the originals, per method and split; k at which every matrix's core
+    holds the whole matrix (``evaluate.saturated_ks``) are left out: they compress nothing."""
+    from .evaluate import saturated_ks
+
     sns.set_theme(style="whitegrid", context="paper")
+    whole = saturated_ks(compression)
+    metrics = metrics[~metrics["k"].isin(whole)]
     y, ylabel = (("accuracy", f"mean task {metric_name(metrics)}") if has_accuracy(metrics)
                  else ("rel_error_centered", "mean ‖Ŵ − W‖ / ‖W − μ‖ (no task evaluator)"))
     acc = (metrics[metrics["method"].isin(METHOD_ORDER)]

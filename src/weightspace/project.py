@@ -22,6 +22,8 @@ Baselines at the same k (every result is reported beside them):
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import math
 
@@ -87,15 +89,22 @@ def truncated_svd(X: torch.Tensor, r: int, factors=None) -> torch.Tensor:
     return (X @ Q) @ Q.T if side == "right" else Q @ (Q.T @ X)
 
 
+@functools.lru_cache(maxsize=256)
+def random_frames(m: int, n: int, k: int, seed: int, dtype=torch.float64, device="cpu"):
+    """The random baseline's subspace for an m×n target at k: Haar frames (m×k, n×k) drawn from
+    ``seed``, one fixed subspace per (target, k) shared by every model (so drawn once: cached)."""
+    g = torch.Generator().manual_seed(seed)
+    return (random_orthonormal(m, min(k, m), g, dtype=dtype, device=device),
+            random_orthonormal(n, min(k, n), g, dtype=dtype, device=device))
+
+
 def baseline(method: str, W: torch.Tensor, mean: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
     """Reconstruction of W by a baseline at k (see the module docstring)."""
     m, n = W.shape
     if method == "mean":
         return mean.clone()
     if method == "random":
-        g = torch.Generator().manual_seed(seed)  # one fixed random subspace per (target, k)
-        Qr = random_orthonormal(m, min(k, m), g, dtype=W.dtype, device=W.device)
-        Qc = random_orthonormal(n, min(k, n), g, dtype=W.dtype, device=W.device)
+        Qr, Qc = random_frames(m, n, k, seed, W.dtype, W.device)
         return mean + Qr @ (Qr.T @ (W - mean) @ Qc) @ Qc.T
     if method == "svd":
         return mean + truncated_svd(W - mean, svd_rank(k, m, n))

@@ -135,18 +135,24 @@ def one_of(names):
 SMALL_WORK_MB = 256
 
 
-def job_threads(setting, c, paths=()):
+def job_threads(setting, c, paths=(), share=1.0):
     """Threads of a subspace or align job: ``setting`` when a number; ``auto``: 1 for small
-    work (a zoo collection, or input stores under SMALL_WORK_MB), where a second thread gains
-    little and keeps a second job from running beside it; else 2."""
+    work (a zoo collection, or the job's ``share`` of its input stores under SMALL_WORK_MB: a
+    subspace group reads 1/layer_groups of each store), where a second thread gains little and
+    keeps a second job, and its start-up, from running beside it; else 2."""
     if setting != "auto":
         return setting
     if SOURCES[c].batched:  # the built-in zoo: models of a few KB to a few MB
         return 1
     if paths and all(os.path.exists(p) for p in paths):
         size = sum(f.stat().st_size for p in paths for f in Path(p).rglob("*") if f.is_file())
-        return 1 if size < SMALL_WORK_MB * 2**20 else 2
+        return 1 if size * share < SMALL_WORK_MB * 2**20 else 2
     return 2
+
+
+def subspace_threads(wildcards, input):
+    s = config["subspace"]
+    return job_threads(s["threads"], wildcards.c, input.stores, 1 / s["layer_groups"])
 
 
 def model_source(wildcards):

@@ -30,7 +30,7 @@ rule subspace:
             else None
         ),
         code=script_code("subspace.py"),
-    threads: lambda w, input: job_threads(config["subspace"]["threads"], w.c, input.stores)
+    threads: subspace_threads
     resources:
         mem_mb=subspace_mem_mb,
         runtime=60,

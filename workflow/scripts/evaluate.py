@@ -1,6 +1,6 @@
 """Errors, task accuracy and memory of original, projected and baseline models."""
 from weightspace.collection import accepted_stores
-from weightspace.evaluate import compression_table, evaluate_models
+from weightspace.evaluate import compression_table, evaluate_models, saturation_warnings
 from weightspace.evaluators.registry import make_evaluator
 from weightspace.io import write_table
 from weightspace.runtime import job, script
@@ -18,6 +18,8 @@ with script(smk) as log:
     metrics = evaluate_models(stores, subspaces, inp.coefficients, view, p.ks,
                               evaluator, p.splits, seed=p.seed, use_bank=p.bank)
     comp = compression_table(ModelStore(stores[0]), subspaces, view, p.ks, len(stores))
+    for line in saturation_warnings(comp, subspaces):
+        log.warning(line)
     metrics = metrics.merge(comp[["method", "k", "compression"]], on=["method", "k"], how="left")
     write_table(metrics, smk.output.metrics)
     write_table(comp, smk.output.compression)
