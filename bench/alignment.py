@@ -108,7 +108,7 @@ def main():
     if args.write:
         from report import write_section
 
-        lines = ["| N | metric | per model: sides + pack (s) | all pairs (s) | pairwise loop (s) | speed-up | max diff "
+        lines = ["| N | metric | every model's sides + pack (s) | all pairs (s) | pairwise loop (s) | speed-up | max diff "
                  "| peak memory (MB) |", "|--:|:--|--:|--:|--:|--:|--:|--:|"]
         for r in rows:
             lines.append(f"| {r['N']} | {r['metric']} | {r['pack_s']:.1f} | {r['pairs_s']:.2f} | {r['loop_s']:.1f} "
