@@ -49,7 +49,7 @@ def test_k_that_compresses_nothing_is_named_and_left_out_of_the_bytes_figure(tmp
     proj = comp[comp["method"] == "projected"].set_index("k")
     assert proj["saturated"].to_dict() == {4: 0, 16: 1, 32: 2}  # b (10×12) is whole at 16, a at 32
     assert proj.loc[32, "compression"] > 1 > proj.loc[16, "compression"]
-    assert evaluate.saturated_ks(comp) == [32]
+    assert figures.saturated_ks(comp) == [32]
     lines = evaluate.saturation_warnings(comp, subs)
     assert len(lines) == 2 and lines[0].startswith("k=16 is at or above both dimensions of 1 of 2 matrices (b (10, 12))")
     assert "every matrix" in lines[1] and "a (32, 32), b (10, 12)" in lines[1]

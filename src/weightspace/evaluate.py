@@ -129,7 +129,7 @@ def compression_table(store: ModelStore, subspaces: dict, view: str, ks: list[in
     shared = Σ_targets shared numbers · itemsize; per model = Σ_targets per-model numbers ·
     itemsize + kept tensors; ratio = (shared + N · per model) / (N · original per model).
     ``saturated``: the targets whose k×k core holds the whole m×n matrix (k ≥ m and k ≥ n), which
-    compress nothing at that k (``saturated_ks``; the figures leave such k out).
+    compress nothing at that k (``figures.saturated_ks``: the figures leave such k out).
     """
     tmap = {t.name: t for t in layers.targets(store, view)}
     kept = sum(store.nbytes(n) for n in layers.kept_tensors(store, view))
@@ -153,15 +153,6 @@ def compression_table(store: ModelStore, subspaces: dict, view: str, ks: list[in
                  "original_bytes_per_model": original, "n_models": n_models, "compression": 1.0,
                  "saturated": 0, "targets": len(subspaces)})
     return pd.DataFrame(rows)
-
-
-def saturated_ks(compression: pd.DataFrame) -> list[int]:
-    """The k at which every target's k×k core holds its whole matrix: nothing is compressed, so
-    a point there claims nothing (tables written before this column: none)."""
-    if "saturated" not in compression:
-        return []
-    c = compression[compression["method"] == "projected"]
-    return sorted(int(k) for k in c.loc[c["saturated"] >= c["targets"], "k"])
 
 
 def saturation_warnings(compression: pd.DataFrame, subspaces: dict) -> list[str]:

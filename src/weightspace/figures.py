@@ -212,12 +212,19 @@ def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
     _save(fig, path)
 
 
+def saturated_ks(compression: pd.DataFrame) -> list[int]:
+    """The k at which every target's k×k core holds its whole matrix: nothing is compressed, so
+    a point there claims nothing (tables written before this column: none)."""
+    if "saturated" not in compression:
+        return []
+    c = compression[compression["method"] == "projected"]
+    return sorted(int(k) for k in c.loc[c["saturated"] >= c["targets"], "k"])
+
+
 def compression_figure(metrics: pd.DataFrame, compression: pd.DataFrame, title: str, path: str) -> None:
     """Mean task accuracy (or, without a task evaluator, mean centred relative error) against
     stored bytes relative to the originals, per method and split; k at which every matrix's core
-    holds the whole matrix (``evaluate.saturated_ks``) are left out: they compress nothing."""
-    from .evaluate import saturated_ks
-
+    holds the whole matrix (``saturated_ks``) are left out: they compress nothing."""
     sns.set_theme(style="whitegrid", context="paper")
     whole = saturated_ks(compression)
     metrics = metrics[~metrics["k"].isin(whole)]
