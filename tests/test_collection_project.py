@@ -66,6 +66,17 @@ def test_baselines_match_definitions():
     rnd = project.baseline("random", W, mu, 4, seed=1)
     assert torch.linalg.matrix_rank(rnd - mu) == 4
     torch.testing.assert_close(rnd, project.baseline("random", W, mu, 4, seed=1))
+    # the random subspace is one per (target, k, seed), cached when small: the same frames either way
+    m, n = W.shape
+    cached = project.random_frames(m, n, 4, 1)
+    assert project.random_frames(m, n, 4, 1) is cached
+    fresh = project._draw_frames(m, n, 4, 1, torch.float64, "cpu")
+    for a, b in zip(cached, fresh):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(rnd, mu + cached[0] @ (cached[0].T @ (W - mu) @ cached[1]) @ cached[1].T)
+    big = project.random_frames(project.FRAME_CACHE_NUMBERS, 1, 2, 0)  # too big to keep: drawn each time
+    assert big[0].shape == (project.FRAME_CACHE_NUMBERS, 2) and project.random_frames(
+        project.FRAME_CACHE_NUMBERS, 1, 2, 0)[0] is not big[0]
     Q = random_orthonormal(9, 4, torch.Generator().manual_seed(0))
     torch.testing.assert_close(Q.T @ Q, torch.eye(4, dtype=torch.float64))
 

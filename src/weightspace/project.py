@@ -89,13 +89,26 @@ def truncated_svd(X: torch.Tensor, r: int, factors=None) -> torch.Tensor:
     return (X @ Q) @ Q.T if side == "right" else Q @ (Q.T @ X)
 
 
-@functools.lru_cache(maxsize=256)
 def random_frames(m: int, n: int, k: int, seed: int, dtype=torch.float64, device="cpu"):
     """The random baseline's subspace for an m×n target at k: Haar frames (m×k, n×k) drawn from
-    ``seed``, one fixed subspace per (target, k) shared by every model (so drawn once: cached)."""
+    ``seed``, one fixed subspace per (target, k) shared by every model. Small frames (up to
+    FRAME_CACHE_NUMBERS numbers, 0.5 MB) are drawn once and cached, so a collection of small
+    models draws them once, not once per model; the cache holds at most 256 of them (128 MB)."""
+    if (m + n) * k <= FRAME_CACHE_NUMBERS:
+        return _cached_frames(m, n, k, seed, dtype, device)
+    return _draw_frames(m, n, k, seed, dtype, device)
+
+
+FRAME_CACHE_NUMBERS = 1 << 16
+
+
+def _draw_frames(m, n, k, seed, dtype, device):
     g = torch.Generator().manual_seed(seed)
     return (random_orthonormal(m, min(k, m), g, dtype=dtype, device=device),
             random_orthonormal(n, min(k, n), g, dtype=dtype, device=device))
+
+
+_cached_frames = functools.lru_cache(maxsize=256)(_draw_frames)
 
 
 def baseline(method: str, W: torch.Tensor, mean: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
