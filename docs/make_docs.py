@@ -7,7 +7,9 @@ Tables between markers, in README.md, docs/results.md and docs/guide.md:
 ``<!-- summary:start -->`` … from results/methods.csv (every method at the report's k);
 ``<!-- exports:start -->`` … from the delta exports' k{k}-sizes.csv;
 ``<!-- adapt:{c}:start -->`` and ``<!-- merge:{c}:start -->`` … from results/{c}/adapt|merge/{view}/
-where they exist (a table whose collection did not run is left as it is). Figures: FIGURES,
+where they exist (a table whose collection did not run is left as it is; in the tables that
+gather several configs' runs, exports, transfer and across, the rows no run here made are kept
+and named). Figures: FIGURES,
 each copied when the run made it. "results/" is the demo's results/ or another config's
 runs/<name>/results/ (``make run CONFIG=…``), the latest run's copy of a file (``found``).
 """
@@ -217,6 +219,43 @@ def replace(text: str, name: str, new: str) -> str:
     return pattern.sub(lambda m: m[1] + new + "\n" + m[2], text)
 
 
+def _rows(block: str) -> list[str]:
+    """A markdown table's data rows (after its header and separator), up to its first blank line."""
+    lines = block.split("\n\n")[0].splitlines()
+    return [line for line in lines[2:] if line.startswith("| ")]
+
+
+def _key(row: str) -> str:
+    return row.split("|")[1].strip()
+
+
+def keep_absent(text: str, name: str, new: str) -> tuple[str, list[str]]:
+    """``new`` (a table built from the runs present) with the rows of the current table whose
+    key (first cell: a collection, a pair) no run here made, kept where they stood: a table that
+    gathers several configs' runs is not emptied by running one of them. Returns the table and
+    the kept keys (``make docs`` names them)."""
+    m = re.search(rf"<!-- {re.escape(name)}:start -->\n(.*?)<!-- {re.escape(name)}:end -->", text, re.S)
+    if not m:
+        return new, []
+    fresh = _rows(new)
+    by_key: dict[str, list[str]] = {}
+    for row in fresh:
+        by_key.setdefault(_key(row), []).append(row)
+    merged, kept, done = [], [], set()
+    for row in _rows(m[1]):
+        k = _key(row)
+        if k not in by_key:
+            merged.append(row)
+            kept += [] if k in kept else [k]
+        elif k not in done:
+            merged += by_key[k]
+            done.add(k)
+    merged += [row for row in fresh if _key(row) not in done]
+    head, _, tail = new.partition("\n\n")
+    table = "\n".join(head.splitlines()[:2] + merged)
+    return table + ("\n\n" + tail if tail else ""), kept
+
+
 DOCS = ("README.md", "docs/results.md", "docs/guide.md")
 FIGURES = {  # docs/figures/<name>: <path> under results/ (the latest run's: ``latest``)
     "overview_sharing.png": "figures/overview_sharing.png",
@@ -245,15 +284,21 @@ def update_tables(text: str, summary: Path, methods: Path) -> str:
         text = replace(text, "verdict", verdict_table(pd.read_csv(summary)))
     if "<!-- summary:start -->" in text and methods.exists():
         text = replace(text, "summary", table(pd.read_csv(methods)))
+    gathered = {}  # tables of every run's results: rows no run here made are kept (keep_absent)
     exports = export_table() if "<!-- exports:start -->" in text else None
     if exports:
-        text = replace(text, "exports", exports)
+        gathered["exports"] = exports
     transfers = found("transfer/*~*/summary.csv")  # every pair of every run
     if "<!-- transfer:start -->" in text and transfers:
-        text = replace(text, "transfer", transfer_table(pd.concat([pd.read_csv(p) for p in transfers], ignore_index=True)))
+        gathered["transfer"] = transfer_table(pd.concat([pd.read_csv(p) for p in transfers], ignore_index=True))
     across = found("across/*/summary.csv")
     if "<!-- across:start -->" in text and across:
-        text = replace(text, "across", across_table([pd.read_csv(p) for p in across]))
+        gathered["across"] = across_table([pd.read_csv(p) for p in across])
+    for name, new in gathered.items():
+        new, kept = keep_absent(text, name, new)
+        if kept:
+            print(f"make docs: {name}: rows kept from the docs, no run here made them: {', '.join(kept)}")
+        text = replace(text, name, new)
     for stage, c in re.findall(r"<!-- (adapt|merge):([A-Za-z0-9_.-]+):start -->", text):
         tables = found(f"{c}/{stage}/*/summary.csv")
         if not tables:

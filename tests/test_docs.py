@@ -86,3 +86,17 @@ def test_numbers_the_docs_repeat_agree_with_each_other_and_with_what_they_count(
     table = guide.split("| bad input | reason in rejected.tsv (excerpt) |")[1].split("\n\n")[0]
     assert len([line for line in table.splitlines() if line.startswith("| ") and not line.startswith("|:")]) == local
     assert f"{n} bad inputs (guide)" in readme
+
+
+def test_make_docs_keeps_the_rows_of_runs_that_are_not_here():
+    """A table gathered from several configs' runs (transfer, across, exports) rebuilt after one
+    run keeps the other runs' rows where they stood, and takes the fresh rows of its own."""
+    md = make_docs()
+    old = ("x\n<!-- across:start -->\n| a ~ b | metric |\n|:--|:--|\n| demo ~ base | cka |\n| demo ~ base | svcca |\n"
+           "| minilm ~ base | cka |\n\nold note\n<!-- across:end -->\ny")
+    new = "| a ~ b | metric |\n|:--|:--|\n| demo ~ base | CKA2 |\n| other ~ base | cka |\n\nnew note"
+    table, kept = md.keep_absent(old, "across", new)
+    assert kept == ["minilm ~ base"]
+    assert table == ("| a ~ b | metric |\n|:--|:--|\n| demo ~ base | CKA2 |\n| minilm ~ base | cka |\n"
+                     "| other ~ base | cka |\n\nnew note")
+    assert md.keep_absent("no markers", "across", new) == (new, [])
