@@ -11,7 +11,8 @@ where they exist (a table whose collection did not run is left as it is; in the 
 gather several configs' runs, exports, transfer and across, the rows no run here made are kept
 and named). Figures: FIGURES,
 each copied when the run made it. "results/" is the demo's results/ or another config's
-runs/<name>/results/ (``make run CONFIG=…``), the latest run's copy of a file (``found``).
+runs/<name>/results/ (``make run CONFIG=…``), the latest run's copy of a file (``found``); the
+run-wide figures (results/figures/) are the demo's (``figure_source``).
 """
 
 import json
@@ -122,6 +123,17 @@ def latest(rel: str) -> Path | None:
     """The latest run's copy of ``rel`` (a path under results/), or None."""
     got = found(rel)
     return got[0] if got else None
+
+
+def figure_source(rel: str) -> Path | None:
+    """Where a docs figure is copied from: a run-wide figure (results/figures/: the overview, the
+    serving and transfer matrix figures, one per run whatever its collections) from the demo's
+    results/ only, so that another config's later run does not replace the demo's; a collection's
+    or a pair's figure from the latest run that made it."""
+    if rel.startswith("figures/"):
+        path = ROOT / "results" / rel
+        return path if path.exists() else None
+    return latest(rel)
 
 
 def export_table() -> str | None:
@@ -378,8 +390,8 @@ def main(summary="results/summary.csv", methods="results/methods.csv", tables_on
         return
     (ROOT / "docs" / "figures").mkdir(exist_ok=True)
     for name, source in FIGURES.items():
-        if latest(source) is not None:
-            shutil.copyfile(latest(source), ROOT / "docs" / "figures" / name)
+        if figure_source(source) is not None:
+            shutil.copyfile(figure_source(source), ROOT / "docs" / "figures" / name)
     schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
     (ROOT / "config" / "README.md").write_text(config_reference(schema))
 

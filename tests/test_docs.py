@@ -2,6 +2,7 @@
 described, the README short, every relative link pointing at a file that exists."""
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -100,3 +101,20 @@ def test_make_docs_keeps_the_rows_of_runs_that_are_not_here():
     assert table == ("| a ~ b | metric |\n|:--|:--|\n| demo ~ base | CKA2 |\n| minilm ~ base | cka |\n"
                      "| other ~ base | cka |\n\nnew note")
     assert md.keep_absent("no markers", "across", new) == (new, [])
+
+
+def test_run_wide_figures_come_from_the_demo_and_a_collections_from_the_latest_run(tmp_path, monkeypatch):
+    """After a demo and a later MiniLM run (runs/minilm-lora/), the overview copied into the docs
+    is the demo's, not the later run's; a collection's figure made by both comes from the later."""
+    md = make_docs()
+    monkeypatch.setattr(md, "ROOT", tmp_path)
+    demo, other = tmp_path / "results", tmp_path / "runs" / "minilm-lora" / "results"
+    for root, tag in ((demo, b"demo"), (other, b"minilm")):
+        for rel in ("figures/overview_sharing.png", "c/figures/full/accuracy_vs_k.png"):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(tag)
+    os.utime(demo / "c/figures/full/accuracy_vs_k.png", (1, 1))
+    os.utime(demo / "figures/overview_sharing.png", (1, 1))
+    assert md.figure_source("figures/overview_sharing.png").read_bytes() == b"demo"
+    assert md.figure_source("c/figures/full/accuracy_vs_k.png").read_bytes() == b"minilm"
+    assert md.figure_source("figures/serving.png") is None

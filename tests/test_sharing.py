@@ -125,6 +125,22 @@ def test_haar_frames_are_the_q_of_qr_with_positive_r(shape):
                                atol=1e-13, rtol=0)
 
 
+def test_haar_frames_of_a_singular_gaussian_fall_back_to_householder():
+    """A square frame whose XᵀX Cholesky cannot factor (two equal columns: what a 48×48 float32
+    Gaussian's condition number can approach) still comes back orthonormal and equal to the
+    sign-fixed Householder Q (the synthetic 300-matrix collection crashed here)."""
+    X = torch.randn(2, 48, 48, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    X[1, :, 7] = X[1, :, 3]
+    with pytest.raises(RuntimeError):
+        torch.linalg.cholesky(X.transpose(1, 2) @ X)
+    F = sharing.haar_frames(X)
+    torch.testing.assert_close(F.transpose(1, 2) @ F, torch.eye(48, dtype=torch.float64).expand(2, -1, -1),
+                               atol=1e-12, rtol=0)
+    Q, R = torch.linalg.qr(X[:1])
+    torch.testing.assert_close(F[:1], Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))[:, None, :],
+                               atol=1e-12, rtol=0)
+
+
 def test_power_ceiling_is_own_area_minus_the_null_of_rotated_identical_copies():
     """N identical copies of W: the data's EVR area is W's own; the rotation null is that of
     Q_i W R_i. ceiling_area equals the difference computed with explicit rotations (Monte

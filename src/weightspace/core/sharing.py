@@ -64,11 +64,27 @@ def haar_frames(X: torch.Tensor) -> torch.Tensor:
     X = QR with R's diagonal positive, computed as X R⁻¹ with R the Cholesky factor of XᵀX,
     twice (CholeskyQR2: orthonormal to ~1e-15 for the condition numbers of Gaussian matrices;
     2× faster than Householder QR). The Gaussians may be drawn in float32 (5× faster to draw):
-    the frame is still uniform."""
+    the frame is still uniform. Where XᵀX is numerically singular (square or nearly square
+    frames, whose Gaussian's condition number can exceed 1e8), the batch falls back to
+    Householder QR with the same sign convention: the same Q, computed stably."""
+    Y = X
     for _ in range(2):
-        R = torch.linalg.cholesky(X.transpose(-1, -2) @ X, upper=True)
-        X = torch.linalg.solve_triangular(R, X, upper=True, left=False)
-    return X
+        R, info = torch.linalg.cholesky_ex(Y.transpose(-1, -2) @ Y, upper=True)
+        if bool((info != 0).any()):
+            return _householder_frames(X)
+        Y = torch.linalg.solve_triangular(R, Y, upper=True, left=False)
+    r = X.shape[-1]
+    if 2 * r > X.shape[-2]:  # nearly square: a Gaussian this shape can be ill-conditioned enough to
+        I = torch.eye(r, dtype=Y.dtype)  # pass Cholesky and still leave Y off orthonormal
+        if float((Y.transpose(-1, -2) @ Y - I).abs().max()) > 1e-10:
+            return _householder_frames(X)
+    return Y
+
+
+def _householder_frames(X: torch.Tensor) -> torch.Tensor:
+    """The Q of X = QR (Householder) with R's diagonal made positive."""
+    Q, R = torch.linalg.qr(X)
+    return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
 
 
 def rotation_null_draws(svals: list[torch.Tensor], dim: int, draws: int, generator: torch.Generator
