@@ -548,3 +548,20 @@ def test_new_text_tasks_are_real_balanced_and_disjoint_from_the_zoos():
     assert len(inside) == 3 and len(textzoo.NEW_TASKS) == 6
     speeches = textzoo._hamlet_speeches()
     assert sum(s == "HAMLET" for s, _ in speeches) > 300 and ("BERNARDO", "Who's there?") in speeches
+
+
+def test_tsv_of_low_rank_deltas_depends_only_on_them():
+    """LoRA deltas are rank r ≪ min(m, n)/N: TSV keeps only their nonzero singular triplets, so the
+    merge is rotation-equivariant, tsv([Q τ_i P]) = Q tsv([τ_i]) P, whatever null-space basis
+    LAPACK returns (kept, those vectors moved the polar factors: the MiniLM merge table's TSV
+    row differed between two machines by 0.04)."""
+    g = torch.Generator().manual_seed(4)
+    taus = [torch.randn(12, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 10, generator=g, dtype=torch.float64)
+            for _ in range(2)]
+    Q = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=torch.float64))[0]
+    P = torch.linalg.qr(torch.randn(10, 10, generator=g, dtype=torch.float64))[0]
+    merged = merging.tsv(taus)
+    torch.testing.assert_close(merging.tsv([Q @ t @ P for t in taus]), Q @ merged @ P, atol=1e-10, rtol=0)
+    # on the span of the deltas: both tasks' two directions, nothing else
+    assert int((torch.linalg.svdvals(merged) > 1e-8).sum()) == 4
+    assert float(merging.tsv([torch.zeros(3, 3, dtype=torch.float64)] * 2).abs().max()) == 0.0

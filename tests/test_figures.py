@@ -63,3 +63,35 @@ def test_k_that_compresses_nothing_is_named_and_left_out_of_the_bytes_figure(tmp
                         lineplot(data=data, **kw))
     figures.compression_figure(metrics, comp, "t", str(tmp_path / "c.png"))
     assert drawn["k"] == {4, 16} and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_bytes_figure_keeps_the_originals_in_view_and_names_an_svd_hidden_under_the_mean(tmp_path, monkeypatch):
+    """LoRA deltas stored as a full-matrix basis cost more bytes than the adapters (MiniLM: ~2×):
+    the x axis still reaches 1 (the originals' stars), and an svd baseline that holds no rank
+    (equal to the mean at every point) is named as such in the legend, since its line is hidden."""
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(4):
+        for k in (1, 2, 4):
+            err = {"projected": rng.random(), "random": rng.random()}
+            err["mean"] = err["svd"] = 1.0 + i
+            rows += [{"model": f"m{i}", "split": "basis", "method": m, "k": k, "accuracy": rng.random(),
+                      "rel_error_centered": err[m]} for m in figures.METHOD_ORDER]
+        rows.append({"model": f"m{i}", "split": "basis", "method": "original", "k": float("nan"),
+                     "accuracy": 0.7, "rel_error_centered": 0.0})
+    metrics = pd.DataFrame(rows)
+    comp = pd.DataFrame([{"method": m, "k": k, "compression": 1.9 + 0.01 * k} for m in figures.METHOD_ORDER
+                         for k in (1, 2, 4)])
+    assert figures.svd_is_mean(metrics)
+    saved = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.update(fig=fig))
+    figures.compression_figure(metrics, comp, "t", str(tmp_path / "c.png"))
+    ax = saved["fig"].axes[0]
+    lo, hi = ax.get_xlim()
+    assert lo < 1.0 < 1.9 < hi
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "svd (= mean: no rank fits its bytes)" in labels and "svd" not in labels
+    metrics.loc[(metrics["method"] == "svd") & (metrics["k"] == 4), "rel_error_centered"] = 0.5
+    assert not figures.svd_is_mean(metrics)

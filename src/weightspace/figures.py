@@ -177,6 +177,25 @@ def metric_name(metrics: pd.DataFrame) -> str:
         else "accuracy"
 
 
+def svd_is_mean(metrics: pd.DataFrame) -> bool:
+    """Whether the per-model SVD baseline equals the mean at every model, k and split: its bytes
+    hold no rank-1 term of any matrix (a rank r costs r·(m + n) numbers against the k² of a
+    core), so evaluate stores rank 0 and its line lies under the mean's."""
+    key = ["model", "k", "split"]
+    svd, mean = (metrics[metrics["method"] == m].set_index(key)["rel_error_centered"] for m in ("svd", "mean"))
+    if svd.empty or mean.empty or set(svd.index) != set(mean.index):
+        return False
+    return bool(np.allclose(svd.sort_index().to_numpy(), mean.sort_index().to_numpy(), rtol=0, atol=1e-9))
+
+
+def _name_hidden_svd(legend, metrics: pd.DataFrame) -> None:
+    """Say in the legend when the svd line is hidden under the mean's (``svd_is_mean``)."""
+    if legend is not None and svd_is_mean(metrics):
+        for text in legend.get_texts():
+            if text.get_text() == "svd":
+                text.set_text("svd (= mean: no rank fits its bytes)")
+
+
 def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
     """Columns = split (basis, held-out); rows = task accuracy and centred relative error,
     against k for every method; the original models (and the bare base) as horizontal lines.
@@ -206,7 +225,7 @@ def accuracy_figure(metrics: pd.DataFrame, title: str, path: str) -> None:
             ax.set_xlabel("k (subspace size per mode)")
             ax.set_ylabel(label)
             ax.set_title(f"{split} models (n={d['model'].nunique()})")
-            ax.legend(fontsize=7, loc="lower right" if col == "accuracy" else "lower left")
+            _name_hidden_svd(ax.legend(fontsize=7, loc="lower right" if col == "accuracy" else "lower left"), metrics)
     fig.suptitle(title if has_accuracy(metrics) else f"{title}: no task evaluator, reconstruction error only", y=1.0)
     fig.tight_layout()
     _save(fig, path)
@@ -248,8 +267,8 @@ def compression_figure(metrics: pd.DataFrame, compression: pd.DataFrame, title: 
                            alpha=0.6 if sp == "basis" else 0.35)
         ax.set_ylim(0, 1.02)
     ax.set_xscale("log")
-    lo, hi = float(d["compression"].min()), max(1.0, float(d["compression"].max()))
-    ax.set_xlim(lo / 1.3, hi * 1.3)  # bytes 1.0 (the originals) always in view
+    lo, hi = min(1.0, float(d["compression"].min())), max(1.0, float(d["compression"].max()))
+    ax.set_xlim(lo / 1.3, hi * 1.3)  # bytes 1.0 (the originals) always in view, on either side of the points
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -257,7 +276,7 @@ def compression_figure(metrics: pd.DataFrame, compression: pd.DataFrame, title: 
     ax.set_xlabel("stored bytes / bytes of the original models (log scale; 1 = the originals)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _name_hidden_svd(ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False), metrics)
     fig.tight_layout()
     _save(fig, path)
 
@@ -496,6 +515,9 @@ def merge_figure(summary: pd.DataFrame, diagnostics: pd.DataFrame, title: str, p
         ax = axes[1, col]
         ax.barh(y, d[diff], xerr=d["diff_ci95"].fillna(0), color="#ffbb78", capsize=2)
         ax.axvline(0, color="black", lw=1)
+        lo, hi = ax.get_xlim()  # zero inside the axes, with room, when every bar is on one side
+        pad = 0.05 * (hi - lo)
+        ax.set_xlim(min(lo, -pad), max(hi, pad))
         ax.set_yticks(y, order)
         ax.invert_yaxis()
         ax.set_xlabel(f"accuracy − {diff.removeprefix('minus_')}'s (paired on sets)")

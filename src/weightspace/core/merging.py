@@ -16,7 +16,10 @@ other shapes, e.g. biases, are merged by the mean, as their papers do), all scal
 validation data:
 
 - ``tsv``   TSV-Merge (Gargiulo et al. 2025, "Task Singular Vectors"): each τ_i keeps its
-            leading r = ⌊min(m, n)/N⌋ singular triplets; U = [U_1 … U_N], Σ = diag(Σ_1 … Σ_N),
+            leading r = ⌊min(m, n)/N⌋ singular triplets (only those with σ > 1e-10 σ_max: a
+            low-rank τ_i, e.g. a LoRA delta, has no more; its null-space vectors are arbitrary,
+            and kept they would move the polar factors by whatever basis LAPACK returns);
+            U = [U_1 … U_N], Σ = diag(Σ_1 … Σ_N),
             V = [V_1 … V_N]; U and V are replaced by their nearest orthogonal matrices (polar
             factors U⊥ = P Qᵀ of U = P S Qᵀ) and τ = α U⊥ Σ V⊥ᵀ: every task keeps its own
             directions, decorrelated from the others';
@@ -107,10 +110,13 @@ def tsv(taus: list[torch.Tensor], alpha: float = 1.0) -> torch.Tensor:
     Us, Ss, Vs = [], [], []
     for t in taus:
         U, s, Vh = torch.linalg.svd(t, full_matrices=False)
-        Us.append(U[:, :r])
-        Ss.append(s[:r])
-        Vs.append(Vh[:r])
+        keep = min(r, int((s > RTOL * s[0]).sum()) if len(s) and s[0] > 0 else 0)  # not its null space
+        Us.append(U[:, :keep])
+        Ss.append(s[:keep])
+        Vs.append(Vh[:keep])
     U, S, Vh = torch.cat(Us, 1), torch.cat(Ss), torch.cat(Vs, 0)
+    if not len(S):
+        return torch.zeros_like(taus[0])
     return alpha * (polar(U) * S) @ polar(Vh)
 
 
