@@ -15,12 +15,13 @@ if not workflow.overwrite_configfiles:
 
 from pathlib import Path
 
-from weightspace.configcheck import absolutize, check_config
+from weightspace.configcheck import absolutize, canonical_order, check_config
 
 check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")  # one line per mistake (Snakemake's would print the schema)
 validate(config, "config/schema.yaml")  # fills in the defaults
 if config.get("origin"):  # run in another working directory (make run CONFIG=…: runs/<config>/)
     absolutize(config, config["origin"])
+canonical_order(config)  # the same settings in another key order rerun nothing
 
 
 include: "workflow/rules/common.smk"

@@ -90,3 +90,25 @@ def absolutize(config: dict, origin: str | Path) -> dict:
     for keys in TOP_PATH_KEYS:
         fix(config, keys)
     return config
+
+
+def canonical_order(config: dict) -> dict:
+    """Every mapping of the config with its keys sorted, except ``collections`` (its order is
+    the run's order of collections), in place. Snakemake compares a job's params by their repr,
+    so without this the same settings written in another key order (a config rewritten by a
+    YAML tool, keys moved in an edit) would rerun every stage that reads them."""
+
+    def ordered(value):
+        if isinstance(value, dict):
+            return {k: ordered(value[k]) for k in sorted(value, key=str)}
+        if isinstance(value, list):
+            return [ordered(v) for v in value]
+        return value
+
+    collections = config.get("collections")
+    items = {k: ordered(v) for k, v in config.items() if k != "collections"}
+    if isinstance(collections, dict):
+        items["collections"] = {c: ordered(spec) for c, spec in collections.items()}
+    config.clear()
+    config.update(dict(sorted(items.items())))
+    return config
