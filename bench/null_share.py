@@ -78,8 +78,13 @@ def main():
         "its null (p large), as in the synthetic independent stacks of tests/test_sharing.py (median ≤ 25 "
         "draws). The null stays 56–96% of the stage here: the rest of the stage on 32 models of 128×64 takes "
         "0.3 s, while each draw needs N Haar frames (CholeskyQR2, N·dim·r² multiply-adds: 4 ms of a draw's 6 "
-        "ms at N = 32, dim 128, r = 64). The goal (the null ≤ 20% of the stage) is not met; stopping at the "
-        "report's margin, or drawing fewer frames, are the ways left.")
+        "ms at N = 32, dim 128, r = 64; a 128×128 matrix's square frames cost ~4× its Gram). The goal (the null "
+        "≤ 20% of the stage) is not met, and no exact null of R = 99 full draws can meet it: a draw of a mode of "
+        "dimension d is the Gram of a d × N·r matrix (d²·N·r multiply-adds, r = min(m, n)), as many multiply-adds "
+        "as the data's own Gram of that mode (d²·N times the other side) when d is the larger side, so R draws "
+        "cost about R times the stage's mode Grams, before their N Haar frames (another ~4·N·d·r²); the null "
+        "stays above 90% of the stage until the model Gram (N²·m·n) dominates, i.e. N ≳ R·min(m, n). What is "
+        "left: draws that need no full Gram; the next section measures one, a Ky Fan bound.")
     print(body)
     if a.write:
         sys.path.insert(0, str(ROOT / "bench"))

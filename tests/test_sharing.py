@@ -207,3 +207,25 @@ def test_the_sequential_null_stops_early_only_where_the_call_cannot_change_and_k
         p, n = sequential_p(shared_stack(6, 8, 5, g), 99, 3, 100 + i, 10)
         assert (p, n) == (0.01, 99)
     assert stats.empirical_p(0.5, np.array([0.6] * 10 + [0.1] * 10), max_draws=99) == 0.5  # h / l
+
+
+def test_area_bound_from_a_draws_leading_columns_is_above_the_draw_and_exact_with_every_column():
+    """``draw_area_bound`` (Ky Fan, from each frame's first h columns): never below the draw's own
+    area, on independent and on heavy-headed spectra, over many draws; equal to it when h is
+    every column; and the frames it reads are the leading columns of the full draw's frames."""
+    g = torch.Generator().manual_seed(11)
+    N, dim, r, K = 6, 24, 12, 8
+    flat = torch.rand(N, r, generator=g, dtype=F64) + 0.5
+    steep = 3.0 ** -torch.arange(r, dtype=F64).expand(N, -1) * (1 + torch.rand(N, r, generator=g, dtype=F64))
+    for S in (torch.sort(flat, descending=True).values, steep):
+        total = float((S ** 2).sum())
+        gaps = []
+        for _ in range(40):
+            X = torch.randn(N, dim, r, generator=g, dtype=F64)
+            exact = float(sharing.evr_area(sharing.draw_eigenvalues(X, S), K, total))
+            for h in (1, 3, 6):
+                assert sharing.draw_area_bound(X, S, K, total, h) >= exact - 1e-12
+            gaps.append(sharing.draw_area_bound(X, S, K, total, 3) - exact)
+            assert sharing.draw_area_bound(X, S, K, total, r) == pytest.approx(exact, abs=1e-12)
+        assert max(gaps) > 1e-3  # a bound, not the draw itself
+        torch.testing.assert_close(sharing.haar_frames(X[..., :3]), sharing.haar_frames(X)[..., :3], atol=1e-12, rtol=0)

@@ -96,13 +96,36 @@ def rotation_null_draws(svals: list[torch.Tensor], dim: int, draws: int, generat
     N, r = S.shape
     if r > dim:
         raise ValueError(f"{r} singular values do not fit a mode of dimension {dim}")
-    out = []
-    for _ in range(draws):
-        F = haar_frames(torch.randn(N, dim, r, generator=generator, dtype=torch.float32).double())
-        Z = (F * S[:, None, :]).permute(1, 0, 2).reshape(dim, N * r)  # dim × N·r
-        G = Z @ Z.T if dim <= N * r else Z.T @ Z
-        out.append(torch.linalg.eigvalsh(G).flip(0).clamp_min(0)[: min(dim, N * r)])
-    return torch.stack(out)
+    return torch.stack([draw_eigenvalues(torch.randn(N, dim, r, generator=generator, dtype=torch.float32).double(), S)
+                        for _ in range(draws)])
+
+
+def draw_eigenvalues(X: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (descending, min(dim, N·r)) of one null draw Σ_i F_i diag(s_i²) F_iᵀ, F_i the
+    Haar frame of the Gaussian X_i (X: N × dim × r, S: N × r)."""
+    N, dim, r = X.shape
+    Z = (haar_frames(X) * S[:, None, :]).permute(1, 0, 2).reshape(dim, N * r)  # dim × N·r
+    G = Z @ Z.T if dim <= N * r else Z.T @ Z
+    return torch.linalg.eigvalsh(G).flip(0).clamp_min(0)[: min(dim, N * r)]
+
+
+def draw_area_bound(X: torch.Tensor, S: torch.Tensor, K: int, total: float, head: int) -> float:
+    r"""An upper bound of one null draw's ``evr_area`` from the first ``head`` columns of its
+    Gaussians X (N × dim × r) alone: ``head``·N frame columns instead of r·N, so a draw far
+    below the data's statistic can be ruled out without its full Gram (not used by the stage).
+
+    Split each model's part of the draw, F_i S_i² F_iᵀ = A_i + B_i, at its ``head``-th singular
+    value. Ky Fan: Σ_{j≤k} λ_j(A + B) ≤ Σ_{j≤k} λ_j(A) + Σ_{j≤k} λ_j(B), and
+    Σ_{j≤k} λ_j(B) ≤ min(Σ_i Σ_{j=h+1}^{h+k} s_ij², tr B). A = Σ_i A_i is exact: the first h
+    columns of the Haar frame of X_i are the Haar frame of X_i's first h columns (the QR of a
+    matrix's leading columns is the leading part of its QR), so the bound uses the same draw."""
+    h = min(head, X.shape[-1])
+    lam = draw_eigenvalues(X[..., :h], S[:, :h])
+    lam = torch.cat([lam, lam.new_zeros(max(0, K - len(lam)))])[:K]
+    s2 = S[:, h:] ** 2
+    tail = torch.cumsum(torch.cat([s2, s2.new_zeros(len(S), K)], 1)[:, :K], 1).sum(0)
+    cum = torch.cumsum(lam, 0) + torch.minimum(tail, s2.sum())
+    return float(torch.clamp(cum / total, max=1.0).mean())
 
 
 def sequential_null(svals: list[torch.Tensor], modes: list[tuple[int, torch.Generator]], K: int, total: float,
