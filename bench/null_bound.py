@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from weightspace.collection import accepted_stores
 from weightspace.core import sharing
 from weightspace.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from report import basis_collections, publish  # noqa: E402
 R, K, HEADS = 99, 16, (4, 8, 16)
 
 
@@ -80,20 +80,17 @@ def main():
     lines = ["| collection | matrix | N | statistic / null mean | draws reaching it | certified below by the bound, "
              "h = 4 / 8 / 16 | ms per draw: exact / bound h = 8 / one eigendecomposition |",
              "|:--|:--|--:|--:|--:|--:|--:|"]
-    for lock in sorted(Path(a.results).glob("*/collection.tsv")):
-        c = lock.parent
-        table = pd.read_csv(lock, sep="\t", dtype=str, keep_default_na=False)
-        if (table["format"] == "lora").any():
+    for cname, view, paths in basis_collections(a.results):
+        if view == "delta":
             continue  # adapters: the delta view's matrices are low rank, their draws already small
-        basis = [str(c / "weights" / f"{k}.zarr") for k in table.loc[table["split"] == "basis", "key"]]
-        stores = [ModelStore(p) for p in accepted_stores(basis, str(c / "screen.tsv"))]
+        stores = [ModelStore(p) for p in paths]
         g = torch.Generator().manual_seed(0)
         for name in stores[0].names():
             if len(stores[0].shape(name)) != 2 or min(stores[0].shape(name)) < 8:
                 continue
             row = matrix_row([s.read(name).double() for s in stores], g)
             cert = " / ".join(str(row["cert"].get(h, "–")) for h in HEADS)
-            lines.append(f"| {c.name} | {name} {row['shape']} | {row['N']} | {row['T']:.3f} / {row['null']:.3f} | "
+            lines.append(f"| {cname} | {name} {row['shape']} | {row['N']} | {row['T']:.3f} / {row['null']:.3f} | "
                          f"{row['reached']}/{R} | {cert} | {row['ms_exact']:.1f} / {row['ms_bound'].get(8, float('nan')):.1f}"
                          f" / {row['ms_eig']:.1f} |")
             print(lines[-1], flush=True)
@@ -108,13 +105,7 @@ def main():
         "large as the data's own, so R = 99 of them cost about R times the stage's own spectra however few "
         "frame columns they read. The stage does not use the bound: the z-score and the mean null spectrum it "
         "reports need exact draws, each as expensive as the stage itself at these sizes.")
-    print(body)
-    if a.write:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from report import write_section
-
-        write_section("A Ky Fan bound on the rotation null's draws", "python bench/null_bound.py --write", body)
-
+    publish("A Ky Fan bound on the rotation null's draws", "python bench/null_bound.py --write", body, a.write)
 
 if __name__ == "__main__":
     main()

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from weightspace import subspace
-from weightspace.collection import accepted_stores
 from weightspace.spectra import sharing_table
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from report import basis_collections, publish  # noqa: E402
 
 
 def stage(paths: list[str], view: str, out: Path, null: bool) -> float:
@@ -43,15 +44,8 @@ def main():
     torch.set_num_threads(1)
     lines = ["| collection | matrices | draws used (sequential): median, min–max | stage s: sequential / all 99 / no null "
              "| null's share of the stage: sequential / all 99 | same calls |", "|:--|--:|--:|--:|--:|:--|"]
-    import pandas as pd
-
-    for lock in sorted(Path(a.results).glob("*/collection.tsv")):
-        c = lock.parent
-        table = pd.read_csv(lock, sep="\t", dtype=str, keep_default_na=False)
-        basis = [str(c / "weights" / f"{k}.zarr") for k in table.loc[table["split"] == "basis", "key"]]
-        paths = accepted_stores(basis, str(c / "screen.tsv"))
-        view = "delta" if (table["format"] == "lora").any() else "full"
-        work = Path(tempfile.mkdtemp(prefix="ws-null-")) / c.name
+    for name, view, paths in basis_collections(a.results):
+        work = Path(tempfile.mkdtemp(prefix="ws-null-")) / name
         work.mkdir()
         seq = stage(paths, view, work / "seq.zarr", True)
         stop, subspace.STOP_AFTER = subspace.STOP_AFTER, 0
@@ -62,7 +56,7 @@ def main():
         s_full = sharing_table([str(work / "full.zarr")], 0.05, margin=0.05)
         draws = s_seq["draws"].dropna()
         same = list(s_seq["shared"].fillna(False)) == list(s_full["shared"].fillna(False))
-        lines.append(f"| {c.name} | {len(s_seq)} | {draws.median():.0f}, {draws.min():.0f}–{draws.max():.0f} | "
+        lines.append(f"| {name} | {len(s_seq)} | {draws.median():.0f}, {draws.min():.0f}–{draws.max():.0f} | "
                      f"{seq:.1f} / {full:.1f} / {none:.1f} | {100 * max(0, seq - none) / seq:.0f}% / "
                      f"{100 * max(0, full - none) / full:.0f}% | {'yes' if same else 'NO'} |")
         print(lines[-1], flush=True)
@@ -85,13 +79,7 @@ def main():
         "cost about R times the stage's mode Grams, before their N Haar frames (another ~4·N·d·r²); the null "
         "stays above 90% of the stage until the model Gram (N²·m·n) dominates, i.e. N ≳ R·min(m, n). What is "
         "left: draws that need no full Gram; the next section measures one, a Ky Fan bound.")
-    print(body)
-    if a.write:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from report import write_section
-
-        write_section("The rotation null's share of the subspace stage", "python bench/null_share.py --write", body)
-
+    publish("The rotation null's share of the subspace stage", "python bench/null_share.py --write", body, a.write)
 
 if __name__ == "__main__":
     main()
