@@ -111,5 +111,6 @@ def main():
         "and Gram cost ~h/r of an exact draw's.")
     publish("A Ky Fan bound on the rotation null's draws", "python bench/null_bound.py --write", body, a.write)
 
+
 if __name__ == "__main__":
     main()

@@ -81,5 +81,6 @@ def main():
         "left: draws that need no full Gram; the next section measures one, a Ky Fan bound.")
     publish("The rotation null's share of the subspace stage", "python bench/null_share.py --write", body, a.write)
 
+
 if __name__ == "__main__":
     main()

@@ -389,9 +389,10 @@ def main(summary="results/summary.csv", methods="results/methods.csv", tables_on
     if tables_only:
         return
     (ROOT / "docs" / "figures").mkdir(exist_ok=True)
-    for name, source in FIGURES.items():
-        if figure_source(source) is not None:
-            shutil.copyfile(figure_source(source), ROOT / "docs" / "figures" / name)
+    for name, rel in FIGURES.items():
+        source = figure_source(rel)
+        if source is not None:
+            shutil.copyfile(source, ROOT / "docs" / "figures" / name)
     schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
     (ROOT / "config" / "README.md").write_text(config_reference(schema))
 
