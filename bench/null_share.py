@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from weightspace import subspace
@@ -28,12 +29,28 @@ sys.path.insert(0, str(ROOT / "bench"))
 from report import basis_collections, publish  # noqa: E402
 
 
-def stage(paths: list[str], view: str, out: Path, null: bool) -> float:
+def stage(paths: list[str], view: str, out: Path, null: bool, cache: Path | None = None) -> float:
     t0 = time.perf_counter()
     subspace.run_group(paths, view, 1, 0, str(out), max_k=64,
                        center=True, gaussian_null=False, rotation_null=null, seed=0, device="cpu", null_draws=99,
-                       test_k=16)
+                       test_k=16, cache_path=str(cache) if cache else None)
     return time.perf_counter() - t0
+
+
+def added(paths: list[str], view: str, work: Path, null: bool) -> float:
+    """The stage on all ``paths`` after a cached run on all but the last tenth: the add's time."""
+    tag = "null" if null else "none"
+    stage(paths[: len(paths) - max(1, len(paths) // 10)], view, work / f"before-{tag}.zarr", null, work / f"cache-{tag}")
+    return stage(paths, view, work / f"add-{tag}.zarr", null, work / f"cache-{tag}")
+
+
+def same_null(a: Path, b: Path) -> bool:
+    """Whether two stage results hold the same null draws (1e-9) and sharing attributes."""
+    x, _ = subspace.load_subspaces([str(a)])
+    y, _ = subspace.load_subspaces([str(b)])
+    return all(x[t].attrs["sharing"]["draws"] == y[t].attrs["sharing"]["draws"]
+               and np.allclose(x[t].array("null_rotation_statistic"), y[t].array("null_rotation_statistic"),
+                               rtol=1e-9, atol=1e-9) for t in y)
 
 
 def main():
@@ -43,7 +60,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     lines = ["| collection | matrices | draws used (sequential): median, min–max | stage s: sequential / all 99 / no null "
-             "| null's share of the stage: sequential / all 99 | same calls |", "|:--|--:|--:|--:|--:|:--|"]
+             "| null's share of the stage: sequential / all 99 | same calls | add a tenth of the models: stage s "
+             "with null / without | null's share of the add | add = fresh |", "|:--|--:|--:|--:|--:|:--|--:|--:|:--|"]
     for name, view, paths in basis_collections(a.results):
         work = Path(tempfile.mkdtemp(prefix="ws-null-")) / name
         work.mkdir()
@@ -56,9 +74,12 @@ def main():
         s_full = sharing_table([str(work / "full.zarr")], 0.05, margin=0.05)
         draws = s_seq["draws"].dropna()
         same = list(s_seq["shared"].fillna(False)) == list(s_full["shared"].fillna(False))
+        add_null, add_none = added(paths, view, work, True), added(paths, view, work, False)
         lines.append(f"| {name} | {len(s_seq)} | {draws.median():.0f}, {draws.min():.0f}–{draws.max():.0f} | "
                      f"{seq:.1f} / {full:.1f} / {none:.1f} | {100 * max(0, seq - none) / seq:.0f}% / "
-                     f"{100 * max(0, full - none) / full:.0f}% | {'yes' if same else 'NO'} |")
+                     f"{100 * max(0, full - none) / full:.0f}% | {'yes' if same else 'NO'} | "
+                     f"{add_null:.2f} / {add_none:.2f} | {100 * max(0, add_null - add_none) / add_null:.0f}% | "
+                     f"{'yes' if same_null(work / 'add-null.zarr', work / 'seq.zarr') else 'NO'} |")
         print(lines[-1], flush=True)
     body = "\n".join(lines) + (
         "\n\nThe subspace stage on each collection's basis models (one group, 1 thread, max_k 64, R = 99, K = 16), "

@@ -61,12 +61,15 @@ def test_one_model_draw_keeps_its_spectrum_and_draws_match_explicit_rotations():
     svals = [sharing.singular_values(W) for W in Ws]
     total = float((Ws ** 2).sum())
     frames = stats.explained_variance(sharing.rotation_null_draws(svals, 6, 2000, g).T, total)[1].numpy()
+    stage = sharing.null_chunk(svals, sharing.NullMode(6, [sharing.philox_key(i) for i in range(5)]), range(2000))[0]
+    stage = stats.explained_variance(stage.T, total)[1].numpy()  # the stage's draws: a frame per model and draw
     explicit = []
     for _ in range(2000):
         R = sum(Q @ W @ W.T @ Q.T for Q, W in ((haar(6, g), W) for W in Ws))
         explicit.append(float(stats.explained_variance(torch.linalg.eigvalsh(R).flip(0), total)[1]))
-    se = np.hypot(frames.std(), np.std(explicit)) / np.sqrt(2000)
-    assert abs(frames.mean() - np.mean(explicit)) < 4 * se
+    for drawn in (frames, stage):
+        se = np.hypot(drawn.std(), np.std(explicit)) / np.sqrt(2000)
+        assert abs(drawn.mean() - np.mean(explicit)) < 4 * se
 
 
 def test_false_positive_rate_is_at_most_alpha_on_independent_stacks():
@@ -114,8 +117,8 @@ def test_shared_calls_is_p_against_draws_plus_margin_then_bh():
 
 @pytest.mark.parametrize("shape", [(6, 40, 7), (4, 64, 64), (3, 10, 1)])
 def test_haar_frames_are_the_q_of_qr_with_positive_r(shape):
-    """The null's frames (CholeskyQR2) equal Householder QR's Q with R's diagonal made positive
-    (the unique Haar-distributed factor), to 1e-12, square frames included."""
+    """The null's frames equal the reference QR's Q with R's diagonal made positive (the unique
+    Haar-distributed factor), to 1e-12, square frames included."""
     X = torch.randn(*shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     Q, R = torch.linalg.qr(X)
     Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))[:, None, :]
@@ -125,10 +128,10 @@ def test_haar_frames_are_the_q_of_qr_with_positive_r(shape):
                                atol=1e-13, rtol=0)
 
 
-def test_haar_frames_of_a_singular_gaussian_fall_back_to_householder():
+def test_haar_frames_of_a_singular_gaussian_are_orthonormal():
     """A square frame whose XᵀX Cholesky cannot factor (two equal columns: what a 48×48 float32
     Gaussian's condition number can approach) still comes back orthonormal and equal to the
-    sign-fixed Householder Q (the synthetic 300-matrix collection crashed here)."""
+    sign-fixed Householder Q (the synthetic 300-matrix collection crashed the CholeskyQR2 frames)."""
     X = torch.randn(2, 48, 48, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     X[1, :, 7] = X[1, :, 3]
     with pytest.raises(RuntimeError):
@@ -182,9 +185,10 @@ def test_flip_margin_is_where_the_view_verdict_changes():
 def sequential_p(Ws, draws, K, seed, stop_after):
     """p of a stack from ``sharing.sequential_null`` (Besag & Clifford) with its two modes."""
     s = [sharing.singular_values(W) for W in Ws]
-    modes = [(d, torch.Generator().manual_seed(seed + j)) for j, d in enumerate(Ws.shape[1:])]
+    modes = [sharing.NullMode(d, [sharing.philox_key(seed, j, i) for i in range(len(Ws))])
+             for j, d in enumerate(Ws.shape[1:])]
     T = statistic(Ws, K)
-    _, areas = sharing.sequential_null(s, modes, K, float((Ws ** 2).sum()), T, draws, stop_after)
+    _, areas, _ = sharing.sequential_null(s, modes, K, float((Ws ** 2).sum()), T, draws, stop_after)
     return stats.empirical_p(T, areas.mean(1).numpy(), draws), len(areas)
 
 
@@ -229,3 +233,66 @@ def test_area_bound_from_a_draws_leading_columns_is_above_the_draw_and_exact_wit
             assert sharing.draw_area_bound(X, S, K, total, r) == pytest.approx(exact, abs=1e-12)
         assert max(gaps) > 1e-3  # a bound, not the draw itself
         torch.testing.assert_close(sharing.haar_frames(X[..., :3]), sharing.haar_frames(X)[..., :3], atol=1e-12, rtol=0)
+
+
+def explicit_null_grams(svals, mode, draws):
+    """Reference: G_l = Σ_i F_il diag(s_i²) F_ilᵀ, each model's frame the QR of its own draw-l
+    Gaussian (numpy Philox at counter (0, l, 0, 0)), with R's diagonal made positive."""
+    out = []
+    for l in draws:
+        G = torch.zeros(mode.dim, mode.dim, dtype=F64)
+        for key, s in zip(mode.keys, svals):
+            x = np.random.Generator(np.random.Philox(key=key, counter=[0, l, 0, 0])).standard_normal(
+                (mode.dim, len(s)), dtype=np.float32)
+            q, r = np.linalg.qr(x.astype(np.float64))
+            F = torch.from_numpy(q * np.sign(np.diag(r)))
+            G += F @ torch.diag(s ** 2) @ F.T
+        out.append(G)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("dim, ranks", [(6, [4, 4, 4]), (12, [2, 3, 1, 2])])  # wide: dim ≤ Σr; narrow
+def test_null_draws_are_each_models_own_frames_and_any_chunk_gives_the_same_draw(dim, ranks):
+    """``null_chunk`` against explicit Grams of every model's own Philox frame (1e-10): the
+    wide path's Gram and eigenvalues, the narrow path's eigenvalues (its Σr × Σr Gram has the
+    same non-zero spectrum); draws 3..6 alone equal the same draws inside 0..8."""
+    g = torch.Generator().manual_seed(4)
+    svals = [torch.sort(torch.rand(r, generator=g, dtype=F64) + 0.1, descending=True).values for r in ranks]
+    mode = sharing.NullMode(dim, [sharing.philox_key("t", "row", i) for i in range(len(ranks))])
+    ref = explicit_null_grams(svals, mode, range(8))
+    lam, G = sharing.null_chunk(svals, mode, range(8))
+    n = min(dim, sum(ranks))
+    torch.testing.assert_close(lam, torch.linalg.eigvalsh(ref).flip(-1)[:, :n], atol=1e-10, rtol=0)
+    if dim <= sum(ranks):
+        torch.testing.assert_close(G, ref, atol=1e-10, rtol=0)
+    else:
+        assert G is None
+    torch.testing.assert_close(sharing.null_chunk(svals, mode, range(3, 6))[0], lam[3:6], atol=1e-12, rtol=0)
+
+
+def test_an_added_model_adds_its_own_contribution_to_cached_null_grams():
+    """The null of N + 2 models from the N models' cached Grams plus the 2 new models' frames
+    equals the null of all N + 2 drawn afresh (same draws, any model order, 1e-10); the cache
+    may hold fewer draws than asked (the rest are drawn for every model), and a sequential stop
+    is at the same draw."""
+    g = torch.Generator().manual_seed(6)
+    N, dim, r, K = 7, 9, 5, 3
+    svals = [torch.sort(torch.rand(r, generator=g, dtype=F64), descending=True).values for _ in range(N)]
+    keys = [sharing.philox_key(0, "w", "row", f"m{i}") for i in range(N)]
+    total = float(sum((s ** 2).sum() for s in svals))
+    _, _, (old,) = sharing.sequential_null(svals[:5], [sharing.NullMode(dim, keys[:5])], K, total, 2.0, 22, 0, True)
+    assert old.shape == (22, dim, dim)
+    fresh = sharing.sequential_null(svals, [sharing.NullMode(dim, keys)], K, total, 2.0, 33, 0, True)
+    added = sharing.sequential_null(svals, [sharing.NullMode(dim, keys, old, 5)], K, total, 2.0, 33, 0, True)
+    order = [6, 2, 0, 5, 1, 3, 4]
+    shuffled = sharing.sequential_null([svals[i] for i in order], [sharing.NullMode(dim, [keys[i] for i in order])],
+                                       K, total, 2.0, 33, 0, True)
+    for other in (added, shuffled):
+        torch.testing.assert_close(other[0][0], fresh[0][0], atol=1e-10, rtol=0)
+        torch.testing.assert_close(other[1], fresh[1], atol=1e-10, rtol=0)
+        torch.testing.assert_close(other[2][0], fresh[2][0], atol=1e-10, rtol=0)
+    T = float(fresh[1][:, 0].sort().values[20])  # a statistic that 12 of the 33 draws reach
+    stopped = sharing.sequential_null(svals, [sharing.NullMode(dim, keys, old, 5)], K, total, T, 33, 4, True)
+    reached = np.cumsum(fresh[1][:, 0].numpy() >= T)
+    assert len(stopped[1]) == int(np.argmax(reached >= 4)) + 1
+    torch.testing.assert_close(stopped[1], fresh[1][: len(stopped[1])], atol=1e-10, rtol=0)

@@ -121,14 +121,30 @@ def lora_stores(tmp_path, N, seed=0):
 
 
 @pytest.mark.parametrize("view", ["full", "delta"])
-def test_incremental_sums_equal_from_scratch(tmp_path, view, caplog):
+def test_incremental_sums_equal_from_scratch(tmp_path, view, caplog, monkeypatch):
+    """Adding 3 models to 5 cached ones: every array equals a run from scratch on the 8, the
+    rotation null's included, whose draws come from the cached Grams plus frames of the 3 new
+    models only (an added model adds its own contribution)."""
+    from weightspace.core import sharing
+
     paths = make_stores(tmp_path, N=8)[0] if view == "full" else lora_stores(tmp_path, 8)
     kw = dict(max_k=3, center=True, gaussian_null=True, rotation_null=True, seed=0, device="cpu")
     cache = str(tmp_path / "cache.zarr")
     run_group(paths[:5], view, 1, 0, str(tmp_path / "old.zarr"), cache_path=cache, **kw)
+    import zarr
+
+    held = {t: zarr.open_group(cache)[t]["null_gram_row"].shape[0] for t in zarr.open_group(cache)}
+    drawn, real = [], sharing.model_gaussians
+    monkeypatch.setattr(sharing, "model_gaussians", lambda key, *a: drawn.append((key, a[-1])) or real(key, *a))
     with caplog.at_level("INFO", logger="weightspace"):
         run_group(paths, view, 1, 0, str(tmp_path / "inc.zarr"), cache_path=cache, **kw)
+    monkeypatch.setattr(sharing, "model_gaussians", real)
     assert "reusing the sums of 5 models, reading 3 new" in caplog.text
+    model = {sharing.philox_key(0, t, mode, f"{'m' if view == 'full' else 'a'}{i}"): (t, i)
+             for t in held for mode in ("row", "col") for i in range(8)}
+    old = [(model[key], rng) for key, rng in drawn if model[key][1] < 5]
+    assert any(model[key][1] >= 5 for key, _ in drawn)
+    assert all(rng.start >= held[t] for (t, _), rng in old)  # a cached model only where the cache ends
     run_group(paths, view, 1, 0, str(tmp_path / "fresh.zarr"), **kw)
     inc, models_inc = load_subspaces([str(tmp_path / "inc.zarr")])
     fresh, models_fresh = load_subspaces([str(tmp_path / "fresh.zarr")])

@@ -76,6 +76,8 @@ class Cached:
     null: hosvd.ModeSums | None = None  # unit-variance Gaussian draws, one per model
     svals: torch.Tensor | None = None   # N × r singular values of each model (rotation null)
     gram: GramSketch | None = None      # model_gram "sketch": what new × old Gram entries come from
+    null_grams: dict[str, torch.Tensor] | None = None  # per mode, the rotation null's L × dim × dim Grams
+    null_seed: int | None = None        # the seed they were drawn with
 
 
 @dataclass
@@ -93,46 +95,55 @@ class GramSketch:
 
 
 STOP_AFTER = 10  # a matrix's rotation null stops once this many draws reach its statistic (Besag & Clifford)
+NULL_CACHE_BYTES = 128 << 20  # a target's null Grams (R draws × dim² per wide mode) are cached up to this size
 
 
 def rotation_test(svals: torch.Tensor, models: list[str], sub: hosvd.Subspace, shape: tuple[int, int],
                   exact: dict[str, bool], draws: int, K: int, seed: int, name: str,
-                  stop_after: int | None = None) -> dict:
+                  stop_after: int | None = None, grams: dict[str, torch.Tensor] | None = None,
+                  cached: int = 0) -> dict:
     """The sharing statistic of one target and its rotation null (``core.sharing``): up to R
-    draws per exact mode from the models' singular values (taken in the order of their keys, so
-    the draws do not depend on the order in which models were added), stopped once
-    ``stop_after`` (default ``STOP_AFTER``) draws reach the data's statistic
-    (``sharing.sequential_null``: a valid p-value, h/l; a matrix far above its null uses all R);
-    the statistic of the data and of every draw per mode, the mean null spectrum per mode, the
-    draws used, and the power ceiling (the excess N identical copies of a matrix with the
-    models' mean normalised spectrum would show, ``sharing.ceiling_area``). p-values are taken
-    later (``sharing_table``), where the margin and the FDR are set."""
+    draws per exact mode from the models' singular values (``svals``, N × r, zero-padded),
+    each model's frames drawn from its own key (seed, target, mode, the model's name in
+    ``models``), so a model's contribution to a draw does not depend on the others and an
+    added model adds its own; stopped once ``stop_after`` (default ``STOP_AFTER``) draws reach the data's statistic
+    (``sharing.sequential_null``: a valid p-value, h/l; a matrix far above its null uses all R).
+    ``grams``: per mode, the null Grams of the first ``cached`` models from an earlier run
+    (``Cached.null_grams``), to which only the other models are added.
+    Returns the statistic of the data and of every draw per mode, the mean null spectrum per
+    mode, the draws used, the power ceiling (the excess N identical copies of a matrix with the
+    models' mean normalised spectrum would show, ``sharing.ceiling_area``), and the Grams to
+    cache (``"grams"``, where they fit ``NULL_CACHE_BYTES``). p-values are taken later
+    (``sharing_table``), where the margin and the FDR are set."""
     stop_after = STOP_AFTER if stop_after is None else stop_after
-    order = sorted(range(len(models)), key=lambda i: models[i])
-    s = [svals[i] for i in order]
+    s = [row[row > 0] for row in svals.to(torch.float64)]  # each model's own singular values
     base = seed * 1_000_003 + zlib.crc32(name.encode())
     g_ceiling = torch.Generator().manual_seed((base + 1) % (2**63))
-    nulls, modes, t_data, dims, ceiling = {}, [], [], [], []
-    S = sharing.padded(s) ** 2
+    nulls, modes, t_data, null_modes, ceiling = {}, [], [], [], []
+    S = svals.to(torch.float64) ** 2
     typical = (S / S.sum(1, keepdim=True).clamp_min(1e-300)).mean(0)  # the models' mean normalised spectrum
-    for j, (mode, dim, eig) in enumerate((("row", shape[0], sub.eig_row_uncentered),
-                                          ("col", shape[1], sub.eig_col_uncentered))):
+    for mode, dim, eig in (("row", shape[0], sub.eig_row_uncentered), ("col", shape[1], sub.eig_col_uncentered)):
         if not exact[mode]:
             continue
         modes.append(mode)
-        dims.append((dim, torch.Generator().manual_seed((base + 2 + j) % (2**63))))
+        gram = (grams or {}).get(mode)
+        null_modes.append(sharing.NullMode(dim, [sharing.philox_key(seed, name, mode, m) for m in models],
+                                           gram, cached if gram is not None else 0))
         t_data.append(float(sharing.evr_area(eig, K, sub.total_uncentered)))
         ceiling.append(sharing.ceiling_area(typical, len(s), K, dim, CEILING_DRAWS, g_ceiling))
     if not modes:
-        return {"nulls": nulls, "test": None}
-    eigs, areas = sharing.sequential_null(s, dims, K, sub.total_uncentered, float(np.mean(t_data)), draws, stop_after)
+        return {"nulls": nulls, "test": None, "grams": {}}
+    keep = 8 * draws * sum(m.dim ** 2 for m in null_modes) <= NULL_CACHE_BYTES
+    eigs, areas, kept = sharing.sequential_null(s, null_modes, K, sub.total_uncentered, float(np.mean(t_data)),
+                                                draws, stop_after, keep)
     for mode, lam in zip(modes, eigs):
         nulls[f"rotation_{mode}"] = lam.mean(0)  # the expected null spectrum: its EVR is the mean EVR
     nulls["rotation_statistic"] = areas  # l × modes, l ≤ R draws
     return {"nulls": nulls, "test": {"statistic": float(np.mean(t_data)), "mode_statistic": t_data,
                                      "modes": modes, "draws": len(areas), "max_draws": draws,
                                      "stop_after": stop_after, "K": K,
-                                     "ceiling": float(np.mean(ceiling)), "mode_ceiling": ceiling}}
+                                     "ceiling": float(np.mean(ceiling)), "mode_ceiling": ceiling},
+            "grams": {mode: G for mode, G in zip(modes, kept) if G is not None}}
 
 
 CEILING_DRAWS = 8  # rotation-null draws behind a matrix's power ceiling (``sharing.ceiling_area``)
@@ -300,15 +311,17 @@ def decompose_target(stores: list[ModelStore], target: layers.Target, *, max_k: 
     ids = [identity(st) for st in stores]
     S = sharing.padded(svals) if rotation_null else None
     if rotation_null:
-        test = rotation_test(S, ids, sub, (m, n), {"row": not sk_row, "col": not sk_col}, null_draws,
-                             test_k, seed, target.name)
+        reuse = known is not None and cached.null_grams and cached.null_seed == seed
+        test = rotation_test(S, [st.key for st in stores], sub, (m, n), {"row": not sk_row, "col": not sk_col}, null_draws,
+                             test_k, seed, target.name, grams=cached.null_grams if reuse else None,
+                             cached=n_old)
         sub.nulls.update(test["nulls"])
         sub.sharing = test["test"]
     if null is not None:
         var = sub.total / (len(stores) * m * n)
         sub.nulls.update(hosvd.gaussian_null_spectra(null, var, center))
         sub.null_gaussian_total = var * null.total(center)
-    return sub, Cached(ids, sums, K, null, S, gram)
+    return sub, Cached(ids, sums, K, null, S, gram, test["grams"] if rotation_null else None, seed)
 
 
 def row_block_reader(stores: list[ModelStore], target: layers.Target):
@@ -374,7 +387,9 @@ def load_cache(path: str | os.PathLike, target: layers.Target, device: str) -> C
     array = lambda key: torch.from_numpy(np.asarray(g[key][...]))  # noqa: E731
     sk = g.attrs.get("gram_sketch")
     gram = GramSketch(array("gram_ref"), float(sk["ref_sq"]), array("gram_Z"), array("gram_r"), int(sk["seed"])) if sk else None
-    return Cached(list(g.attrs["models"]), restore("", dict(g.attrs)), array("K"), null, svals, gram)
+    null_grams = {mode: array(f"null_gram_{mode}") for mode in ("row", "col") if f"null_gram_{mode}" in g}
+    return Cached(list(g.attrs["models"]), restore("", dict(g.attrs)), array("K"), null, svals, gram,
+                  null_grams or None, g.attrs.get("null_gram_seed"))
 
 
 def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
@@ -390,6 +405,9 @@ def save_cache(path: str | os.PathLike, caches: dict[str, Cached]) -> None:
             if c.gram is not None:
                 arrays |= {"gram_ref": c.gram.ref, "gram_Z": c.gram.Z, "gram_r": c.gram.r}
                 g.attrs["gram_sketch"] = {"ref_sq": c.gram.ref_sq, "seed": c.gram.seed}
+            if c.null_grams:  # the rotation null's Grams of these models (see rotation_test)
+                arrays |= {f"null_gram_{mode}": G for mode, G in c.null_grams.items()}
+                g.attrs["null_gram_seed"] = c.null_seed
             if c.null is not None:
                 arrays |= {f"null_{key}": getattr(c.null, key) for key in CACHE_ARRAYS}
                 g.attrs["null"] = {a: getattr(c.null, a) for a in CACHE_ATTRS} | {
@@ -490,13 +508,15 @@ def load_subspaces(paths: list[str], device="cpu") -> tuple[dict[str, SubspaceRe
 def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_models: int, *,
                        max_k: int, exact_max_dim: int = 8192, gaussian_null: bool = True,
                        rotation_null: bool = True, sketch_when_cheaper: bool = True,
-                       base_mb: int = 500, gram_sketch_width: int = 0) -> int:
+                       base_mb: int = 500, gram_sketch_width: int = 0, null_draws: int = 99) -> int:
     """Peak memory of one subspace job, from the shapes of its layer group (float64 bytes):
 
     per target (they are done one after the other, so the largest counts): the sums S and the
     shift of float32 products (2·m·n),
     R and C (m², n², or m·l, n·l when sketched), the same again for the Gaussian null and the
-    rotation null, the per-model products and eigendecomposition workspace (2·(m² + n²)), the
+    rotation null, with the rotation null a chunk of its draws' Grams (``NULL_CHUNK_BYTES``) and
+    its Grams kept for the cache (R·(m² + n²), twice: the chunks and their concatenation; kept
+    only up to ``NULL_CACHE_BYTES``), the per-model products and eigendecomposition workspace (2·(m² + n²)), the
     prefetched matrices (3 models, source copy + float64), the model Gram and its centred copy
     (2·N²), a two-pass sketch's Q and Z (2·n·l), with ``model_gram: sketch`` (width w) the
     models' sketches, the reference R and a block's hashes (N·w + m·n + 2·block); plus the
@@ -514,5 +534,8 @@ def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_
         numbers = copies * (2 * m * n + grams) + work + 3 * 2 * m * n + 2 * n_models ** 2 + 2 * n * sk_col
         if gram_sketch_width:
             numbers += n_models * gram_sketch_width + m * n + 2 * BLOCK_BYTES // 8
+        if rotation_null:
+            kept = 8 * null_draws * ((0 if sk_row else m * m) + (0 if sk_col else n * n))
+            numbers += (sharing.NULL_CHUNK_BYTES + (2 * kept if kept <= NULL_CACHE_BYTES else 0)) // 8
         worst = max(worst, 8 * numbers)
     return int(base_mb + 1.2 * (worst + 2 * BLOCK_BYTES) / 2**20)

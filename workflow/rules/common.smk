@@ -117,7 +117,8 @@ def subspace_mem_mb(wildcards, input, attempt):
         input.stores[0], wildcards.view, s["layer_groups"], int(wildcards.g), len(input.stores),
         max_k=s["max_k"], exact_max_dim=s["exact_max_dim"], gaussian_null=s["gaussian_null"],
         rotation_null=s["rotation_null"], sketch_when_cheaper=s["sketch_when_cheaper"],
-        gram_sketch_width=s["gram_sketch_width"] if s["model_gram"] == "sketch" else 0)
+        gram_sketch_width=s["gram_sketch_width"] if s["model_gram"] == "sketch" else 0,
+        null_draws=s["null_draws"])
 
 
 # fetch and extract: a job per model (Hub, or batch 1), a job per batch of a local collection's

@@ -12,6 +12,11 @@ factorisations and the eigenvalues of one Gram (m×m, or Σr_i × Σr_i when sma
 column mode likewise with n×r_i frames. Spectra are compared uncentred: centring after a
 rotation would mix in the mean the rotation destroyed.
 
+Each model's frame in draw l is drawn from its own Philox stream (key: seed, matrix, mode,
+model; ``model_gaussians``), so the m×m Gram of a draw is a sum of the models' own
+contributions: an added model adds its frame to the Grams kept from the last run
+(``NullMode``), and the same models give the same draws in any order, in any chunking.
+
 Statistic of one matrix: the mean over its exact modes of the area under the cumulative
 explained-variance curve up to K,
 
@@ -31,6 +36,9 @@ functions in ``core.stats`` (a job that reads stored results needs no torch).
 """
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -61,30 +69,12 @@ def padded(svals: list[torch.Tensor]) -> torch.Tensor:
 
 def haar_frames(X: torch.Tensor) -> torch.Tensor:
     """Uniform (Haar) dim×r orthonormal frames from Gaussian dim×r matrices (batched): the Q of
-    X = QR with R's diagonal positive, computed as X R⁻¹ with R the Cholesky factor of XᵀX,
-    twice (CholeskyQR2: orthonormal to ~1e-15 for the condition numbers of Gaussian matrices;
-    2× faster than Householder QR). The Gaussians may be drawn in float32 (5× faster to draw):
-    the frame is still uniform. Where XᵀX is numerically singular (square or nearly square
-    frames, whose Gaussian's condition number can exceed 1e8), the batch falls back to
-    Householder QR with the same sign convention: the same Q, computed stably."""
-    Y = X
-    for _ in range(2):
-        R, info = torch.linalg.cholesky_ex(Y.transpose(-1, -2) @ Y, upper=True)
-        if bool((info != 0).any()):
-            return _householder_frames(X)
-        Y = torch.linalg.solve_triangular(R, Y, upper=True, left=False)
-    r = X.shape[-1]
-    if 2 * r > X.shape[-2]:  # nearly square: a Gaussian this shape can be ill-conditioned enough to
-        I = torch.eye(r, dtype=Y.dtype)  # pass Cholesky and still leave Y off orthonormal
-        if float((Y.transpose(-1, -2) @ Y - I).abs().max()) > 1e-10:
-            return _householder_frames(X)
-    return Y
-
-
-def _householder_frames(X: torch.Tensor) -> torch.Tensor:
-    """The Q of X = QR (Householder) with R's diagonal made positive."""
+    X = QR (Householder) with R's diagonal made positive, the unique factor whose law is Haar.
+    The Gaussians may be drawn in float32 (5× faster to draw): the frame is still uniform.
+    (CholeskyQR2 was 1.1–2× slower at every shape of the demo and large ones, one thread.)"""
     Q, R = torch.linalg.qr(X)
-    return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+    sign = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))
+    return Q * torch.where(sign == 0, 1.0, sign).to(Q.dtype).unsqueeze(-2)
 
 
 def rotation_null_draws(svals: list[torch.Tensor], dim: int, draws: int, generator: torch.Generator
@@ -128,27 +118,105 @@ def draw_area_bound(X: torch.Tensor, S: torch.Tensor, K: int, total: float, head
     return float(torch.clamp(cum / total, max=1.0).mean())
 
 
-def sequential_null(svals: list[torch.Tensor], modes: list[tuple[int, torch.Generator]], K: int, total: float,
-                    statistic: float, draws: int, stop_after: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Rotation-null draws of a matrix's exact modes, one draw of every mode at a time, stopped
-    as Besag & Clifford (1991) do: once ``stop_after`` draws reach the data's ``statistic`` (the
-    mean over modes of ``evr_area``), or after ``draws`` (``stop_after`` 0: always ``draws``).
-    A matrix far above its null (nothing reaches it) uses every draw; a matrix like its null
-    stops after about ``stop_after``/p draws. ``modes``: (dimension, generator) per mode, each
-    mode's draws from its own generator, so the first l draws are those of a full run.
-    Returns each mode's l × spectrum eigenvalues and the l × modes areas."""
-    eigs, areas, reached = [[] for _ in modes], [], 0
-    for _ in range(draws):
-        row = []
-        for j, (dim, g) in enumerate(modes):
-            lam = rotation_null_draws(svals, dim, 1, g)[0]
+def philox_key(*parts) -> int:
+    """A 128-bit Philox key from the parts' text (blake2b): one per model, matrix and mode."""
+    text = "\x1f".join(map(str, parts)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=16).digest(), "little")
+
+
+def model_gaussians(key: int, dim: int, r: int, draws: range) -> torch.Tensor:
+    """One model's dim×r standard Gaussians (float32) for the null draws in ``draws``: draw l
+    from Philox(key) at counter (0, l, 0, 0). Any draw of any model is drawn without the ones
+    before it (a draw uses far fewer than 2⁶⁴ counter steps: streams never overlap), and a
+    model's draws depend on its own key only, not on the other models of the stack."""
+    return torch.from_numpy(np.stack([
+        np.random.Generator(np.random.Philox(key=key, counter=[0, l, 0, 0])).standard_normal((dim, r), dtype=np.float32)
+        for l in draws]))
+
+
+@dataclass
+class NullMode:
+    """One exact mode of a matrix's rotation null: its dimension and a Philox key per model
+    (``philox_key``); ``gram``: the null Grams G_l of the first ``cached`` models for the
+    first L draws (L × dim × dim, kept from an earlier run), to which the other models'
+    contributions are added."""
+
+    dim: int
+    keys: list[int]
+    gram: torch.Tensor | None = None
+    cached: int = 0
+
+
+NULL_CHUNK = 11  # draws computed together (99 = 9 chunks); the numbers do not depend on it
+NULL_CHUNK_BYTES = 64 << 20  # the largest chunk of Grams or frames held at once
+
+
+def _wide(svals: list[torch.Tensor], dim: int) -> bool:
+    """Whether a mode's draws are computed as dim × dim Grams (additive over models, cached):
+    dim ≤ Σ r_i; else from the smaller Σr × Σr Gram of the stacked frames."""
+    return dim <= sum(len(s) for s in svals)
+
+
+def null_chunk(svals: list[torch.Tensor], mode: NullMode, draws: range) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""Eigenvalues (descending, c × min(dim, Σ r_i)) of the null draws ``draws`` of one mode,
+
+        G_l = Σ_i Z_il Z_ilᵀ,   Z_il = F_il diag(s_i),
+
+    F_il the Haar frame (``haar_frames``) of model i's draw-l Gaussian (``model_gaussians``),
+    s_i the model's own (non-zero) singular values. Wide modes (``_wide``): G_l itself, the
+    cached Grams for the draws they hold plus the other models' contributions, returned (for
+    the next run's cache); else the eigenvalues of the smaller Gram Z_lᵀZ_l, Z_l = [Z_1l … Z_Nl]."""
+    width = sum(len(s) for s in svals)
+    if width == 0:
+        return torch.zeros(len(draws), 1, dtype=torch.float64), None
+    n_eig = min(mode.dim, width)
+    frames = lambda i, rng: haar_frames(model_gaussians(mode.keys[i], mode.dim, len(svals[i]), rng).double()) * svals[i]  # noqa: E731
+    if not _wide(svals, mode.dim):
+        Z = torch.cat([frames(i, draws) for i, s in enumerate(svals) if len(s)], -1)
+        return torch.linalg.eigvalsh(Z.transpose(1, 2) @ Z).flip(-1).clamp_min(0)[..., :n_eig], None
+    L = 0 if mode.gram is None else mode.gram.shape[0]
+    G = torch.zeros(len(draws), mode.dim, mode.dim, dtype=torch.float64)
+    held = max(0, min(draws.stop, L) - draws.start)  # the draws the cache holds: a prefix of ``draws``
+    if held:
+        G[:held] = mode.gram[draws.start: draws.start + held]
+    for i, s in enumerate(svals):
+        rng = draws if i >= mode.cached else draws[held:]  # cached models are in the held Grams
+        if len(s) and len(rng):
+            Z = frames(i, rng)
+            G[len(draws) - len(rng):].baddbmm_(Z, Z.transpose(1, 2))
+    return torch.linalg.eigvalsh(G).flip(-1).clamp_min(0)[..., :n_eig], G
+
+
+def sequential_null(svals: list[torch.Tensor], modes: list[NullMode], K: int, total: float, statistic: float,
+                    draws: int, stop_after: int, keep_grams: bool = False
+                    ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor | None]]:
+    """Rotation-null draws of a matrix's exact modes (``null_chunk``), a chunk of draws at a
+    time, stopped as Besag & Clifford (1991) do: at the draw where ``stop_after`` draws have
+    reached the data's ``statistic`` (the mean over modes of ``evr_area``), or after ``draws``
+    (``stop_after`` 0: always ``draws``). A matrix far above its null uses every draw; a
+    matrix like its null stops after about ``stop_after``/p draws. Draw l of every model is the
+    same whatever the chunk, the stop or the other models (``model_gaussians``).
+    Returns each mode's l × spectrum eigenvalues, the l × modes areas, and with
+    ``keep_grams`` each wide mode's Grams of every draw computed (≥ l, for a cache)."""
+    per_draw = max(8 * (m.dim ** 2 if _wide(svals, m.dim) else m.dim * sum(map(len, svals)) + sum(map(len, svals)) ** 2)
+                   for m in modes)
+    chunk = max(1, min(NULL_CHUNK, NULL_CHUNK_BYTES // max(per_draw, 1)))
+    eigs, grams, areas, reached, done = [[] for _ in modes], [[] for _ in modes], [], 0, 0
+    while done < draws and not (stop_after and reached >= stop_after):
+        rng = range(done, min(done + chunk, draws))
+        for j, mode in enumerate(modes):
+            lam, G = null_chunk(svals, mode, rng)
             eigs[j].append(lam)
-            row.append(float(evr_area(lam, K, total)))
-        areas.append(row)
-        reached += float(np.mean(row)) >= statistic
-        if stop_after and reached >= stop_after:
-            break
-    return [torch.stack(e) for e in eigs], torch.tensor(areas, dtype=torch.float64)
+            grams[j].append(G if keep_grams else None)
+        for row in torch.stack([evr_area(e[-1], K, total) for e in eigs], 1):
+            if stop_after and reached >= stop_after:
+                break
+            areas.append(row)
+            reached += float(row.mean()) >= statistic
+        done = rng.stop
+    used = len(areas)
+    return ([torch.cat(e)[:used] for e in eigs], torch.stack(areas),
+            [torch.cat(g) if g and g[0] is not None else None for g in grams])
 
 
 def evr_area(eigs: torch.Tensor, K: int, total: float | None = None) -> torch.Tensor:
