@@ -6,7 +6,7 @@ stage on N with its cache (the full run), then adds a models three ways: ``model
 their Gram with the added ones), and from scratch; prints the time of each, the share of the
 full run's time redone, and the sketch's largest error on the added × cached Gram entries
 against the exact Gram, in units of its stated standard deviation. The nulls are off (the
-rotation null is drawn again for all N on every run: its cost grows with N, not with a).
+rotation null's add is measured on real models by bench/null_share.py).
 
     .venv/bin/python bench/add_models.py [--write] [--cases 100:1 500:10] [--rows 384] [--cols 1536]
 """
@@ -127,8 +127,8 @@ def main():
         "sketch then saves little time here, and the share redone is far above the 5% hoped for. What "
         "it removes is the rereading of every old model (the MB read columns): the cost that dominates "
         "where the old models are hundreds of GB on disk or a network filesystem. Not included: the "
-        "rotation null, drawn again for all N on every run (its cost grows with N), and the "
-        "project/evaluate stages, which re-project every model when the basis changes (docs/guide.md, adding models).")
+        "rotation null (its add, from cached Grams plus the added models' frames, is in \"The rotation "
+        "null's share of the subspace stage\"), and the project/evaluate stages, which re-project every model when the basis changes (docs/guide.md, adding models).")
     print(body)
     if args.write:
         from report import write_section
