@@ -128,7 +128,8 @@ def main():
         "it removes is the rereading of every old model (the MB read columns): the cost that dominates "
         "where the old models are hundreds of GB on disk or a network filesystem. Not included: the "
         "rotation null (its add, from cached Grams plus the added models' frames, is in \"The rotation "
-        "null's share of the subspace stage\"), and the project/evaluate stages, which re-project every model when the basis changes (docs/guide.md, adding models).")
+        "null's share of the subspace stage\"), and the project/evaluate stages, which re-project "
+        "every model when the basis changes (docs/guide.md, adding models).")
     print(body)
     if args.write:
         from report import write_section
