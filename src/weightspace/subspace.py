@@ -98,6 +98,13 @@ STOP_AFTER = 10  # a matrix's rotation null stops once this many draws reach its
 NULL_CACHE_BYTES = 128 << 20  # a target's null Grams (R draws × dim² per wide mode) are cached up to this size
 
 
+def null_grams_kept(draws: int, dims: list[int]) -> int:
+    """Bytes of a target's rotation-null Grams (float64, R draws × d² per exact mode) when they
+    fit ``NULL_CACHE_BYTES`` (kept for the cache), else 0 (not kept)."""
+    size = 8 * draws * sum(d * d for d in dims)
+    return size if size <= NULL_CACHE_BYTES else 0
+
+
 def rotation_test(svals: torch.Tensor, models: list[str], sub: hosvd.Subspace, shape: tuple[int, int],
                   exact: dict[str, bool], draws: int, K: int, seed: int, name: str,
                   stop_after: int | None = None, grams: dict[str, torch.Tensor] | None = None,
@@ -116,11 +123,12 @@ def rotation_test(svals: torch.Tensor, models: list[str], sub: hosvd.Subspace, s
     cache (``"grams"``, where they fit ``NULL_CACHE_BYTES``). p-values are taken later
     (``sharing_table``), where the margin and the FDR are set."""
     stop_after = STOP_AFTER if stop_after is None else stop_after
-    s = [row[row > 0] for row in svals.to(torch.float64)]  # each model's own singular values
+    svals = svals.to(torch.float64)
+    s = [row[row > 0] for row in svals]  # each model's own singular values
     base = seed * 1_000_003 + zlib.crc32(name.encode())
     g_ceiling = torch.Generator().manual_seed((base + 1) % (2**63))
     nulls, modes, t_data, null_modes, ceiling = {}, [], [], [], []
-    S = svals.to(torch.float64) ** 2
+    S = svals ** 2
     typical = (S / S.sum(1, keepdim=True).clamp_min(1e-300)).mean(0)  # the models' mean normalised spectrum
     for mode, dim, eig in (("row", shape[0], sub.eig_row_uncentered), ("col", shape[1], sub.eig_col_uncentered)):
         if not exact[mode]:
@@ -133,7 +141,7 @@ def rotation_test(svals: torch.Tensor, models: list[str], sub: hosvd.Subspace, s
         ceiling.append(sharing.ceiling_area(typical, len(s), K, dim, CEILING_DRAWS, g_ceiling))
     if not modes:
         return {"nulls": nulls, "test": None, "grams": {}}
-    keep = 8 * draws * sum(m.dim ** 2 for m in null_modes) <= NULL_CACHE_BYTES
+    keep = null_grams_kept(draws, [m.dim for m in null_modes]) > 0
     eigs, areas, kept = sharing.sequential_null(s, null_modes, K, sub.total_uncentered, float(np.mean(t_data)),
                                                 draws, stop_after, keep)
     for mode, lam in zip(modes, eigs):
@@ -535,7 +543,7 @@ def memory_estimate_mb(store_path: str, view: str, n_groups: int, group: int, n_
         if gram_sketch_width:
             numbers += n_models * gram_sketch_width + m * n + 2 * BLOCK_BYTES // 8
         if rotation_null:
-            kept = 8 * null_draws * ((0 if sk_row else m * m) + (0 if sk_col else n * n))
-            numbers += (sharing.NULL_CHUNK_BYTES + (2 * kept if kept <= NULL_CACHE_BYTES else 0)) // 8
+            kept = null_grams_kept(null_draws, [d for d, sk in ((m, sk_row), (n, sk_col)) if not sk])
+            numbers += (sharing.NULL_CHUNK_BYTES + 2 * kept) // 8
         worst = max(worst, 8 * numbers)
     return int(base_mb + 1.2 * (worst + 2 * BLOCK_BYTES) / 2**20)

@@ -94,9 +94,21 @@ def draw_eigenvalues(X: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     """Eigenvalues (descending, min(dim, N·r)) of one null draw Σ_i F_i diag(s_i²) F_iᵀ, F_i the
     Haar frame of the Gaussian X_i (X: N × dim × r, S: N × r)."""
     N, dim, r = X.shape
-    Z = (haar_frames(X) * S[:, None, :]).permute(1, 0, 2).reshape(dim, N * r)  # dim × N·r
-    G = Z @ Z.T if dim <= N * r else Z.T @ Z
-    return torch.linalg.eigvalsh(G).flip(0).clamp_min(0)[: min(dim, N * r)]
+    return stacked_eigenvalues((haar_frames(X) * S[:, None, :]).permute(1, 0, 2).reshape(dim, N * r))
+
+
+def stacked_eigenvalues(Z: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (descending, min(dim, w)) of Z Zᵀ for scaled frames stacked side by side
+    (… × dim × w), from the smaller of Z Zᵀ and Zᵀ Z (the same non-zero spectrum)."""
+    dim, w = Z.shape[-2:]
+    Zt = Z.transpose(-1, -2)
+    return psd_eigenvalues(Z @ Zt if dim <= w else Zt @ Z, min(dim, w))
+
+
+def psd_eigenvalues(G: torch.Tensor, n: int) -> torch.Tensor:
+    """The n largest eigenvalues of symmetric positive semi-definite Grams (…× d × d), descending,
+    rounding below 0 clamped to 0."""
+    return torch.linalg.eigvalsh(G).flip(-1).clamp_min(0)[..., :n]
 
 
 def draw_area_bound(X: torch.Tensor, S: torch.Tensor, K: int, total: float, head: int) -> float:
@@ -153,8 +165,13 @@ NULL_CHUNK_BYTES = 64 << 20  # the largest chunk of Grams or frames held at once
 
 def _wide(svals: list[torch.Tensor], dim: int) -> bool:
     """Whether a mode's draws are computed as dim × dim Grams (additive over models, cached):
-    dim ≤ Σ r_i; else from the smaller Σr × Σr Gram of the stacked frames."""
-    return dim <= sum(len(s) for s in svals)
+    dim ≤ Σ r_i; else from the smaller Σr × Σr Gram of the stacked frames (``stacked_eigenvalues``)."""
+    return dim <= _width(svals)
+
+
+def _width(svals: list[torch.Tensor]) -> int:
+    """Σ r_i: the columns of a draw's stacked frames."""
+    return sum(len(s) for s in svals)
 
 
 def null_chunk(svals: list[torch.Tensor], mode: NullMode, draws: range) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -166,14 +183,11 @@ def null_chunk(svals: list[torch.Tensor], mode: NullMode, draws: range) -> tuple
     s_i the model's own (non-zero) singular values. Wide modes (``_wide``): G_l itself, the
     cached Grams for the draws they hold plus the other models' contributions, returned (for
     the next run's cache); else the eigenvalues of the smaller Gram Z_lᵀZ_l, Z_l = [Z_1l … Z_Nl]."""
-    width = sum(len(s) for s in svals)
-    if width == 0:
+    if _width(svals) == 0:
         return torch.zeros(len(draws), 1, dtype=torch.float64), None
-    n_eig = min(mode.dim, width)
     frames = lambda i, rng: haar_frames(model_gaussians(mode.keys[i], mode.dim, len(svals[i]), rng).double()) * svals[i]  # noqa: E731
     if not _wide(svals, mode.dim):
-        Z = torch.cat([frames(i, draws) for i, s in enumerate(svals) if len(s)], -1)
-        return torch.linalg.eigvalsh(Z.transpose(1, 2) @ Z).flip(-1).clamp_min(0)[..., :n_eig], None
+        return stacked_eigenvalues(torch.cat([frames(i, draws) for i, s in enumerate(svals) if len(s)], -1)), None
     L = 0 if mode.gram is None else mode.gram.shape[0]
     G = torch.zeros(len(draws), mode.dim, mode.dim, dtype=torch.float64)
     held = max(0, min(draws.stop, L) - draws.start)  # the draws the cache holds: a prefix of ``draws``
@@ -184,7 +198,7 @@ def null_chunk(svals: list[torch.Tensor], mode: NullMode, draws: range) -> tuple
         if len(s) and len(rng):
             Z = frames(i, rng)
             G[len(draws) - len(rng):].baddbmm_(Z, Z.transpose(1, 2))
-    return torch.linalg.eigvalsh(G).flip(-1).clamp_min(0)[..., :n_eig], G
+    return psd_eigenvalues(G, mode.dim), G
 
 
 def sequential_null(svals: list[torch.Tensor], modes: list[NullMode], K: int, total: float, statistic: float,
@@ -198,8 +212,8 @@ def sequential_null(svals: list[torch.Tensor], modes: list[NullMode], K: int, to
     same whatever the chunk, the stop or the other models (``model_gaussians``).
     Returns each mode's l × spectrum eigenvalues, the l × modes areas, and with
     ``keep_grams`` each wide mode's Grams of every draw computed (≥ l, for a cache)."""
-    per_draw = max(8 * (m.dim ** 2 if _wide(svals, m.dim) else m.dim * sum(map(len, svals)) + sum(map(len, svals)) ** 2)
-                   for m in modes)
+    w = _width(svals)
+    per_draw = max(8 * (m.dim ** 2 if _wide(svals, m.dim) else m.dim * w + w ** 2) for m in modes)
     chunk = max(1, min(NULL_CHUNK, NULL_CHUNK_BYTES // max(per_draw, 1)))
     eigs, grams, areas, reached, done = [[] for _ in modes], [[] for _ in modes], [], 0, 0
     while done < draws and not (stop_after and reached >= stop_after):
